@@ -1,0 +1,124 @@
+"""Start and stop real server processes for tests: our node and real memcached.
+
+Every process is stopped by its PID (never by name). Our node is started with ``-p 0`` and prints
+the port it bound as the first line of its stdout; memcached is given a free port chosen here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProc:
+    """A running server process and the address it answers on."""
+
+    proc: subprocess.Popen[bytes]
+    host: str
+    port: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def connect(self, timeout: float = 5.0) -> socket.socket:
+        s = socket.create_connection(self.address, timeout=timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Stop by PID; escalate to SIGKILL if it does not exit in time."""
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return int(self.proc.returncode)
+
+
+def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def start_node(*args: str, host: str = "127.0.0.1", timeout: float = 15.0) -> ServerProc:
+    """Start our node with memcached-style ``args`` on a free port and wait until it serves."""
+    cmd = [sys.executable, str(ROOT / "cli.py"), "-l", host, "-p", "0", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        proc.wait(timeout)
+        raise RuntimeError(f"node did not start: {err}")
+    port = int(line.split()[-1])
+    wait_listening(host, port, timeout)
+    return ServerProc(proc, host, port)
+
+
+def start_memcached(*args: str, host: str = "127.0.0.1", timeout: float = 10.0) -> ServerProc:
+    """Start real memcached with ``args`` on a free port and wait until it serves."""
+    port = free_port()
+    cmd = [MEMCACHED, "-l", host, "-p", str(port), "-U", "0", *args]
+    if os.geteuid() == 0:
+        cmd += ["-u", "root"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_listening(host, port, timeout)
+    return ServerProc(proc, host, port)
+
+
+def have_memcached() -> bool:
+    return os.path.exists(MEMCACHED)
+
+
+def exchange(sock: socket.socket, request: bytes, settle: float = 0.05) -> bytes:
+    """Send ``request`` and read until the peer is quiet for ``settle`` seconds or closes."""
+    sock.sendall(request)
+    chunks: list[bytes] = []
+    sock.settimeout(settle)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
