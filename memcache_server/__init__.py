@@ -1,0 +1,3 @@
+"""A memcached-compatible, multithreaded cache node."""
+
+__version__ = "0.1.0"

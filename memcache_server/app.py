@@ -1,0 +1,221 @@
+"""Builds a node from its config and wires the parts together; owns start and shutdown.
+
+The main thread calls ``Node.serve_forever()``; it starts the clock/crawler thread, the workers
+and the acceptor, then waits for a stop request (SIGTERM/SIGINT or ``shutdown``). Signal handlers
+only set a flag. Shutdown: stop accepting, let workers answer what they already read, exit 0.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+from memcache_server import report
+from memcache_server.config import EMULATED_VERSION, ServerConfig
+from memcache_server.protocol import constants as C
+from memcache_server.server.listener import Acceptor, Listener, open_listeners
+from memcache_server.server.worker import Connection, Worker
+from memcache_server.stats import ServerCounters
+from memcache_server.storage.clock import Clock
+from memcache_server.storage.crawler import Crawler
+from memcache_server.storage.slabs import SlabTable
+from memcache_server.storage.store import Store, StoreLimits
+
+__all__ = ["Node"]
+
+
+class Node:
+    """One cache node: the store, the threads, and the server-wide commands."""
+
+    def __init__(self, config: ServerConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or Clock()
+        self.version = EMULATED_VERSION
+        self.verbosity = config.verbosity
+        self.table = SlabTable.build(
+            config.growth_factor,
+            config.chunk_size,
+            config.effective_chunk_max,
+            config.item_size_max,
+            config.use_cas,
+        )
+        self.store = Store(
+            self.table,
+            StoreLimits(config.memory_limit, not config.disable_evictions, config.use_cas),
+            self.clock,
+            C.value_header,
+        )
+        self.store.key_offset = C.VALUE_KEY_OFFSET
+        self.counters = ServerCounters()
+        self._conn_lock = threading.Lock()
+        self._conns: dict[int, Connection] = {}
+        self.workers = [Worker(self, i) for i in range(config.threads)]
+        self.listeners: list[Listener] = []
+        self.acceptor: Acceptor | None = None
+        self.port = config.port
+        self.crawler = Crawler(self.store, config.lru_crawler_sleep)
+        self._stop = threading.Event()
+        self._graceful = True
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def bind(self) -> None:
+        self.listeners = open_listeners(
+            self.config.listen,
+            self.config.port,
+            self.config.unix_socket,
+            self.config.unix_mask,
+            self.config.backlog,
+        )
+        if not self.config.unix_socket:
+            self.port = int(self.listeners[0].sock.getsockname()[1])
+
+    def start(self) -> None:
+        if not self.listeners:
+            self.bind()
+        for w in self.workers:
+            w.start()
+        self.acceptor = Acceptor(self, self.listeners)
+        self.acceptor.start()
+        threading.Thread(target=self._ticker, name="clock", daemon=True).start()
+        if self.config.lru_crawler:
+            self.crawler.start()
+
+    def _ticker(self) -> None:
+        while not self._stop.wait(1.0):
+            self.clock.tick()
+
+    def request_shutdown(self, graceful: bool = True) -> None:
+        self._graceful = graceful
+        self._stop.set()
+
+    def wait(self) -> None:
+        while not self._stop.wait(0.5):
+            pass
+
+    def shutdown(self) -> None:
+        """Stop accepting, finish what workers already read, close everything."""
+        self._stop.set()
+        if self.acceptor is not None:
+            self.acceptor.stop()
+            self.acceptor.join(5)
+        for w in self.workers:
+            w.stop()
+        for w in self.workers:
+            w.join(10)
+        self.crawler.stop()
+
+    # ------------------------------------------------------------------ connections
+
+    def admit(self) -> bool:
+        """Called by the acceptor for each new connection: enforce -c."""
+        with self._conn_lock:
+            if self.counters.curr_connections >= self.config.max_connections:
+                self.counters.rejected_connections += 1
+                return False
+            self.counters.curr_connections += 1
+            self.counters.total_connections += 1
+            if self.counters.curr_connections > self.counters.connection_structures:
+                self.counters.connection_structures = self.counters.curr_connections
+            return True
+
+    def conn_opened(self, conn: Connection) -> None:
+        with self._conn_lock:
+            self._conns[id(conn)] = conn
+        if self.verbosity > 1:
+            print(f"<{conn.fd} new auto-negotiating client connection", file=sys.stderr)
+
+    def conn_closed(self, conn: Connection) -> None:
+        with self._conn_lock:
+            self._conns.pop(id(conn), None)
+            self.counters.curr_connections -= 1
+        if self.verbosity > 1:
+            print(f"<{conn.fd} connection closed.", file=sys.stderr)
+
+    def connections(self) -> list[Connection]:
+        with self._conn_lock:
+            return sorted(self._conns.values(), key=lambda c: c.fd)
+
+    # ------------------------------------------------------------------ commands
+
+    def set_verbosity(self, level: int) -> None:
+        self.verbosity = level
+
+    def log_input(self, fd: int, data: bytes) -> None:
+        for line in data.split(b"\n"):
+            text = line.rstrip(b"\r").decode("latin-1")
+            if text:
+                print(f"<{fd} {text}", file=sys.stderr)
+
+    def memory_limit_changed(self, limit: int) -> None:
+        pass
+
+    def hash_power_level(self) -> int:
+        n = max(len(self.store.index), 1)
+        level = 16
+        while (1 << level) * 1.5 < n:
+            level += 1
+        return level
+
+    def oldest_live_age(self) -> int:
+        ol = self.store.oldest_live
+        return max(0, self.clock.now - ol) if ol else 0
+
+    def crawler_running(self) -> bool:
+        return self.crawler.running
+
+    def crawler_starts(self) -> int:
+        return self.crawler.starts
+
+    def stats_reply(self, args: list[bytes], session: object) -> bytes:
+        if not args:
+            return report.format_stats(report.general_stats(self))
+        sub = args[0]
+        if sub == b"settings":
+            return report.format_stats(report.settings_stats(self))
+        if sub == b"items":
+            return report.format_stats(report.items_stats(self))
+        if sub == b"slabs":
+            return report.format_stats(report.slabs_stats(self))
+        if sub == b"sizes":
+            return b"STAT sizes_status disabled\r\nEND\r\n"
+        if sub == b"conns":
+            fd = getattr(session, "fd", -1)
+            for conn in self.connections():
+                conn.state = "conn_parse_cmd" if conn.fd == fd else "conn_waiting"
+            return report.format_stats(report.conns_stats(self))
+        if sub == b"reset":
+            for w in self.workers:
+                w.stats.reset()
+            self.store.reset_stats()
+            with self._conn_lock:
+                self.counters.total_connections = 0
+                self.counters.rejected_connections = 0
+            return C.RESET
+        if sub == b"detail":
+            return b"CLIENT_ERROR usage: stats detail on|off|dump\r\n" if len(args) < 2 else C.OK
+        return C.ERROR
+
+    def config_reply(self, args: list[bytes]) -> bytes:
+        return C.ERROR
+
+    # ------------------------------------------------------------------ entry point
+
+    def serve_forever(self, announce: bool = False) -> int:
+        self.bind()
+        self.start()
+        if announce:
+            print(self.port, flush=True)
+        try:
+            self.wait()
+        finally:
+            self.shutdown()
+        return 0
+
+    def iter_workers(self) -> Iterator[Worker]:
+        return iter(self.workers)
+
+
+_ = time

@@ -1,0 +1,438 @@
+"""The one module that knows both the protocol and the store: requests in, reply bytes out.
+
+A ``Session`` belongs to one connection and is driven by that connection's worker thread only.
+``process()`` runs every complete request in what has been fed, appending replies to one output
+buffer that the worker sends once per read batch. Command handlers are looked up in a table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from memcache_server.protocol import constants as C
+from memcache_server.protocol.framer import CLOSE, CMD, REPLY, STORE, Framer
+from memcache_server.protocol.numbers import strtol32, strtoul32, strtoull
+from memcache_server.storage.store import Mode, Outcome
+
+if TYPE_CHECKING:
+    from memcache_server.node import Node
+    from memcache_server.stats import ThreadStats
+
+__all__ = ["Session"]
+
+STORE_MODES = {
+    b"set": Mode.SET,
+    b"add": Mode.ADD,
+    b"replace": Mode.REPLACE,
+    b"append": Mode.APPEND,
+    b"prepend": Mode.PREPEND,
+    b"cas": Mode.CAS,
+}
+OUTCOME_REPLY = {
+    Outcome.STORED: C.STORED,
+    Outcome.NOT_STORED: C.NOT_STORED,
+    Outcome.EXISTS: C.EXISTS,
+    Outcome.NOT_FOUND: C.NOT_FOUND,
+    Outcome.TOO_LARGE: C.TOO_LARGE,
+    Outcome.NO_MEMORY: C.NO_MEMORY,
+}
+_STORED = Outcome.STORED
+_GET_KEYS_MAX = C.KEY_MAX_LENGTH
+
+Handler = Callable[["Session", list[bytes]], None]
+
+
+class Session:
+    """Protocol state of one connection. Not thread-safe: its worker owns it."""
+
+    __slots__ = (
+        "node",
+        "store",
+        "stats",
+        "framer",
+        "out",
+        "close_after",
+        "last_cmd",
+        "want_close",
+        "peer",
+        "fd",
+    )
+
+    def __init__(self, node: Node, stats: ThreadStats, peer: str = "", fd: int = -1) -> None:
+        self.node = node
+        self.store = node.store
+        self.stats = stats
+        self.framer = Framer(node.config.item_size_max)
+        self.out = bytearray()
+        self.close_after = False  # close once the output is flushed (quit, errors)
+        self.want_close = False  # close now, without flushing (HTTP, line too long)
+        self.last_cmd = 0
+        self.peer = peer
+        self.fd = fd
+
+    # ------------------------------------------------------------------ driving
+
+    def feed(self, data: bytes) -> None:
+        self.stats.bytes_read += len(data)
+        self.framer.feed(data)
+
+    def process(self, limit: int) -> bool:
+        """Run up to ``limit`` requests. Returns True if more complete requests may be waiting."""
+        framer = self.framer
+        handlers = HANDLERS
+        n = 0
+        while n < limit:
+            req = framer.next_request()
+            if req is None:
+                return False
+            n += 1
+            kind = req[0]
+            if kind == CMD:
+                tokens: list[bytes] = req[1]  # type: ignore[assignment]
+                if not tokens:
+                    self.out += C.ERROR
+                    continue
+                h = handlers.get(tokens[0])
+                if h is not None:
+                    h(self, tokens)
+                elif tokens[-1].startswith(b"HTTP/"):
+                    self.want_close = True
+                    return False
+                else:
+                    self.out += C.ERROR
+            elif kind == STORE:
+                self._store(req)
+            elif kind == REPLY:
+                self.out += req[1]  # type: ignore[operator]
+            elif kind == CLOSE:
+                self.want_close = True
+                return False
+            if self.close_after or self.want_close:
+                return False
+        self.last_cmd = self.node.clock.now
+        return True
+
+    # ------------------------------------------------------------------ storage
+
+    def _store(self, req: tuple[object, ...]) -> None:
+        _, tokens, key, flags, exptime, cas, body, noreply = req
+        outcome = self.store.store(
+            STORE_MODES[tokens[0]],
+            key,
+            flags,
+            exptime,
+            body,
+            cas,  # type: ignore[index,arg-type]
+        )
+        if outcome != _STORED:
+            if outcome == Outcome.NOT_FOUND:
+                self.stats.cas_misses += 1
+            elif outcome == Outcome.TOO_LARGE:
+                self.stats.store_too_large += 1
+            elif outcome == Outcome.NO_MEMORY:
+                self.stats.store_no_memory += 1
+        if not noreply:
+            self.out += OUTCOME_REPLY[outcome]
+
+    # ------------------------------------------------------------------ retrieval
+
+    def cmd_get(self, tokens: list[bytes]) -> None:
+        n = len(tokens)
+        if n < 2:
+            self.out += C.ERROR
+            return
+        out = self.out
+        get_into = self.store.get_into
+        stats = self.stats
+        if n == 2:
+            key = tokens[1]
+            if len(key) > _GET_KEYS_MAX:
+                out += C.BAD_FORMAT
+                return
+            stats.get_cmds += 1
+            r = get_into(key, out)
+            if r != 1:
+                self._miss(r)
+            out += C.END
+            return
+        mark = len(out)
+        for key in tokens[1:]:
+            if len(key) > _GET_KEYS_MAX:
+                del out[mark:]
+                out += C.BAD_FORMAT
+                return
+            stats.get_cmds += 1
+            r = get_into(key, out)
+            if r != 1:
+                self._miss(r)
+        out += C.END
+
+    def _miss(self, r: int) -> None:
+        stats = self.stats
+        stats.get_misses += 1
+        if r == -1:
+            stats.get_expired += 1
+        elif r == -2:
+            stats.get_flushed += 1
+
+    def _get_with(self, tokens: list[bytes], with_cas: bool, touch: bool) -> None:
+        out = self.out
+        first = 1
+        exptime: int | None = None
+        if touch:
+            if len(tokens) < 2:
+                out += C.ERROR
+                return
+            exptime = strtol32(tokens[1])
+            if exptime is None:
+                out += C.BAD_EXPTIME
+                return
+            first = 2
+        if len(tokens) <= first:
+            out += C.ERROR
+            return
+        mark = len(out)
+        stats = self.stats
+        get_parts = self.store.get_parts
+        for key in tokens[first:]:
+            if len(key) > _GET_KEYS_MAX:
+                del out[mark:]
+                out += C.BAD_FORMAT
+                return
+            r = get_parts(key, exptime)
+            if touch:
+                stats.touch_cmds += 1
+            else:
+                stats.get_cmds += 1
+            if isinstance(r, int):
+                if touch:
+                    stats.touch_misses += 1
+                else:
+                    self._miss(r)
+                continue
+            header, body, cas = r
+            if with_cas:
+                out += header[:-2]
+                out += b" %d\r\n" % cas
+            else:
+                out += header
+            out += body
+        out += C.END
+
+    def cmd_gets(self, tokens: list[bytes]) -> None:
+        self._get_with(tokens, True, False)
+
+    def cmd_gat(self, tokens: list[bytes]) -> None:
+        if len(tokens) < 2:
+            self.out += C.ERROR
+            return
+        self._get_with(tokens, False, True)
+
+    def cmd_gats(self, tokens: list[bytes]) -> None:
+        if len(tokens) < 2:
+            self.out += C.ERROR
+            return
+        self._get_with(tokens, True, True)
+
+    # ------------------------------------------------------------------ other item commands
+
+    def cmd_delete(self, tokens: list[bytes]) -> None:
+        n = len(tokens)
+        if n < 2 or n > 4:
+            self.out += C.ERROR
+            return
+        noreply = tokens[-1] == b"noreply"
+        if n > 2:
+            hold_is_zero = tokens[2] == b"0"
+            valid = (n == 3 and (hold_is_zero or noreply)) or (n == 4 and hold_is_zero and noreply)
+            if not valid:
+                if not noreply:
+                    self.out += C.DELETE_USAGE
+                return
+        key = tokens[1]
+        if len(key) > C.KEY_MAX_LENGTH:
+            if not noreply:
+                self.out += C.BAD_FORMAT
+            return
+        if self.store.delete(key):
+            reply = C.DELETED
+        else:
+            self.stats.delete_misses += 1
+            reply = C.NOT_FOUND
+        if not noreply:
+            self.out += reply
+
+    def _arith(self, tokens: list[bytes], incr: bool) -> None:
+        n = len(tokens)
+        if n != 3 and n != 4:
+            self.out += C.ERROR
+            return
+        noreply = n == 4 and tokens[3] == b"noreply"
+        key = tokens[1]
+        if len(key) > C.KEY_MAX_LENGTH:
+            reply = C.BAD_FORMAT
+        else:
+            delta = strtoull(tokens[2])
+            if delta is None:
+                reply = C.BAD_DELTA
+            else:
+                outcome, value = self.store.incr_decr(key, delta, incr)
+                if outcome == Outcome.DELTA_OK:
+                    reply = b"%d\r\n" % value
+                elif outcome == Outcome.NOT_FOUND:
+                    if incr:
+                        self.stats.incr_misses += 1
+                    else:
+                        self.stats.decr_misses += 1
+                    reply = C.NOT_FOUND
+                elif outcome == Outcome.NON_NUMERIC:
+                    reply = C.NON_NUMERIC
+                else:
+                    reply = C.DELTA_NO_MEMORY
+        if not noreply:
+            self.out += reply
+
+    def cmd_incr(self, tokens: list[bytes]) -> None:
+        self._arith(tokens, True)
+
+    def cmd_decr(self, tokens: list[bytes]) -> None:
+        self._arith(tokens, False)
+
+    def cmd_touch(self, tokens: list[bytes]) -> None:
+        n = len(tokens)
+        if n != 3 and n != 4:
+            self.out += C.ERROR
+            return
+        noreply = n == 4 and tokens[3] == b"noreply"
+        key = tokens[1]
+        if len(key) > C.KEY_MAX_LENGTH:
+            reply = C.BAD_FORMAT
+        else:
+            exptime = strtol32(tokens[2])
+            if exptime is None:
+                reply = C.BAD_EXPTIME
+            else:
+                self.stats.touch_cmds += 1
+                if self.store.touch(key, exptime):
+                    reply = C.TOUCHED
+                else:
+                    self.stats.touch_misses += 1
+                    reply = C.NOT_FOUND
+        if not noreply:
+            self.out += reply
+
+    # ------------------------------------------------------------------ server commands
+
+    def cmd_flush_all(self, tokens: list[bytes]) -> None:
+        n = len(tokens)
+        if n > 3:
+            self.out += C.ERROR
+            return
+        noreply = n > 1 and tokens[-1] == b"noreply"
+        self.stats.flush_cmds += 1
+        if not self.node.config.flush_enabled:
+            if not noreply:
+                self.out += C.FLUSH_DISABLED
+            return
+        exptime = 0
+        if n != (2 if noreply else 1):
+            v = strtol32(tokens[1])
+            if v is None:
+                if not noreply:
+                    self.out += C.BAD_EXPTIME
+                return
+            exptime = v
+        self.store.flush_all(exptime)
+        if not noreply:
+            self.out += C.OK
+
+    def cmd_version(self, tokens: list[bytes]) -> None:
+        self.out += b"VERSION %s\r\n" % self.node.version.encode()
+
+    def cmd_quit(self, tokens: list[bytes]) -> None:
+        self.close_after = True
+
+    def cmd_verbosity(self, tokens: list[bytes]) -> None:
+        n = len(tokens)
+        if n != 2 and n != 3:
+            self.out += C.ERROR
+            return
+        noreply = tokens[-1] == b"noreply"
+        level = strtoul32(tokens[1])
+        if level is None:
+            reply = C.BAD_FORMAT
+        else:
+            self.node.set_verbosity(min(level, 2))
+            reply = C.OK
+        if not noreply:
+            self.out += reply
+
+    def cmd_cache_memlimit(self, tokens: list[bytes]) -> None:
+        n = len(tokens)
+        if n != 2 and n != 3:
+            self.out += C.ERROR
+            return
+        noreply = tokens[-1] == b"noreply"
+        mb = strtoul32(tokens[1])
+        if mb is None:
+            reply = C.ERROR
+        elif mb < 8:
+            reply = C.MEMLIMIT_TOO_SMALL
+        elif mb > 1000000000:
+            reply = C.MEMLIMIT_ADJUST
+        else:
+            self.store.set_memory_limit(mb * 1024 * 1024)
+            self.node.memory_limit_changed(mb * 1024 * 1024)
+            reply = C.OK
+        if not noreply:
+            self.out += reply
+
+    def cmd_shutdown(self, tokens: list[bytes]) -> None:
+        if not self.node.config.shutdown_enabled:
+            self.out += C.SHUTDOWN_DISABLED
+            return
+        n = len(tokens)
+        if n == 1:
+            self.want_close = True
+            self.node.request_shutdown(graceful=False)
+        elif n == 2 and tokens[1] == b"graceful":
+            self.want_close = True
+            self.node.request_shutdown(graceful=True)
+        else:
+            self.out += C.SHUTDOWN_USAGE
+
+    def cmd_stats(self, tokens: list[bytes]) -> None:
+        self.out += self.node.stats_reply(tokens[1:], self)
+
+    def cmd_config(self, tokens: list[bytes]) -> None:
+        self.out += self.node.config_reply(tokens[1:])
+
+
+HANDLERS: dict[bytes, Handler] = {
+    b"get": Session.cmd_get,
+    b"bget": Session.cmd_get,
+    b"gets": Session.cmd_gets,
+    b"gat": Session.cmd_gat,
+    b"gats": Session.cmd_gats,
+    b"delete": Session.cmd_delete,
+    b"incr": Session.cmd_incr,
+    b"decr": Session.cmd_decr,
+    b"touch": Session.cmd_touch,
+    b"flush_all": Session.cmd_flush_all,
+    b"version": Session.cmd_version,
+    b"quit": Session.cmd_quit,
+    b"verbosity": Session.cmd_verbosity,
+    b"cache_memlimit": Session.cmd_cache_memlimit,
+    b"shutdown": Session.cmd_shutdown,
+    b"stats": Session.cmd_stats,
+}
+
+
+def _wrong_arity(session: Session, tokens: list[bytes]) -> None:
+    """A storage command with the wrong number of tokens arrives as a CMD: memcached says ERROR."""
+    session.out += C.ERROR
+
+
+for _name in STORE_MODES:
+    HANDLERS[_name] = _wrong_arity

@@ -1,0 +1,201 @@
+"""Request framing: turn a byte stream into requests, exactly as memcached's text parser does.
+
+Sans I/O: ``feed()`` bytes, then call ``next_request()`` until it returns None (more bytes
+needed). Requests are plain tuples (cheap on the hot path):
+
+- ``(CMD, tokens)``: any non-storage command line, split on single spaces like memcached
+  (tabs and other bytes are part of tokens; keys may hold any byte but space and newline).
+- ``(STORE, tokens, key, flags, exptime, cas, body, noreply)``: a storage command whose header
+  parsed and whose data block arrived; ``body`` is the value followed by its CRLF.
+- ``(REPLY, reply_bytes)``: an error found while framing, with memcached's exact reply
+  (empty when ``noreply`` suppressed it).
+- ``(CLOSE, reason)``: memcached would close the connection here.
+
+Bounds: a line without a newline may grow to MAX_LINE bytes (to MAX_GET_LINE for get/gets);
+a data block larger than ``max_value`` is refused and swallowed without being buffered.
+"""
+
+from __future__ import annotations
+
+from memcache_server.protocol import constants as C
+from memcache_server.protocol.numbers import strtol32, strtoul32, strtoull
+
+__all__ = ["Framer", "CMD", "STORE", "REPLY", "CLOSE", "STORAGE_COMMANDS"]
+
+CMD = 0
+STORE = 1
+REPLY = 2
+CLOSE = 3
+
+# command -> number of tokens (without memcached's terminal token) with and without noreply
+STORAGE_COMMANDS: dict[bytes, int] = {
+    b"set": 5,
+    b"add": 5,
+    b"replace": 5,
+    b"append": 5,
+    b"prepend": 5,
+    b"cas": 6,
+}
+
+Request = tuple[object, ...]
+
+
+class Framer:
+    """Per-connection framing state. Owned by one connection; not thread-safe."""
+
+    __slots__ = (
+        "buf",
+        "pos",
+        "need",
+        "need_line",
+        "pending",
+        "pending_len",
+        "swallow",
+        "max_value",
+        "closed",
+    )
+
+    def __init__(self, max_value: int) -> None:
+        self.buf = b""
+        self.pos = 0
+        self.need = 0  # bytes required from pos before parsing can progress
+        self.need_line = False  # or: hold chunks until one brings a newline
+        self.pending: list[bytes] = []  # chunks held back while a large block arrives
+        self.pending_len = 0
+        self.swallow = 0  # bytes of a refused data block still to discard
+        self.max_value = max_value
+        self.closed = False
+
+    def feed(self, data: bytes) -> None:
+        if self.swallow:
+            n = min(self.swallow, len(data))
+            self.swallow -= n
+            data = data[n:]
+            if not data:
+                return
+        if self.need:
+            self.pending.append(data)
+            self.pending_len += len(data)
+            if self.pending_len < self.need and not (self.need_line and b"\n" in data):
+                return
+            data = b"".join(self.pending)
+            self.pending = []
+            self.pending_len = 0
+            self.need = 0
+            self.need_line = False
+        if self.pos < len(self.buf):
+            self.buf = self.buf[self.pos :] + data
+        else:
+            self.buf = data
+        self.pos = 0
+
+    def buffered(self) -> int:
+        """Bytes received but not yet consumed (for read-buffer accounting)."""
+        return len(self.buf) - self.pos + self.pending_len
+
+    def _hold(self, need: int) -> None:
+        """Keep the unconsumed tail and wait until ``need`` bytes are available from it."""
+        rest = self.buf[self.pos :]
+        self.buf = b""
+        self.pos = 0
+        self.pending = [rest]
+        self.pending_len = len(rest)
+        self.need = need
+
+    def next_request(self) -> Request | None:
+        if self.need or self.closed:
+            return None
+        buf = self.buf
+        pos = self.pos
+        if pos >= len(buf):
+            return None
+        eol = buf.find(b"\n", pos)
+        if eol < 0:
+            return self._no_newline()
+        end = eol
+        if end - pos > 1 and buf[end - 1] == 13:
+            end -= 1
+        line = buf[pos:end]
+        tokens = line.split(b" ")
+        if b"" in tokens:
+            tokens = [t for t in tokens if t]
+        if len(tokens) > C.MAX_TOKENS - 1 and tokens[0] not in (
+            b"get",
+            b"gets",
+            b"gat",
+            b"gats",
+            b"bget",
+        ):
+            # memcached stops tokenising at 23 tokens; the rest becomes one (uncounted) token
+            tokens = tokens[: C.MAX_TOKENS - 1] + [b" ".join(tokens[C.MAX_TOKENS - 1 :])]
+        if tokens:
+            ntok = STORAGE_COMMANDS.get(tokens[0])
+            if ntok is not None:
+                return self._storage(tokens, ntok, eol + 1)
+        self.pos = eol + 1
+        return (CMD, tokens)
+
+    def _no_newline(self) -> Request | None:
+        """memcached keeps waiting for a newline up to 2048 bytes, longer only for get/gets."""
+        pending = len(self.buf) - self.pos
+        if pending <= C.MAX_LINE:
+            return None
+        head = self.buf[self.pos : self.pos + 200]
+        stripped = head.lstrip(b" ")
+        is_get = len(head) - len(stripped) <= 100 and (
+            stripped.startswith(b"get ") or stripped.startswith(b"gets ")
+        )
+        if is_get and pending <= C.MAX_GET_LINE:
+            # A long multiget: collect chunks without re-joining until a newline arrives.
+            self._hold(C.MAX_GET_LINE + 1)
+            self.need_line = True
+            return None
+        self.closed = True
+        return (CLOSE, b"line too long")
+
+    def _storage(self, tokens: list[bytes], ntok: int, data_start: int) -> Request | None:
+        n = len(tokens)
+        if n != ntok and n != ntok + 1:
+            self.pos = data_start
+            return (CMD, tokens)  # wrong token count: the executor answers ERROR
+        noreply = n == ntok + 1 and tokens[-1] == b"noreply"
+        key = tokens[1]
+        if len(key) > C.KEY_MAX_LENGTH:
+            self.pos = data_start
+            return (REPLY, b"" if noreply else C.BAD_FORMAT)
+        flags = strtoul32(tokens[2])
+        exptime = strtol32(tokens[3])
+        vlen = strtol32(tokens[4])
+        if flags is None or exptime is None or vlen is None:
+            self.pos = data_start
+            return (REPLY, b"" if noreply else C.BAD_FORMAT)
+        cas = 0
+        if ntok == 6:
+            cas_v = strtoull(tokens[5])
+            if cas_v is None:
+                self.pos = data_start
+                return (REPLY, b"" if noreply else C.BAD_FORMAT)
+            cas = cas_v
+        if vlen < 0 or vlen > 0x7FFFFFFF - 2:
+            self.pos = data_start
+            return (REPLY, b"" if noreply else C.BAD_FORMAT)
+        total = vlen + 2
+        if vlen > self.max_value:
+            # Certainly over -I: refuse now and discard the block as it streams in.
+            avail = len(self.buf) - data_start
+            if avail >= total:
+                self.pos = data_start + total
+            else:
+                self.buf = b""
+                self.pos = 0
+                self.swallow = total - avail
+            return (REPLY, b"" if noreply else C.TOO_LARGE)
+        end = data_start + total
+        if end > len(self.buf):
+            self._hold(end - self.pos)
+            return None
+        body = self.buf[data_start:end]
+        self.pos = end
+        if body[-2:] != b"\r\n":
+            return (REPLY, b"" if noreply else C.BAD_CHUNK)
+        return (STORE, tokens, key, flags, exptime, cas, body, noreply)

@@ -1,0 +1,77 @@
+"""memcached's safe_strto* number parsing, reproduced bit for bit.
+
+memcached parses request numbers with strtol/strtoul and then *truncates* them to 32 bits (so a
+length of 4294967296 reads as 0) and rejects a minus sign on unsigned fields only when the result
+looks negative. Clients and fuzzers hit these edges, so we reproduce them rather than Python's
+``int()``, which would also accept underscores, whitespace and non-ASCII digits.
+"""
+
+from __future__ import annotations
+
+__all__ = ["strtol32", "strtoul32", "strtoull", "strtoll"]
+
+_U64 = 1 << 64
+_I64_MAX = (1 << 63) - 1
+
+
+def _c_digits(tok: bytes) -> tuple[bool, int] | None:
+    """(negative, magnitude) for an optional sign and ASCII digits; None if anything else."""
+    neg = False
+    body = tok
+    if body[:1] in (b"-", b"+"):
+        neg = body[:1] == b"-"
+        body = body[1:]
+    if not body or not body.isdigit():
+        return None
+    return neg, int(body)
+
+
+def strtoll(tok: bytes) -> int | None:
+    """safe_strtoll: a signed 64-bit value or None (ERANGE or junk)."""
+    if tok.isdigit() and len(tok) < 19:
+        return int(tok)
+    parsed = _c_digits(tok)
+    if parsed is None:
+        return None
+    neg, mag = parsed
+    v = -mag if neg else mag
+    if v > _I64_MAX or v < -_I64_MAX - 1:
+        return None
+    return v
+
+
+def strtol32(tok: bytes) -> int | None:
+    """safe_strtol into an int32_t: parse as a 64-bit long, then truncate to 32 bits."""
+    if tok.isdigit() and len(tok) < 10:
+        return int(tok)
+    v = strtoll(tok)
+    if v is None:
+        return None
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def strtoull(tok: bytes) -> int | None:
+    """safe_strtoull: unsigned 64-bit; a minus sign is refused when the result looks negative."""
+    if tok.isdigit() and len(tok) < 20:
+        return int(tok)
+    parsed = _c_digits(tok)
+    if parsed is None:
+        return None
+    neg, mag = parsed
+    if mag >= _U64:
+        return None
+    v = (_U64 - mag) % _U64 if neg else mag
+    if v > _I64_MAX and neg:
+        return None
+    return v
+
+
+def strtoul32(tok: bytes) -> int | None:
+    """safe_strtoul into a uint32_t: 64-bit strtoul, sign rule as above, truncated to 32 bits."""
+    if tok.isdigit() and len(tok) < 10:
+        return int(tok)
+    v = strtoull(tok)
+    if v is None:
+        return None
+    return v & 0xFFFFFFFF

@@ -1,0 +1,340 @@
+"""`stats` replies: memcached's field names, order and number formats, built from snapshots.
+
+One list per reply drives the output (and, later, the metrics collector), so a field is declared
+once. Values are computed from a snapshot taken at call time; nothing here is on the hot path.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from typing import TYPE_CHECKING
+
+from memcache_server.stats import sum_thread_stats
+
+if TYPE_CHECKING:
+    from memcache_server.app import Node
+
+__all__ = [
+    "general_stats",
+    "settings_stats",
+    "slabs_stats",
+    "items_stats",
+    "conns_stats",
+    "format_stats",
+]
+
+Stat = tuple[str, object]
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def format_stats(pairs: list[Stat]) -> bytes:
+    lines = [f"STAT {name} {_fmt(value)}\r\n" for name, value in pairs]
+    lines.append("END\r\n")
+    return "".join(lines).encode()
+
+
+def _rusage(t: float) -> str:
+    sec = int(t)
+    return f"{sec}.{int(round((t - sec) * 1_000_000)):06d}"
+
+
+def general_stats(node: Node) -> list[Stat]:
+    """`stats`: the fields of memcached 1.6.18's server_stats + get_stats, in its order."""
+    cfg = node.config
+    store = node.store
+    th = sum_thread_stats([w.stats for w in node.workers])
+    classes = store.class_stats()
+    per_class: dict[str, int] = {}
+    for cs in classes:
+        for name, v in cs.counters.items():
+            per_class[name] = per_class.get(name, 0) + v
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    now = node.clock.now
+    cnt = node.counters
+    pairs: list[Stat] = [
+        ("pid", os.getpid()),
+        ("uptime", now - node.clock.started),
+        ("time", now),
+        ("version", node.version),
+        ("libevent", "none"),
+        ("pointer_size", 64),
+        ("rusage_user", _rusage(ru.ru_utime)),
+        ("rusage_system", _rusage(ru.ru_stime)),
+        ("max_connections", cfg.max_connections),
+        ("curr_connections", cnt.curr_connections),
+        ("total_connections", cnt.total_connections),
+        ("rejected_connections", cnt.rejected_connections),
+        ("connection_structures", cnt.connection_structures),
+        ("response_obj_oom", 0),
+        ("response_obj_count", 1),
+        ("response_obj_bytes", 65536),
+        ("read_buf_count", 8),
+        ("read_buf_bytes", 131072),
+        ("read_buf_bytes_free", 49152),
+        ("read_buf_oom", 0),
+        ("reserved_fds", 20),
+        ("cmd_get", th["get_cmds"]),
+        ("cmd_set", per_class.get("cmd_set", 0)),
+        ("cmd_flush", th["flush_cmds"]),
+        ("cmd_touch", th["touch_cmds"]),
+        ("cmd_meta", th["meta_cmds"]),
+        ("get_hits", per_class.get("get_hits", 0)),
+        ("get_misses", th["get_misses"]),
+        ("get_expired", th["get_expired"]),
+        ("get_flushed", th["get_flushed"]),
+        ("delete_misses", th["delete_misses"]),
+        ("delete_hits", per_class.get("delete_hits", 0)),
+        ("incr_misses", th["incr_misses"]),
+        ("incr_hits", per_class.get("incr_hits", 0)),
+        ("decr_misses", th["decr_misses"]),
+        ("decr_hits", per_class.get("decr_hits", 0)),
+        ("cas_misses", th["cas_misses"]),
+        ("cas_hits", per_class.get("cas_hits", 0)),
+        ("cas_badval", per_class.get("cas_badval", 0)),
+        ("touch_hits", per_class.get("touch_hits", 0)),
+        ("touch_misses", th["touch_misses"]),
+        ("store_too_large", th["store_too_large"]),
+        ("store_no_memory", th["store_no_memory"]),
+        ("auth_cmds", th["auth_cmds"]),
+        ("auth_errors", th["auth_errors"]),
+        ("bytes_read", th["bytes_read"]),
+        ("bytes_written", th["bytes_written"]),
+        ("limit_maxbytes", store.memory_limit),
+        ("accepting_conns", cnt.accepting_conns),
+        ("listen_disabled_num", cnt.listen_disabled_num),
+        ("time_in_listen_disabled_us", 0),
+        ("threads", cfg.threads),
+        ("conn_yields", th["conn_yields"]),
+        ("hash_power_level", node.hash_power_level()),
+        ("hash_bytes", 8 << node.hash_power_level()),
+        ("hash_is_expanding", 0),
+        ("slab_reassign_rescues", 0),
+        ("slab_reassign_chunk_rescues", 0),
+        ("slab_reassign_evictions_nomem", 0),
+        ("slab_reassign_inline_reclaim", 0),
+        ("slab_reassign_busy_items", 0),
+        ("slab_reassign_busy_deletes", 0),
+        ("slab_reassign_running", 0),
+        ("slabs_moved", 0),
+        ("lru_crawler_running", int(node.crawler_running())),
+        ("lru_crawler_starts", node.crawler_starts()),
+        ("lru_maintainer_juggles", 0),
+        ("malloc_fails", 0),
+        ("log_worker_dropped", 0),
+        ("log_worker_written", 0),
+        ("log_watcher_skipped", 0),
+        ("log_watcher_sent", 0),
+        ("log_watchers", 0),
+        ("unexpected_napi_ids", 0),
+        ("round_robin_fallback", 0),
+        ("bytes", store.bytes),
+        ("curr_items", store.curr_items),
+        ("total_items", store.total_items),
+        ("slab_global_page_pool", 0),
+        ("expired_unfetched", store.expired_unfetched),
+        ("evicted_unfetched", store.evicted_unfetched),
+        ("evicted_active", 0),
+        ("evictions", store.evictions),
+        ("reclaimed", store.reclaimed),
+        ("crawler_reclaimed", store.crawler_reclaimed),
+        ("crawler_items_checked", store.crawler_items_checked),
+        ("lrutail_reflocked", 0),
+        ("moves_to_cold", 0),
+        ("moves_to_warm", 0),
+        ("moves_within_lru", 0),
+        ("direct_reclaims", 0),
+        ("lru_bumps_dropped", 0),
+    ]
+    return pairs
+
+
+def settings_stats(node: Node) -> list[Stat]:
+    """`stats settings`, in memcached 1.6.18's order (its TLS/extstore lines included)."""
+    c = node.config
+    inter = ",".join(c.listen) if not c.unix_socket else "NULL"
+    return [
+        ("maxbytes", node.store.memory_limit),
+        ("maxconns", c.max_connections),
+        ("tcpport", node.port if not c.unix_socket else 0),
+        ("udpport", c.udp_port),
+        ("inter", inter),
+        ("verbosity", node.verbosity),
+        ("oldest", node.oldest_live_age()),
+        ("evictions", "off" if c.disable_evictions else "on"),
+        ("domain_socket", c.unix_socket or "NULL"),
+        ("umask", f"{c.unix_mask:o}"),
+        ("shutdown_command", c.shutdown_enabled),
+        ("growth_factor", c.growth_factor),
+        ("chunk_size", c.chunk_size),
+        ("num_threads", c.threads),
+        ("num_threads_per_udp", c.threads),
+        ("stat_key_prefix", c.prefix_delimiter),
+        ("detail_enabled", c.detail_enabled),
+        ("reqs_per_event", c.reqs_per_event),
+        ("cas_enabled", c.use_cas),
+        ("tcp_backlog", c.backlog),
+        (
+            "binding_protocol",
+            {"auto": "auto-negotiate", "ascii": "ascii"}.get(c.protocol, c.protocol),
+        ),
+        ("auth_enabled_sasl", False),
+        ("auth_enabled_ascii", c.auth_file is not None),
+        ("item_size_max", c.item_size_max),
+        ("maxconns_fast", c.maxconns_fast),
+        ("hashpower_init", int(c.extended.get("hashpower") or 0)),
+        ("slab_reassign", c.slab_reassign),
+        ("slab_automove", c.slab_automove),
+        ("slab_automove_ratio", c.slab_automove_ratio),
+        ("slab_automove_window", c.slab_automove_window),
+        ("slab_chunk_max", node.table.chunk_max),
+        ("lru_crawler", c.lru_crawler),
+        ("lru_crawler_sleep", c.lru_crawler_sleep),
+        ("lru_crawler_tocrawl", c.lru_crawler_tocrawl),
+        ("tail_repair_time", c.tail_repair_time),
+        ("flush_enabled", c.flush_enabled),
+        ("dump_enabled", c.dump_enabled),
+        ("hash_algorithm", c.hash_algorithm),
+        ("lru_maintainer_thread", "no_lru_maintainer" not in c.extended),
+        ("lru_segmented", "no_lru_maintainer" not in c.extended),
+        ("hot_lru_pct", c.hot_lru_pct),
+        ("warm_lru_pct", c.warm_lru_pct),
+        ("hot_max_factor", c.hot_max_factor),
+        ("warm_max_factor", c.warm_max_factor),
+        ("temp_lru", "temp_lru" in c.extended),
+        ("temporary_ttl", c.temporary_ttl),
+        ("idle_timeout", c.idle_timeout),
+        ("watcher_logbuf_size", c.watcher_logbuf_size),
+        ("worker_logbuf_size", c.worker_logbuf_size),
+        ("read_buf_mem_limit", c.read_buf_mem_limit),
+        ("track_sizes", c.track_sizes),
+        ("inline_ascii_response", False),
+        ("ext_item_size", 512),
+        ("ext_item_age", 4294967295),
+        ("ext_low_ttl", 0),
+        ("ext_recache_rate", 2000),
+        ("ext_wbuf_size", 4194304),
+        ("ext_compact_under", 0),
+        ("ext_drop_under", 0),
+        ("ext_max_sleep", 1000000),
+        ("ext_max_frag", 0.8),
+        ("slab_automove_freeratio", "0.010"),
+        ("ext_drop_unread", False),
+        ("ssl_enabled", c.enable_ssl),
+        ("ssl_chain_cert", c.extended.get("ssl_chain_cert") or "(null)"),
+        ("ssl_key", c.extended.get("ssl_key") or "(null)"),
+        ("ssl_verify_mode", int(c.extended.get("ssl_verify_mode") or 0)),
+        ("ssl_keyformat", 1),
+        ("ssl_ciphers", c.extended.get("ssl_ciphers") or "NULL"),
+        ("ssl_ca_cert", c.extended.get("ssl_ca_cert") or "NULL"),
+        ("ssl_wbuf_size", 16384),
+        ("ssl_session_cache", False),
+        ("ssl_kernel_tls", False),
+        ("ssl_min_version", "tlsv1.2"),
+        ("num_napi_ids", "(null)"),
+        ("memory_file", "(null)"),
+    ]
+
+
+SLAB_COUNTERS = (
+    "get_hits",
+    "cmd_set",
+    "delete_hits",
+    "incr_hits",
+    "decr_hits",
+    "cas_hits",
+    "cas_badval",
+    "touch_hits",
+)
+
+
+def slabs_stats(node: Node) -> list[Stat]:
+    out: list[Stat] = []
+    classes = [c for c in node.store.class_stats() if c.total_pages]
+    for c in classes:
+        p = f"{c.cid}:"
+        out += [
+            (p + "chunk_size", c.chunk_size),
+            (p + "chunks_per_page", c.chunks_per_page),
+            (p + "total_pages", c.total_pages),
+            (p + "total_chunks", c.total_pages * c.chunks_per_page),
+            (p + "used_chunks", c.used_chunks),
+            (p + "free_chunks", c.free_chunks),
+            (p + "free_chunks_end", 0),
+        ]
+        out += [(p + name, c.counters[name]) for name in SLAB_COUNTERS]
+    out.append(("active_slabs", len(classes)))
+    out.append(("total_malloced", node.store.malloced))
+    return out
+
+
+def items_stats(node: Node) -> list[Stat]:
+    out: list[Stat] = []
+    for c in node.store.class_stats():
+        if not c.items:
+            continue
+        p = f"items:{c.cid}:"
+        k = c.counters
+        out += [
+            (p + "number", c.items),
+            (p + "number_hot", 0),
+            (p + "number_warm", 0),
+            (p + "number_cold", c.items),
+            (p + "age_hot", 0),
+            (p + "age_warm", 0),
+            (p + "age", c.age),
+            (p + "mem_requested", c.mem_requested),
+            (p + "evicted", k["evicted"]),
+            (p + "evicted_nonzero", k["evicted_nonzero"]),
+            (p + "evicted_time", k["evicted_time"]),
+            (p + "outofmemory", k["outofmemory"]),
+            (p + "tailrepairs", 0),
+            (p + "reclaimed", k["reclaimed"]),
+            (p + "expired_unfetched", k["expired_unfetched"]),
+            (p + "evicted_unfetched", k["evicted_unfetched"]),
+            (p + "evicted_active", 0),
+            (p + "crawler_reclaimed", k["crawler_reclaimed"]),
+            (p + "crawler_items_checked", k["crawler_items_checked"]),
+            (p + "lrutail_reflocked", 0),
+            (p + "moves_to_cold", 0),
+            (p + "moves_to_warm", 0),
+            (p + "moves_within_lru", 0),
+            (p + "direct_reclaims", 0),
+            (p + "hits_to_hot", 0),
+            (p + "hits_to_warm", 0),
+            (p + "hits_to_cold", k["get_hits"]),
+            (p + "hits_to_temp", 0),
+        ]
+    return out
+
+
+def conns_stats(node: Node) -> list[Stat]:
+    out: list[Stat] = []
+    now = node.clock.now
+    for lst in node.listeners:
+        fd = lst.sock.fileno()
+        out += [
+            (f"{fd}:addr", lst.name),
+            (f"{fd}:state", "conn_listening"),
+            (f"{fd}:secs_since_last_cmd", 0),
+        ]
+    for conn in node.connections():
+        fd = conn.fd
+        out += [
+            (f"{fd}:addr", conn.peer),
+            (f"{fd}:listen_addr", conn.listen_addr),
+            (f"{fd}:state", conn.state),
+            (f"{fd}:secs_since_last_cmd", max(0, now - conn.last_active)),
+        ]
+    return out
+
+
+_ = time

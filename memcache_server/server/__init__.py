@@ -1,0 +1,1 @@
+"""Network layer: the acceptor and the worker threads that own connections."""

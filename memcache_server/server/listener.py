@@ -1,0 +1,154 @@
+"""Listening sockets and the acceptor thread that hands connections to workers round-robin.
+
+The acceptor is the only thread that calls accept(). Past -c connections it does what memcached
+does with maxconns_fast: answer ``ERROR Too many open connections`` and close at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+import stat
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from memcache_server.protocol.constants import TOO_MANY_CONNECTIONS
+
+if TYPE_CHECKING:
+    from memcache_server.app import Node
+
+__all__ = ["Acceptor", "open_listeners", "Listener"]
+
+
+class Listener:
+    """A bound, listening socket and the name `stats conns` shows for it."""
+
+    __slots__ = ("sock", "name")
+
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        self.sock = sock
+        self.name = name
+
+
+def _split_host_port(entry: str, default_port: int) -> tuple[str, int]:
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+        return host, port
+    if entry.count(":") == 1:
+        host, _, p = entry.partition(":")
+        return host, int(p)
+    return entry, default_port
+
+
+def open_listeners(
+    listen: Sequence[str], port: int, unix_socket: str | None, unix_mask: int, backlog: int
+) -> list[Listener]:
+    """Bind every -l address (or the -s UNIX socket). Raises OSError with a clear message."""
+    out: list[Listener] = []
+    if unix_socket:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(unix_socket).st_mode):
+                os.unlink(unix_socket)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(~unix_mask & 0o777)
+        try:
+            s.bind(unix_socket)
+        finally:
+            os.umask(old)
+        s.listen(backlog)
+        return [Listener(s, f"unix:{unix_socket}")]
+    chosen = port
+    for entry in listen:
+        host, p = _split_host_port(entry, chosen)
+        infos = socket.getaddrinfo(host, p, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, socktype, proto, _, addr = infos[0]
+        s = socket.socket(family, socktype, proto)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            s.close()
+            for lst in out:
+                lst.sock.close()
+            raise OSError(
+                exc.errno, f"failed to listen on {entry} port {p}: {exc.strerror}"
+            ) from None
+        s.listen(backlog)
+        bound = s.getsockname()
+        if chosen == 0:
+            chosen = int(bound[1])  # -p 0: every address shares the port picked for the first
+        out.append(
+            Listener(
+                s,
+                f"tcp:{bound[0]}:{bound[1]}"
+                if family == socket.AF_INET
+                else f"tcp6:[{bound[0]}]:{bound[1]}",
+            )
+        )
+    return out
+
+
+class Acceptor(threading.Thread):
+    """Accepts on every listener and deals connections to the workers."""
+
+    def __init__(self, node: Node, listeners: list[Listener]) -> None:
+        super().__init__(name="acceptor", daemon=True)
+        self.node = node
+        self.listeners = listeners
+        self.selector = selectors.DefaultSelector()
+        for lst in listeners:
+            lst.sock.setblocking(False)
+            self.selector.register(lst.sock, selectors.EVENT_READ, lst)
+        self._stop_r, self._stop_w = os.pipe()
+        self.selector.register(self._stop_r, selectors.EVENT_READ, None)
+        self.next_worker = 0
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"x")
+
+    def run(self) -> None:
+        node = self.node
+        workers = node.workers
+        try:
+            while True:
+                for key, _ in self.selector.select():
+                    lst = key.data
+                    if lst is None:
+                        return
+                    self._accept_all(lst, node, workers)
+        finally:
+            for lst in self.listeners:
+                with contextlib.suppress(OSError):
+                    lst.sock.close()
+            self.selector.close()
+            os.close(self._stop_r)
+            os.close(self._stop_w)
+
+    def _accept_all(self, lst: Listener, node: Node, workers: Sequence[object]) -> None:
+        for _ in range(64):
+            try:
+                sock, addr = lst.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # EMFILE and friends: try again on the next event
+            if not node.admit():
+                with contextlib.suppress(OSError):
+                    sock.setblocking(False)
+                    sock.send(TOO_MANY_CONNECTIONS)
+                sock.close()
+                continue
+            if isinstance(addr, tuple):
+                peer = f"{'tcp' if sock.family == socket.AF_INET else 'tcp6'}:{addr[0]}:{addr[1]}"
+            else:
+                peer = lst.name
+            worker = node.workers[self.next_worker]
+            self.next_worker = (self.next_worker + 1) % len(node.workers)
+            worker.hand_off(sock, peer, lst.name)

@@ -1,0 +1,283 @@
+"""A worker thread: one selector loop owning its connections, memcached's threading model.
+
+Rules: a worker's selector, connections and ThreadStats are touched only by the worker thread.
+New connections arrive through ``hand_off()`` (a queue plus a wake-up pipe), the only entry point
+other threads use. Each readable event reads once, runs up to -R requests, and answers with one
+send; a connection with requests left over yields and is resumed after the others
+(``conn_yields``). A client that does not read its replies stops being read from once its output
+passes ``max_output_buffer``: the server never buffers without bound.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import selectors
+import socket
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from memcache_server.executor import Session
+from memcache_server.stats import ThreadStats
+
+if TYPE_CHECKING:
+    from memcache_server.app import Node
+
+__all__ = ["Worker", "Connection"]
+
+READ_SIZE = 256 * 1024
+EV_READ = selectors.EVENT_READ
+EV_WRITE = selectors.EVENT_WRITE
+
+
+class Connection:
+    """A client socket, its protocol session and its pending output."""
+
+    __slots__ = (
+        "sock",
+        "fd",
+        "session",
+        "pending",
+        "events",
+        "peer",
+        "listen_addr",
+        "state",
+        "last_active",
+    )
+
+    def __init__(self, sock: socket.socket, session: Session, peer: str, listen_addr: str) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.session = session
+        self.pending = bytearray()  # output not yet accepted by the kernel
+        self.events = EV_READ
+        self.peer = peer
+        self.listen_addr = listen_addr
+        self.state = "conn_waiting"
+        self.last_active = 0
+
+
+class Worker(threading.Thread):
+    """One event loop thread."""
+
+    def __init__(self, node: Node, index: int) -> None:
+        super().__init__(name=f"worker-{index}", daemon=True)
+        self.node = node
+        self.index = index
+        self.stats = ThreadStats()
+        self.selector = selectors.DefaultSelector()
+        self.inbox: collections.deque[tuple[socket.socket, str, str]] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.selector.register(self._wake_r, EV_READ, None)
+        self.conns: dict[int, Connection] = {}
+        self.ready: list[Connection] = []  # connections that yielded with requests left
+        self.stopping = False
+
+    # -------------------------------------------------------------- other threads
+
+    def hand_off(self, sock: socket.socket, peer: str, listen_addr: str) -> None:
+        self.inbox.append((sock, peer, listen_addr))
+        self.wake()
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wake()
+
+    # -------------------------------------------------------------- loop
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:  # a bug must not take the process down silently
+            print(f"worker {self.index} crashed: {exc!r}", file=sys.stderr)
+            raise
+        finally:
+            for conn in list(self.conns.values()):
+                self._flush_and_close(conn)
+            self.selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _loop(self) -> None:
+        select = self.selector.select
+        node = self.node
+        idle_timeout = node.config.idle_timeout
+        next_idle_check = 0
+        while not self.stopping:
+            timeout = 0.0 if self.ready else 1.0
+            events = select(timeout)
+            for key, mask in events:
+                conn = key.data
+                if conn is None:
+                    self._drain_wake()
+                    continue
+                if mask & EV_WRITE:
+                    self._on_writable(conn)
+                    if conn.fd not in self.conns:
+                        continue
+                if mask & EV_READ:
+                    self._on_readable(conn)
+            if self.ready:
+                ready = self.ready
+                self.ready = []
+                for conn in ready:
+                    if conn.fd in self.conns:
+                        self._run(conn)
+            if idle_timeout:
+                now = node.clock.now
+                if now >= next_idle_check:
+                    next_idle_check = now + 1
+                    self._kick_idle(now, idle_timeout)
+        # graceful stop: answer what is already buffered, then close
+        for conn in list(self.conns.values()):
+            if conn.fd in self.conns:
+                self._run(conn, limit=1 << 30)
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self.inbox:
+            sock, peer, listen_addr = self.inbox.popleft()
+            self._add(sock, peer, listen_addr)
+
+    def _add(self, sock: socket.socket, peer: str, listen_addr: str) -> None:
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        session = Session(self.node, self.stats, peer, sock.fileno())
+        conn = Connection(sock, session, peer, listen_addr)
+        conn.last_active = self.node.clock.now
+        self.conns[conn.fd] = conn
+        self.selector.register(sock, EV_READ, conn)
+        self.node.conn_opened(conn)
+
+    def _on_readable(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)
+            return
+        conn.last_active = self.node.clock.now
+        if self.node.verbosity > 1:
+            self.node.log_input(conn.fd, data)
+        conn.session.feed(data)
+        self._run(conn)
+
+    def _run(self, conn: Connection, limit: int = 0) -> None:
+        """Run requests (up to -R), then send everything they produced at once."""
+        session = conn.session
+        more = session.process(limit or self.node.config.reqs_per_event)
+        out = session.out
+        if out:
+            self._send(conn, out)
+            out.clear()
+        if session.want_close:
+            self._close(conn)
+            return
+        if session.close_after:
+            if conn.pending:
+                self._pause_reading(conn)
+            else:
+                self._close(conn)
+            return
+        if more and conn.fd in self.conns:
+            if len(conn.pending) < self.node.config.max_output_buffer:
+                self.stats.conn_yields += 1
+                self.ready.append(conn)
+            # else: resumed from _on_writable once the client reads
+
+    def _send(self, conn: Connection, out: bytearray) -> None:
+        self.stats.bytes_written += len(out)
+        if conn.pending:
+            conn.pending += out
+            self._want_write(conn)
+            return
+        try:
+            sent = conn.sock.send(out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            conn.session.want_close = True
+            return
+        if sent < len(out):
+            conn.pending += memoryview(out)[sent:]
+            self._want_write(conn)
+
+    def _want_write(self, conn: Connection) -> None:
+        events = EV_WRITE
+        if len(conn.pending) < self.node.config.max_output_buffer and not conn.session.close_after:
+            events |= EV_READ
+        if events != conn.events:
+            conn.events = events
+            self.selector.modify(conn.sock, events, conn)
+
+    def _pause_reading(self, conn: Connection) -> None:
+        if conn.events != EV_WRITE:
+            conn.events = EV_WRITE
+            self.selector.modify(conn.sock, EV_WRITE, conn)
+
+    def _on_writable(self, conn: Connection) -> None:
+        try:
+            sent = conn.sock.send(conn.pending)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        del conn.pending[:sent]
+        if conn.pending:
+            self._want_write(conn)
+            return
+        if conn.session.close_after:
+            self._close(conn)
+            return
+        conn.events = EV_READ
+        self.selector.modify(conn.sock, EV_READ, conn)
+        if conn.session.framer.buffered():
+            self.ready.append(conn)  # requests held back by back-pressure
+
+    def _kick_idle(self, now: int, idle_timeout: int) -> None:
+        for conn in list(self.conns.values()):
+            if now - conn.last_active > idle_timeout:
+                self.stats.idle_kicks += 1
+                self._close(conn)
+
+    def _flush_and_close(self, conn: Connection) -> None:
+        if conn.pending:
+            try:
+                conn.sock.setblocking(True)
+                conn.sock.settimeout(1.0)
+                conn.sock.sendall(conn.pending)
+            except OSError:
+                pass
+        self._close(conn)
+
+    def _close(self, conn: Connection) -> None:
+        if self.conns.pop(conn.fd, None) is None:
+            return
+        try:
+            self.selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        self.node.conn_closed(conn)

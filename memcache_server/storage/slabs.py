@@ -1,0 +1,108 @@
+"""Slab class table and item sizes, computed exactly as memcached 1.6 computes them.
+
+Pure functions and a frozen table: no locks, no state. ``stats slabs``/``stats items`` show the
+same class ids and chunk sizes as memcached for the same -m/-f/-n/-I because the arithmetic below
+is memcached's (slabs.c ``slabs_init``, items.c ``item_make_header``/``do_item_alloc``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SlabTable", "ITEM_HEADER", "CHUNK_HEADER", "PAGE_SIZE", "MAX_CLASSES"]
+
+ITEM_HEADER = 48  # sizeof(item) on 64-bit memcached 1.6, without the CAS field
+CHUNK_HEADER = 48  # sizeof(item_chunk): the header of each data chunk of a large item
+CAS_SIZE = 8
+FLAGS_SIZE = 4  # client flags are stored only when non-zero
+CHUNK_ALIGN = 8
+PAGE_SIZE = 1024 * 1024  # memcached always splits 1 MB pages, whatever -I says
+MAX_CLASSES = 63  # ids 1..63
+
+
+@dataclass(frozen=True, slots=True)
+class SlabTable:
+    """Chunk size and chunks per page for each class id (index 0 unused)."""
+
+    sizes: tuple[int, ...]
+    perslab: tuple[int, ...]
+    chunk_max: int
+    item_size_max: int
+    use_cas: bool
+
+    @classmethod
+    def build(
+        cls, growth_factor: float, min_size: int, chunk_max: int, item_size_max: int, use_cas: bool
+    ) -> SlabTable:
+        sizes = [0]
+        perslab = [0]
+        size = ITEM_HEADER + min_size
+        i = 0
+        while i + 1 < MAX_CLASSES:
+            i += 1
+            if size >= chunk_max / growth_factor:
+                break
+            if size % CHUNK_ALIGN:
+                size += CHUNK_ALIGN - (size % CHUNK_ALIGN)
+            sizes.append(size)
+            perslab.append(PAGE_SIZE // size)
+            size = int(size * growth_factor)
+        else:
+            i += 1
+        # The largest class is always exactly chunk_max (memcached overwrites class power_largest).
+        if len(sizes) > i:
+            sizes[i] = chunk_max
+            perslab[i] = PAGE_SIZE // chunk_max
+        else:
+            sizes.append(chunk_max)
+            perslab.append(PAGE_SIZE // chunk_max)
+        return cls(tuple(sizes), tuple(perslab), chunk_max, item_size_max, use_cas)
+
+    @property
+    def largest(self) -> int:
+        return len(self.sizes) - 1
+
+    def item_size(self, nkey: int, flags: int, nbytes: int) -> int:
+        """memcached's ntotal: header + key + NUL + value with CRLF (+ flags if set, + CAS)."""
+        n = ITEM_HEADER + nkey + 1 + nbytes
+        if flags:
+            n += FLAGS_SIZE
+        if self.use_cas:
+            n += CAS_SIZE
+        return n
+
+    def chunked_header_size(self, nkey: int, flags: int) -> int:
+        """Size of the header chunk of an item larger than chunk_max."""
+        n = nkey + 1 + ITEM_HEADER + CHUNK_HEADER
+        if flags:
+            n += FLAGS_SIZE
+        if self.use_cas:
+            n += CAS_SIZE
+        return n
+
+    def class_for(self, size: int) -> int:
+        """The class id for an allocation of ``size`` bytes; 0 if it is over -I."""
+        if size == 0 or size > self.item_size_max:
+            return 0
+        sizes = self.sizes
+        lo, hi = 1, len(sizes) - 1
+        if size > sizes[hi]:
+            return hi
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if sizes[mid] >= size:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def data_chunks(self, nbytes: int) -> list[int]:
+        """Class ids of the data chunks memcached allocates for a chunked value of ``nbytes``."""
+        out = []
+        remain = nbytes
+        while remain > 0:
+            size = min(remain + CHUNK_HEADER, self.chunk_max)
+            cid = self.class_for(size) if size <= self.item_size_max else self.largest
+            out.append(cid)
+            remain -= self.sizes[cid] - CHUNK_HEADER
+        return out

@@ -1,0 +1,861 @@
+"""The item store: slab pages, per-class LRU, expiry, flush, eviction and memory accounting.
+
+Why this shape: a Python object per item costs ~250 bytes before the value, so a -m 64 node built
+from dicts of objects would use several times its limit. Here item bytes live in 1 MB slab pages
+(``bytearray``), and the metadata memcached keeps in its 48-byte item header lives in flat
+``array`` columns per class, indexed by chunk slot. The only per-item Python objects are the
+index entry (key bytes -> int handle). Their cost, and the columns' cost, are charged against -m,
+so RSS stays near the limit; we hold fewer items than memcached for small values, never more
+memory.
+
+Each chunk holds the item's reply header (``VALUE <key> <flags> <n>\r\n``, made by the protocol
+layer's ``header_fn``, never parsed here) followed by the value and its CRLF: a get hit is one
+slice copy. Items bigger than a slab chunk are split over chunks as memcached does.
+
+Thread rules: every public method takes ``self.lock`` itself; callers hold nothing. Times are unix
+seconds from the ``Clock``.
+"""
+
+from __future__ import annotations
+
+import threading
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from memcache_server.storage.clock import Clock, exptime_to_abs
+from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE, SlabTable
+
+__all__ = ["Store", "Outcome", "Mode", "StoreLimits", "ClassStats"]
+
+UPDATE_INTERVAL = 60  # memcached's ITEM_UPDATE_INTERVAL: bump an item in the LRU at most this often
+TAIL_SEARCH = 5  # items examined at an LRU tail for an expired one before evicting
+SLOT_BYTES = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 1 + 1  # the per-chunk metadata columns below
+INDEX_ENTRY_BYTES = 33 + 32 + 48  # key bytes object header + handle int + dict slot (amortised)
+NIL = -1
+
+# bits column
+IN_USE = 1
+FETCHED = 2
+CHUNKED = 4
+DATA_CHUNK = 8
+
+
+class Outcome(IntEnum):
+    STORED = 0
+    NOT_STORED = 1
+    EXISTS = 2
+    NOT_FOUND = 3
+    TOO_LARGE = 4
+    NO_MEMORY = 5
+    NON_NUMERIC = 6
+    DELTA_OK = 7
+
+
+class Mode(IntEnum):
+    SET = 0
+    ADD = 1
+    REPLACE = 2
+    APPEND = 3
+    PREPEND = 4
+    CAS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    memory_limit: int
+    evictions: bool
+    use_cas: bool
+
+
+class SlabClass:
+    """One slab class: its pages, metadata columns, free list, LRU and counters."""
+
+    __slots__ = (
+        "cid",
+        "size",
+        "perslab",
+        "pages",
+        "views",
+        "cas",
+        "exp",
+        "atime",
+        "prev",
+        "nxt",
+        "blen",
+        "flags",
+        "plen",
+        "klen",
+        "bits",
+        "free_head",
+        "free_count",
+        "lru_head",
+        "lru_tail",
+        "items",
+        "mem_requested",
+        "get_hits",
+        "cmd_set",
+        "delete_hits",
+        "incr_hits",
+        "decr_hits",
+        "cas_hits",
+        "cas_badval",
+        "touch_hits",
+        "evicted",
+        "evicted_nonzero",
+        "evicted_time",
+        "outofmemory",
+        "reclaimed",
+        "expired_unfetched",
+        "evicted_unfetched",
+        "crawler_reclaimed",
+        "crawler_items_checked",
+        "used_chunks",
+    )
+
+    def __init__(self, cid: int, size: int, perslab: int) -> None:
+        self.cid = cid
+        self.size = size
+        self.perslab = perslab
+        self.pages: list[bytearray] = []
+        self.views: list[memoryview] = []
+        self.cas = array("Q")
+        self.exp = array("q")
+        self.atime = array("q")
+        self.prev = array("q")
+        self.nxt = array("q")  # LRU next, or the free-list link for free slots
+        self.blen = array("I")
+        self.flags = array("I")
+        self.plen = array("H")
+        self.klen = array("B")
+        self.bits = bytearray()
+        self.free_head = NIL
+        self.free_count = 0
+        self.lru_head = NIL  # most recently used handle
+        self.lru_tail = NIL
+        self.items = 0
+        self.mem_requested = 0
+        self.used_chunks = 0
+        self.get_hits = self.cmd_set = self.delete_hits = self.incr_hits = 0
+        self.decr_hits = self.cas_hits = self.cas_badval = self.touch_hits = 0
+        self.evicted = self.evicted_nonzero = self.evicted_time = self.outofmemory = 0
+        self.reclaimed = self.expired_unfetched = self.evicted_unfetched = 0
+        self.crawler_reclaimed = self.crawler_items_checked = 0
+
+    def add_page(self, page: bytearray) -> None:
+        base = len(self.pages) * self.perslab
+        self.pages.append(page)
+        self.views.append(memoryview(page))
+        n = self.perslab
+        zeros8 = bytes(8 * n)
+        self.cas.frombytes(zeros8)
+        self.exp.frombytes(zeros8)
+        self.atime.frombytes(zeros8)
+        self.prev.frombytes(zeros8)
+        self.nxt.frombytes(zeros8)
+        self.blen.frombytes(bytes(4 * n))
+        self.flags.frombytes(bytes(4 * n))
+        self.plen.frombytes(bytes(2 * n))
+        self.klen.frombytes(bytes(n))
+        self.bits.extend(bytes(n))
+        # Push in reverse so the page's first chunk is handed out first.
+        nxt = self.nxt
+        head = self.free_head
+        for slot in range(base + n - 1, base - 1, -1):
+            nxt[slot] = head
+            head = slot
+        self.free_head = head
+        self.free_count += n
+
+    def pop_free(self) -> int:
+        slot = self.free_head
+        if slot == NIL:
+            return NIL
+        self.free_head = self.nxt[slot]
+        self.free_count -= 1
+        self.used_chunks += 1
+        return slot
+
+    def push_free(self, slot: int) -> None:
+        self.bits[slot] = 0
+        self.nxt[slot] = self.free_head
+        self.free_head = slot
+        self.free_count += 1
+        self.used_chunks -= 1
+
+
+@dataclass(frozen=True, slots=True)
+class ClassStats:
+    """A snapshot of one class for `stats slabs` / `stats items`."""
+
+    cid: int
+    chunk_size: int
+    chunks_per_page: int
+    total_pages: int
+    used_chunks: int
+    free_chunks: int
+    items: int
+    mem_requested: int
+    age: int
+    counters: dict[str, int]
+
+
+class Store:
+    """All items of a node. See the module docstring for the layout and the locking rule."""
+
+    def __init__(
+        self,
+        table: SlabTable,
+        limits: StoreLimits,
+        clock: Clock,
+        header_fn: Callable[[bytes, int, int], bytes],
+    ) -> None:
+        self.table = table
+        self.limits = limits
+        self.clock = clock
+        self.header_fn = header_fn
+        self.lock = threading.Lock()
+        self.classes = [
+            SlabClass(i, table.sizes[i], table.perslab[i]) for i in range(len(table.sizes))
+        ]
+        self.index: dict[bytes, int] = {}
+        self.chunk_lists: dict[int, list[int]] = {}  # header handle -> data chunk handles
+        self.memory_limit = limits.memory_limit
+        self.malloced = 0  # bytes of pages handed to classes
+        self.overhead = 0  # bytes charged for metadata columns and index entries
+        self.next_cas = 0
+        self.oldest_live = 0
+        self.oldest_cas = 0
+        # global counters (memcached's "slab" stats, kept under the lock)
+        self.curr_items = 0
+        self.total_items = 0
+        self.bytes = 0
+        self.evictions = 0
+        self.reclaimed = 0
+        self.expired_unfetched = 0
+        self.evicted_unfetched = 0
+        self.crawler_reclaimed = 0
+        self.crawler_items_checked = 0
+
+    # ------------------------------------------------------------------ allocation
+
+    def _grow(self, cls: SlabClass) -> bool:
+        """Give ``cls`` a new page if memory allows (a class with no page always gets one)."""
+        cost = PAGE_SIZE + cls.perslab * SLOT_BYTES
+        used = self.malloced + self.overhead
+        if cls.pages and used + cost > self.memory_limit:
+            return False
+        cls.add_page(bytearray(cls.perslab * cls.size))
+        self.malloced += PAGE_SIZE
+        self.overhead += cls.perslab * SLOT_BYTES
+        return True
+
+    def _alloc(self, cid: int, now: int) -> int:
+        """A free slot of class ``cid``, reclaiming or evicting at its LRU tail if needed."""
+        cls = self.classes[cid]
+        slot = cls.pop_free()
+        if slot != NIL:
+            return slot
+        # Look for an expired or flushed item near the tail first, as memcached does.
+        h = cls.lru_tail
+        for _ in range(TAIL_SEARCH):
+            if h == NIL:
+                break
+            hc = self.classes[h & 63]
+            hs = h >> 6
+            if self._is_dead(hc, hs, now):
+                prev = hc.prev[hs]
+                cls.reclaimed += 1
+                self.reclaimed += 1
+                if not hc.bits[hs] & FETCHED:
+                    cls.expired_unfetched += 1
+                    self.expired_unfetched += 1
+                self._unlink(h)
+                slot = cls.pop_free()
+                if slot != NIL:
+                    return slot
+                h = prev
+                continue
+            h = hc.prev[hs]
+        if self._grow(cls):
+            return cls.pop_free()
+        if not self.limits.evictions:
+            cls.outofmemory += 1
+            return NIL
+        # Evict from the tail until a chunk of this class is free.
+        for _ in range(TAIL_SEARCH * 10):
+            h = cls.lru_tail
+            if h == NIL:
+                break
+            hc = self.classes[h & 63]
+            hs = h >> 6
+            cls.evicted += 1
+            self.evictions += 1
+            if hc.exp[hs] != 0:
+                cls.evicted_nonzero += 1
+            cls.evicted_time = now - hc.atime[hs]
+            if not hc.bits[hs] & FETCHED:
+                cls.evicted_unfetched += 1
+                self.evicted_unfetched += 1
+            self._unlink(h)
+            slot = cls.pop_free()
+            if slot != NIL:
+                return slot
+        cls.outofmemory += 1
+        return NIL
+
+    def _is_dead(self, cls: SlabClass, slot: int, now: int) -> bool:
+        exp = cls.exp[slot]
+        if exp and exp <= now:
+            return True
+        return self._is_flushed(cls, slot, now)
+
+    def _is_flushed(self, cls: SlabClass, slot: int, now: int) -> bool:
+        ol = self.oldest_live
+        if ol and ol <= now and cls.atime[slot] <= ol:
+            return True
+        return bool(self.oldest_cas and cls.cas[slot] < self.oldest_cas)
+
+    # ------------------------------------------------------------------ linking
+
+    def _link(self, key: bytes, h: int, lru_cid: int, ntotal: int, nbytes: int) -> None:
+        """Put a fully written item into the index and at the head of its class's LRU."""
+        old = self.index.get(key)
+        if old is not None:
+            self._unlink(old)
+        self.index[key] = h
+        c = self.classes[h & 63]
+        s = h >> 6
+        lru = self.classes[lru_cid]
+        c.prev[s] = NIL
+        c.nxt[s] = lru.lru_head
+        if lru.lru_head != NIL:
+            self.classes[lru.lru_head & 63].prev[lru.lru_head >> 6] = h
+        else:
+            lru.lru_tail = h
+        lru.lru_head = h
+        lru.items += 1
+        lru.mem_requested += ntotal
+        self.curr_items += 1
+        self.total_items += 1
+        self.bytes += ntotal
+        self.overhead += INDEX_ENTRY_BYTES + len(key)
+        _ = nbytes
+
+    def _lru_cid(self, c: SlabClass, s: int) -> int:
+        """The class whose LRU holds the item at (c, s): its own, or the largest for a chunked one."""
+        return self.table.largest if c.bits[s] & CHUNKED else c.cid
+
+    def _ntotal(self, c: SlabClass, s: int) -> int:
+        if c.bits[s] & CHUNKED:
+            return self.table.item_size(c.klen[s], c.flags[s], c.blen[s])
+        return self.table.item_size(c.klen[s], c.flags[s], c.blen[s])
+
+    def _key_of(self, c: SlabClass, s: int) -> bytes:
+        """The key, read back from the stored header (it sits at offset ``key_offset``)."""
+        base = (s % c.perslab) * c.size + self.key_offset
+        return bytes(c.views[s // c.perslab][base : base + c.klen[s]])
+
+    key_offset = 6  # set by the protocol layer; the header embeds the key at this offset
+
+    def _unlink(self, h: int) -> None:
+        """Remove an item from the index and its LRU and free its chunks."""
+        c = self.classes[h & 63]
+        s = h >> 6
+        key = self._key_of(c, s)
+        if self.index.get(key) == h:
+            del self.index[key]
+        lru = self.classes[self._lru_cid(c, s)]
+        p = c.prev[s]
+        n = c.nxt[s]
+        if p != NIL:
+            self.classes[p & 63].nxt[p >> 6] = n
+        else:
+            lru.lru_head = n
+        if n != NIL:
+            self.classes[n & 63].prev[n >> 6] = p
+        else:
+            lru.lru_tail = p
+        ntotal = self._ntotal(c, s)
+        lru.items -= 1
+        lru.mem_requested -= ntotal
+        self.curr_items -= 1
+        self.bytes -= ntotal
+        self.overhead -= INDEX_ENTRY_BYTES + len(key)
+        if c.bits[s] & CHUNKED:
+            for dh in self.chunk_lists.pop(h, ()):
+                self.classes[dh & 63].push_free(dh >> 6)
+        c.push_free(s)
+
+    def _bump(self, c: SlabClass, s: int, h: int, now: int) -> None:
+        """Move to the LRU head, at most once per UPDATE_INTERVAL (memcached's rule)."""
+        if c.atime[s] + UPDATE_INTERVAL > now:
+            return
+        c.atime[s] = now
+        lru = self.classes[self._lru_cid(c, s)]
+        if lru.lru_head == h:
+            return
+        p = c.prev[s]
+        n = c.nxt[s]
+        self.classes[p & 63].nxt[p >> 6] = n
+        if n != NIL:
+            self.classes[n & 63].prev[n >> 6] = p
+        else:
+            lru.lru_tail = p
+        c.prev[s] = NIL
+        c.nxt[s] = lru.lru_head
+        self.classes[lru.lru_head & 63].prev[lru.lru_head >> 6] = h
+        lru.lru_head = h
+
+    # ------------------------------------------------------------------ lookup
+
+    def _find(self, key: bytes, now: int) -> int:
+        """The live handle for ``key``, or NIL; expired/flushed items are unlinked on the way."""
+        h = self.index.get(key)
+        if h is None:
+            return NIL
+        c = self.classes[h & 63]
+        s = h >> 6
+        exp = c.exp[s]
+        if (exp and exp <= now) or self._is_flushed(c, s, now):
+            self._unlink(h)
+            return NIL
+        return h
+
+    def _read(self, c: SlabClass, s: int, h: int, start: int, length: int) -> bytes:
+        """Bytes ``start..start+length`` of the item's header+value, across chunks if needed."""
+        if not c.bits[s] & CHUNKED:
+            base = (s % c.perslab) * c.size + start
+            return bytes(c.views[s // c.perslab][base : base + length])
+        return bytes(self._chunked_view(c, s, h))[start : start + length]
+
+    def _chunked_view(self, c: SlabClass, s: int, h: int) -> bytearray:
+        out = bytearray(c.views[s // c.perslab][(s % c.perslab) * c.size :][: c.plen[s]])
+        remain = c.blen[s]
+        for dh in self.chunk_lists[h]:
+            dc = self.classes[dh & 63]
+            ds = dh >> 6
+            cap = dc.size - CHUNK_HEADER
+            take = min(cap, remain)
+            base = (ds % dc.perslab) * dc.size
+            out += dc.views[ds // dc.perslab][base : base + take]
+            remain -= take
+        return out
+
+    # ------------------------------------------------------------------ public API: reads
+
+    def get_into(self, key: bytes, out: bytearray) -> int:
+        """Append the stored ``VALUE`` header and value of ``key`` to ``out``.
+
+        Returns 1 on a hit, 0 on a miss, -1 for an expired item and -2 for a flushed one (so the
+        caller can count memcached's get_expired / get_flushed).
+        """
+        now = self.clock.now
+        with self.lock:
+            h = self.index.get(key)
+            if h is None:
+                return 0
+            c = self.classes[h & 63]
+            s = h >> 6
+            exp = c.exp[s]
+            if exp and exp <= now:
+                self._unlink(h)
+                return -1
+            if (self.oldest_live or self.oldest_cas) and self._is_flushed(c, s, now):
+                self._unlink(h)
+                return -2
+            bits = c.bits[s]
+            if bits & CHUNKED:
+                out += self._chunked_view(c, s, h)
+                c = self.classes[self.table.largest]
+                c.get_hits += 1
+                cs = self.classes[h & 63]
+                cs.bits[s] = bits | FETCHED
+                self._bump(cs, s, h, now)
+                return 1
+            base = (s % c.perslab) * c.size
+            out += c.views[s // c.perslab][base : base + c.plen[s] + c.blen[s]]
+            c.get_hits += 1
+            c.bits[s] = bits | FETCHED
+            if c.atime[s] + UPDATE_INTERVAL <= now:
+                self._bump(c, s, h, now)
+            return 1
+
+    def get_parts(self, key: bytes, exptime: int | None = None) -> tuple[bytes, bytes, int] | int:
+        """(header, value+CRLF, cas) for gets/gat/gats, or a miss code as in ``get_into``.
+
+        With ``exptime`` the item's expiry is updated first (gat/gats).
+        """
+        now = self.clock.now
+        with self.lock:
+            h = self.index.get(key)
+            if h is None:
+                return 0
+            c = self.classes[h & 63]
+            s = h >> 6
+            exp = c.exp[s]
+            if exp and exp <= now:
+                self._unlink(h)
+                return -1
+            if self._is_flushed(c, s, now):
+                self._unlink(h)
+                return -2
+            if exptime is not None:
+                c.exp[s] = exptime_to_abs(exptime, self.clock)
+                self.classes[self._lru_cid(c, s)].touch_hits += 1
+            else:
+                self.classes[self._lru_cid(c, s)].get_hits += 1
+            c.bits[s] |= FETCHED
+            plen = c.plen[s]
+            data = self._read(c, s, h, 0, plen + c.blen[s])
+            self._bump(c, s, h, now)
+            return data[:plen], data[plen:], c.cas[s]
+
+    def touch(self, key: bytes, exptime: int) -> bool:
+        now = self.clock.now
+        with self.lock:
+            h = self._find(key, now)
+            if h == NIL:
+                return False
+            c = self.classes[h & 63]
+            s = h >> 6
+            c.exp[s] = exptime_to_abs(exptime, self.clock)
+            self.classes[self._lru_cid(c, s)].touch_hits += 1
+            self._bump(c, s, h, now)
+            return True
+
+    # ------------------------------------------------------------------ public API: writes
+
+    def _next_cas(self) -> int:
+        if not self.limits.use_cas:
+            return 0
+        self.next_cas += 1
+        return self.next_cas
+
+    def _write_item(
+        self, key: bytes, flags: int, exp_abs: int, body: bytes | bytearray | memoryview, now: int
+    ) -> tuple[Outcome, int]:
+        """Allocate and fill an item (not yet linked). Returns (outcome, handle)."""
+        table = self.table
+        nbytes = len(body)
+        nkey = len(key)
+        ntotal = table.item_size(nkey, flags, nbytes)
+        cid = table.class_for(ntotal)
+        if cid == 0:
+            return Outcome.TOO_LARGE, NIL
+        header = self.header_fn(key, flags, nbytes)
+        plen = len(header)
+        if ntotal <= table.chunk_max:
+            slot = self._alloc(cid, now)
+            if slot == NIL:
+                return Outcome.NO_MEMORY, NIL
+            c = self.classes[cid]
+            page = c.pages[slot // c.perslab]
+            base = (slot % c.perslab) * c.size
+            page[base : base + plen] = header
+            page[base + plen : base + plen + nbytes] = body
+            bits = IN_USE
+        else:
+            hcid = table.class_for(table.chunked_header_size(nkey, flags))
+            if hcid == 0 or plen > table.sizes[hcid]:
+                return Outcome.TOO_LARGE, NIL
+            data_cids = table.data_chunks(nbytes)
+            slot = self._alloc(hcid, now)
+            if slot == NIL:
+                return Outcome.NO_MEMORY, NIL
+            c = self.classes[hcid]
+            c.bits[slot] = IN_USE | CHUNKED  # so a failing data alloc can free it
+            chunks: list[int] = []
+            off = 0
+            for dcid in data_cids:
+                ds = self._alloc(dcid, now)
+                if ds == NIL:
+                    for dh in chunks:
+                        self.classes[dh & 63].push_free(dh >> 6)
+                    c.push_free(slot)
+                    return Outcome.NO_MEMORY, NIL
+                dc = self.classes[dcid]
+                dc.bits[ds] = IN_USE | DATA_CHUNK
+                take = min(dc.size - CHUNK_HEADER, nbytes - off)
+                dbase = (ds % dc.perslab) * dc.size
+                dc.pages[ds // dc.perslab][dbase : dbase + take] = body[off : off + take]
+                off += take
+                chunks.append((ds << 6) | dcid)
+            page = c.pages[slot // c.perslab]
+            base = (slot % c.perslab) * c.size
+            page[base : base + plen] = header
+            self.chunk_lists[(slot << 6) | hcid] = chunks
+            bits = IN_USE | CHUNKED
+        c.bits[slot] = bits
+        c.plen[slot] = plen
+        c.blen[slot] = nbytes
+        c.klen[slot] = nkey
+        c.flags[slot] = flags
+        c.exp[slot] = exp_abs
+        c.atime[slot] = now
+        c.cas[slot] = self._next_cas()
+        return Outcome.STORED, (slot << 6) | c.cid
+
+    def store(
+        self,
+        mode: Mode,
+        key: bytes,
+        flags: int,
+        exptime: int,
+        body: bytes | bytearray | memoryview,
+        cas_unique: int = 0,
+    ) -> Outcome:
+        """set/add/replace/append/prepend/cas. ``body`` is the value followed by CRLF."""
+        clock = self.clock
+        now = clock.now
+        with self.lock:
+            old = self._find(key, now)
+            table = self.table
+            if mode == Mode.SET:
+                pass
+            elif mode == Mode.ADD:
+                if old != NIL:
+                    oc = self.classes[old & 63]
+                    self._bump(oc, old >> 6, old, now)
+                    return Outcome.NOT_STORED
+            elif mode == Mode.REPLACE:
+                if old == NIL:
+                    return Outcome.NOT_STORED
+            elif mode == Mode.CAS:
+                if old == NIL:
+                    return Outcome.NOT_FOUND
+                oc = self.classes[old & 63]
+                os_ = old >> 6
+                lru = self.classes[self._lru_cid(oc, os_)]
+                if oc.cas[os_] != cas_unique:
+                    lru.cas_badval += 1
+                    return Outcome.EXISTS
+                lru.cas_hits += 1
+            else:  # APPEND / PREPEND keep the old flags and expiry
+                if old == NIL:
+                    return Outcome.NOT_STORED
+                oc = self.classes[old & 63]
+                os_ = old >> 6
+                plen = oc.plen[os_]
+                value = self._read(oc, os_, old, plen, oc.blen[os_])
+                if mode == Mode.APPEND:
+                    body = value[:-2] + bytes(body)
+                else:
+                    body = bytes(body)[:-2] + value
+                flags = oc.flags[os_]
+                ntotal = table.item_size(len(key), flags, len(body))
+                if table.class_for(ntotal) == 0:
+                    return Outcome.TOO_LARGE
+                outcome, h = self._write_item(key, flags, oc.exp[os_], body, now)
+                if outcome != Outcome.STORED:
+                    return outcome
+                c = self.classes[h & 63]
+                lru_cid = self._lru_cid(c, h >> 6)
+                self.classes[lru_cid].cmd_set += 1
+                self._link(key, h, lru_cid, ntotal, len(body))
+                return Outcome.STORED
+            outcome, h = self._write_item(key, flags, exptime_to_abs(exptime, clock), body, now)
+            if outcome != Outcome.STORED:
+                if outcome == Outcome.TOO_LARGE and old != NIL and mode == Mode.SET:
+                    # memcached drops the old value when a set of the same key is too large
+                    self._unlink(old)
+                return outcome
+            c = self.classes[h & 63]
+            lru_cid = self._lru_cid(c, h >> 6)
+            self.classes[lru_cid].cmd_set += 1
+            self._link(key, h, lru_cid, table.item_size(len(key), flags, len(body)), len(body))
+            return Outcome.STORED
+
+    def delete(self, key: bytes) -> bool:
+        now = self.clock.now
+        with self.lock:
+            h = self._find(key, now)
+            if h == NIL:
+                return False
+            c = self.classes[h & 63]
+            self.classes[self._lru_cid(c, h >> 6)].delete_hits += 1
+            self._unlink(h)
+            return True
+
+    def incr_decr(self, key: bytes, delta: int, incr: bool) -> tuple[Outcome, int]:
+        """memcached's do_add_delta: wraps at 2**64 on incr, floors at 0 on decr.
+
+        A shorter result is written in place padded with spaces, as memcached does (so ``decr`` of
+        "10" reads back as "9 "); a longer one becomes a new item with the same flags and expiry.
+        """
+        now = self.clock.now
+        with self.lock:
+            h = self._find(key, now)
+            if h == NIL:
+                return Outcome.NOT_FOUND, 0
+            c = self.classes[h & 63]
+            s = h >> 6
+            nbytes = c.blen[s]
+            if nbytes <= 2 or c.bits[s] & CHUNKED:
+                return Outcome.NON_NUMERIC, 0
+            plen = c.plen[s]
+            raw = self._read(c, s, h, plen, nbytes - 2)
+            value = parse_u64(raw)
+            if value is None:
+                return Outcome.NON_NUMERIC, 0
+            lru = self.classes[self._lru_cid(c, s)]
+            if incr:
+                value = (value + delta) & 0xFFFFFFFFFFFFFFFF
+                lru.incr_hits += 1
+            else:
+                value = max(value - delta, 0)
+                lru.decr_hits += 1
+            digits = b"%d" % value
+            res = len(digits)
+            if res + 2 <= nbytes:
+                base = (s % c.perslab) * c.size + plen
+                page = c.pages[s // c.perslab]
+                page[base : base + nbytes - 2] = digits + b" " * (nbytes - 2 - res)
+                c.cas[s] = self._next_cas()
+                self._bump(c, s, h, now)
+                return Outcome.DELTA_OK, value
+            flags = c.flags[s]
+            body = digits + b"\r\n"
+            outcome, nh = self._write_item(key, flags, c.exp[s], body, now)
+            if outcome != Outcome.STORED:
+                return outcome, 0
+            nc = self.classes[nh & 63]
+            self._link(
+                key,
+                nh,
+                self._lru_cid(nc, nh >> 6),
+                self.table.item_size(len(key), flags, len(body)),
+                len(body),
+            )
+            return Outcome.DELTA_OK, value
+
+    def flush_all(self, exptime: int) -> None:
+        """memcached's flush: items last stored/used at or before a moment become invalid."""
+        clock = self.clock
+        with self.lock:
+            now = clock.now
+            new_oldest = exptime_to_abs(exptime, clock) - 1 if exptime > 0 else now
+            if self.limits.use_cas:
+                self.oldest_live = new_oldest - 1
+                if self.oldest_live <= now:
+                    self.oldest_cas = self.next_cas + 1
+            else:
+                self.oldest_live = new_oldest
+
+    def set_memory_limit(self, limit: int) -> None:
+        with self.lock:
+            self.memory_limit = limit
+
+    # ------------------------------------------------------------------ background reclaim
+
+    def crawl(self, cid: int, start: int, count: int) -> tuple[int, int]:
+        """Reclaim expired/flushed items among ``count`` slots of class ``cid`` from ``start``.
+
+        Returns (next start slot or -1 when the class is done, items reclaimed). The caller
+        (the LRU crawler thread) walks in small batches so the lock is never held for long.
+        """
+        now = self.clock.now
+        reclaimed = 0
+        with self.lock:
+            c = self.classes[cid]
+            end = min(start + count, len(c.bits))
+            bits = c.bits
+            for s in range(start, end):
+                b = bits[s]
+                if not b & IN_USE or b & DATA_CHUNK:
+                    continue
+                c.crawler_items_checked += 1
+                self.crawler_items_checked += 1
+                if self._is_dead(c, s, now):
+                    h = (s << 6) | cid
+                    lru = self.classes[self._lru_cid(c, s)]
+                    lru.crawler_reclaimed += 1
+                    lru.reclaimed += 1
+                    self.crawler_reclaimed += 1
+                    self.reclaimed += 1
+                    if not b & FETCHED:
+                        lru.expired_unfetched += 1
+                        self.expired_unfetched += 1
+                    self._unlink(h)
+                    reclaimed += 1
+            return (end if end < len(c.bits) else -1), reclaimed
+
+    # ------------------------------------------------------------------ stats
+
+    def class_stats(self) -> list[ClassStats]:
+        """Snapshot of every class that has pages or items, for stats slabs/items."""
+        now = self.clock.now
+        out = []
+        with self.lock:
+            for c in self.classes[1:]:
+                if not c.pages and not c.items:
+                    continue
+                age = 0
+                if c.lru_tail != NIL:
+                    t = c.lru_tail
+                    age = now - self.classes[t & 63].atime[t >> 6]
+                counters = {
+                    name: getattr(c, name)
+                    for name in (
+                        "get_hits",
+                        "cmd_set",
+                        "delete_hits",
+                        "incr_hits",
+                        "decr_hits",
+                        "cas_hits",
+                        "cas_badval",
+                        "touch_hits",
+                        "evicted",
+                        "evicted_nonzero",
+                        "evicted_time",
+                        "outofmemory",
+                        "reclaimed",
+                        "expired_unfetched",
+                        "evicted_unfetched",
+                        "crawler_reclaimed",
+                        "crawler_items_checked",
+                    )
+                }
+                out.append(
+                    ClassStats(
+                        cid=c.cid,
+                        chunk_size=c.size,
+                        chunks_per_page=c.perslab,
+                        total_pages=len(c.pages),
+                        used_chunks=c.used_chunks,
+                        free_chunks=c.free_count,
+                        items=c.items,
+                        mem_requested=c.mem_requested,
+                        age=age,
+                        counters=counters,
+                    )
+                )
+        return out
+
+    def reset_stats(self) -> None:
+        with self.lock:
+            self.total_items = 0
+            self.evictions = self.reclaimed = 0
+            self.expired_unfetched = self.evicted_unfetched = 0
+            self.crawler_reclaimed = self.crawler_items_checked = 0
+            for c in self.classes:
+                c.get_hits = c.cmd_set = c.delete_hits = c.incr_hits = 0
+                c.decr_hits = c.cas_hits = c.cas_badval = c.touch_hits = 0
+                c.evicted = c.evicted_nonzero = c.evicted_time = c.outofmemory = 0
+                c.reclaimed = c.expired_unfetched = c.evicted_unfetched = 0
+                c.crawler_reclaimed = c.crawler_items_checked = 0
+
+
+def parse_u64(raw: bytes) -> int | None:
+    """memcached's safe_strtoull on a stored value: digits, optional leading/trailing spaces."""
+    s = raw.strip(b" \t\r\n\v\f")
+    if not s or not s.isdigit():
+        if s.startswith(b"+") and s[1:].isdigit():
+            s = s[1:]
+        else:
+            return None
+    v = int(s)
+    if v > 0xFFFFFFFFFFFFFFFF:
+        return None
+    return v
