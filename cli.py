@@ -286,7 +286,7 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     "-o", "--extended", multiple=True, help="Comma separated extended options (memcached's names)."
 )
 @click.pass_context
-def main(ctx: click.Context, **opts: Any) -> None:
+def main(ctx: click.Context, /, **opts: Any) -> None:
     """A memcached-compatible cache node. Takes memcached's flags."""
     if ctx.invoked_subcommand is not None:
         return

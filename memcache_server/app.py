@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from memcache_server import report
 from memcache_server.config import EMULATED_VERSION, ServerConfig
 from memcache_server.protocol import constants as C
+from memcache_server.protocol.numbers import strtoul32
 from memcache_server.server.listener import Acceptor, Listener, open_listeners
 from memcache_server.server.worker import Connection, Worker
 from memcache_server.stats import ServerCounters
@@ -194,9 +195,29 @@ class Node:
                 self.counters.total_connections = 0
                 self.counters.rejected_connections = 0
             return C.RESET
+        if sub == b"cachedump":
+            return self._cachedump(args)
         if sub == b"detail":
             return b"CLIENT_ERROR usage: stats detail on|off|dump\r\n" if len(args) < 2 else C.OK
         return C.ERROR
+
+    def _cachedump(self, args: list[bytes]) -> bytes:
+        if not self.config.dump_enabled:
+            return b"CLIENT_ERROR stats cachedump not allowed\r\n"
+        if len(args) < 3:
+            return b"CLIENT_ERROR bad command line\r\n"
+        cid = strtoul32(args[1])
+        limit = strtoul32(args[2])
+        if cid is None or limit is None:
+            return C.BAD_FORMAT
+        if cid >= 64:
+            return b"CLIENT_ERROR Illegal slab id\r\n"
+        lines = [
+            b"ITEM %b [%d b; %d s]\r\n" % (key, nbytes, exp)
+            for key, nbytes, exp in self.store.dump_class(cid, limit)
+        ]
+        lines.append(C.END)
+        return b"".join(lines)
 
     def config_reply(self, args: list[bytes]) -> bytes:
         return C.ERROR

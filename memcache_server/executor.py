@@ -11,12 +11,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from memcache_server.protocol import constants as C
-from memcache_server.protocol.framer import CLOSE, CMD, REPLY, STORE, Framer
+from memcache_server.protocol.framer import CLOSE, CMD, REPLY, STORE, Framer, Request
 from memcache_server.protocol.numbers import strtol32, strtoul32, strtoull
 from memcache_server.storage.store import Mode, Outcome
 
 if TYPE_CHECKING:
-    from memcache_server.node import Node
+    from memcache_server.app import Node
     from memcache_server.stats import ThreadStats
 
 __all__ = ["Session"]
@@ -89,7 +89,7 @@ class Session:
             n += 1
             kind = req[0]
             if kind == CMD:
-                tokens: list[bytes] = req[1]  # type: ignore[assignment]
+                tokens: list[bytes] = req[1]
                 if not tokens:
                     self.out += C.ERROR
                     continue
@@ -104,7 +104,7 @@ class Session:
             elif kind == STORE:
                 self._store(req)
             elif kind == REPLY:
-                self.out += req[1]  # type: ignore[operator]
+                self.out += req[1]
             elif kind == CLOSE:
                 self.want_close = True
                 return False
@@ -115,7 +115,7 @@ class Session:
 
     # ------------------------------------------------------------------ storage
 
-    def _store(self, req: tuple[object, ...]) -> None:
+    def _store(self, req: Request) -> None:
         _, tokens, key, flags, exptime, cas, body, noreply = req
         outcome = self.store.store(
             STORE_MODES[tokens[0]],
@@ -123,7 +123,7 @@ class Session:
             flags,
             exptime,
             body,
-            cas,  # type: ignore[index,arg-type]
+            cas,
         )
         if outcome != _STORED:
             if outcome == Outcome.NOT_FOUND:

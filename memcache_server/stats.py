@@ -41,6 +41,27 @@ class ThreadStats:
 
     __slots__ = THREAD_FIELDS
 
+    get_cmds: int
+    get_misses: int
+    get_expired: int
+    get_flushed: int
+    touch_cmds: int
+    touch_misses: int
+    delete_misses: int
+    incr_misses: int
+    decr_misses: int
+    cas_misses: int
+    bytes_read: int
+    bytes_written: int
+    flush_cmds: int
+    conn_yields: int
+    auth_cmds: int
+    auth_errors: int
+    idle_kicks: int
+    meta_cmds: int
+    store_too_large: int
+    store_no_memory: int
+
     def __init__(self) -> None:
         for name in THREAD_FIELDS:
             setattr(self, name, 0)

@@ -17,6 +17,8 @@ a data block larger than ``max_value`` is refused and swallowed without being bu
 
 from __future__ import annotations
 
+from typing import Any
+
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.numbers import strtol32, strtoul32, strtoull
 
@@ -37,7 +39,7 @@ STORAGE_COMMANDS: dict[bytes, int] = {
     b"cas": 6,
 }
 
-Request = tuple[object, ...]
+Request = tuple[Any, ...]
 
 
 class Framer:
@@ -109,6 +111,10 @@ class Framer:
         pos = self.pos
         if pos >= len(buf):
             return None
+        if buf[pos] == 0x80:
+            # A binary-protocol request magic byte: we speak only the text protocol.
+            self.closed = True
+            return (CLOSE, b"binary protocol not supported")
         eol = buf.find(b"\n", pos)
         if eol < 0:
             return self._no_newline()

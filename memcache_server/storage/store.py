@@ -344,7 +344,7 @@ class Store:
         _ = nbytes
 
     def _lru_cid(self, c: SlabClass, s: int) -> int:
-        """The class whose LRU holds the item at (c, s): its own, or the largest for a chunked one."""
+        """The class whose LRU holds the item at (c, s): its own, or the largest if chunked."""
         return self.table.largest if c.bits[s] & CHUNKED else c.cid
 
     def _ntotal(self, c: SlabClass, s: int) -> int:
@@ -831,6 +831,24 @@ class Store:
                         counters=counters,
                     )
                 )
+        return out
+
+    def dump_class(self, cid: int, limit: int) -> list[tuple[bytes, int, int]]:
+        """(key, value length, absolute expiry or 0) from the head of a class's LRU, for
+        ``stats cachedump``; at most ``limit`` items (0: no limit), at most 2 MB of output."""
+        out: list[tuple[bytes, int, int]] = []
+        budget = 2 * 1024 * 1024
+        with self.lock:
+            if not 0 < cid < len(self.classes):
+                return out
+            h = self.classes[cid].lru_head
+            while h != NIL and (limit == 0 or len(out) < limit) and budget > 0:
+                c = self.classes[h & 63]
+                s = h >> 6
+                key = self._key_of(c, s)
+                out.append((key, c.blen[s] - 2, c.exp[s]))
+                budget -= len(key) + 40
+                h = c.nxt[s]
         return out
 
     def reset_stats(self) -> None:
