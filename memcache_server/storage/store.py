@@ -18,6 +18,7 @@ seconds from the ``Clock``.
 
 from __future__ import annotations
 
+import sys
 import threading
 from array import array
 from collections.abc import Callable
@@ -32,7 +33,13 @@ __all__ = ["Store", "Outcome", "Mode", "StoreLimits", "ClassStats"]
 UPDATE_INTERVAL = 60  # memcached's ITEM_UPDATE_INTERVAL: bump an item in the LRU at most this often
 TAIL_SEARCH = 5  # items examined at an LRU tail for an expired one before evicting
 SLOT_BYTES = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 1 + 1  # the per-chunk metadata columns below
-INDEX_ENTRY_BYTES = 33 + 32 + 48  # key bytes object header + handle int + dict slot (amortised)
+# Per indexed item: the key's bytes object (33-byte header, 8-byte aligned) and its handle int.
+# The dict's own table is measured (sys.getsizeof) rather than estimated: after churn CPython
+# sizes it to three times the live entries, about 110 bytes per item.
+KEY_OBJ_HEADER = 33
+HANDLE_INT_BYTES = 32
+INDEX_REFRESH = 4096  # re-measure the dict table every this many links
+DICT_SLOT_BYTES = 120  # what a churned dict's table costs per live entry, charged in advance
 NIL = -1
 
 # bits column
@@ -223,7 +230,10 @@ class Store:
         self.chunk_lists: dict[int, list[int]] = {}  # header handle -> data chunk handles
         self.memory_limit = limits.memory_limit
         self.malloced = 0  # bytes of pages handed to classes
-        self.overhead = 0  # bytes charged for metadata columns and index entries
+        self.columns_bytes = 0  # metadata columns of every page
+        self.keys_bytes = 0  # key objects and handle ints of indexed items
+        self.index_bytes = sys.getsizeof(self.index)  # the dict table, re-measured now and then
+        self._links = 0
         self.next_cas = 0
         self.oldest_live = 0
         self.oldest_cas = 0
@@ -243,13 +253,20 @@ class Store:
     def _grow(self, cls: SlabClass) -> bool:
         """Give ``cls`` a new page if memory allows (a class with no page always gets one)."""
         cost = PAGE_SIZE + cls.perslab * SLOT_BYTES
-        used = self.malloced + self.overhead
-        if cls.pages and used + cost > self.memory_limit:
+        if cls.pages and self.used_memory() + cost > self.memory_limit:
             return False
         cls.add_page(bytearray(cls.perslab * cls.size))
         self.malloced += PAGE_SIZE
-        self.overhead += cls.perslab * SLOT_BYTES
+        self.columns_bytes += cls.perslab * SLOT_BYTES
         return True
+
+    def used_memory(self) -> int:
+        """Real bytes held for items: pages, their metadata columns, and the index."""
+        return self.malloced + self.columns_bytes + self.keys_bytes + self.index_bytes
+
+    @staticmethod
+    def _key_cost(key: bytes) -> int:
+        return ((KEY_OBJ_HEADER + len(key) + 7) & ~7) + HANDLE_INT_BYTES
 
     def _alloc(self, cid: int, now: int) -> int:
         """A free slot of class ``cid``, reclaiming or evicting at its LRU tail if needed."""
@@ -340,7 +357,12 @@ class Store:
         self.curr_items += 1
         self.total_items += 1
         self.bytes += ntotal
-        self.overhead += INDEX_ENTRY_BYTES + len(key)
+        self.keys_bytes += self._key_cost(key)
+        self._links += 1
+        if self._links % INDEX_REFRESH == 0:
+            # Charge the table the dict will grow to, not just the one it has now, so pages are
+            # not handed out against memory the index is about to take.
+            self.index_bytes = max(sys.getsizeof(self.index), self.curr_items * DICT_SLOT_BYTES)
         _ = nbytes
 
     def _lru_cid(self, c: SlabClass, s: int) -> int:
@@ -382,7 +404,7 @@ class Store:
         lru.mem_requested -= ntotal
         self.curr_items -= 1
         self.bytes -= ntotal
-        self.overhead -= INDEX_ENTRY_BYTES + len(key)
+        self.keys_bytes -= self._key_cost(key)
         if c.bits[s] & CHUNKED:
             for dh in self.chunk_lists.pop(h, ()):
                 self.classes[dh & 63].push_free(dh >> 6)
