@@ -72,6 +72,9 @@ class Node:
         )
         if not self.config.unix_socket:
             self.port = int(self.listeners[0].sock.getsockname()[1])
+        # memcached counts its listening sockets as connections too
+        self.counters.total_connections = len(self.listeners)
+        self.counters.connection_structures = len(self.listeners)
 
     def start(self) -> None:
         if not self.listeners:
@@ -118,8 +121,9 @@ class Node:
                 return False
             self.counters.curr_connections += 1
             self.counters.total_connections += 1
-            if self.counters.curr_connections > self.counters.connection_structures:
-                self.counters.connection_structures = self.counters.curr_connections
+            structures = self.counters.curr_connections + len(self.listeners)
+            if structures > self.counters.connection_structures:
+                self.counters.connection_structures = structures
             return True
 
     def conn_opened(self, conn: Connection) -> None:

@@ -297,12 +297,8 @@ class ServerConfig:
 
     @property
     def effective_chunk_max(self) -> int:
-        """memcached caps slab_chunk_max at half a page (the page is -I bytes)."""
-        return (
-            min(self.slab_chunk_max, self.item_size_max // 2)
-            if self.item_size_max >= 2 * KB
-            else self.item_size_max
-        )
+        """The largest slab chunk: slab_chunk_max (512 KB), which may not exceed -I."""
+        return min(self.slab_chunk_max, self.item_size_max)
 
 
 def check_listen_address(addr: str) -> None:

@@ -43,6 +43,11 @@ _GET_KEYS_MAX = C.KEY_MAX_LENGTH
 Handler = Callable[["Session", list[bytes]], None]
 
 
+def vlen_of(req: Request) -> int:
+    """The declared data length (with CRLF) of a storage request."""
+    return int(req[1][4]) + 2 if req[1][4].isdigit() else 2
+
+
 class Session:
     """Protocol state of one connection. Not thread-safe: its worker owns it."""
 
@@ -117,6 +122,19 @@ class Session:
 
     def _store(self, req: Request) -> None:
         _, tokens, key, flags, exptime, cas, body, noreply = req
+        if body is None:
+            # Over -I: memcached refuses it before reading and drops the old value of a set.
+            self.stats.store_too_large += 1
+            if tokens[0] == b"set":
+                self.store.drop(key)
+            if not noreply:
+                self.out += C.TOO_LARGE
+            return
+        if not body:
+            self.store.count_set(len(key), flags, vlen_of(req))
+            if not noreply:
+                self.out += C.BAD_CHUNK
+            return
         outcome = self.store.store(
             STORE_MODES[tokens[0]],
             key,
@@ -148,6 +166,7 @@ class Session:
         if n == 2:
             key = tokens[1]
             if len(key) > _GET_KEYS_MAX:
+                out.clear()  # memcached releases every reply still queued on the connection
                 out += C.BAD_FORMAT
                 return
             stats.get_cmds += 1
@@ -156,10 +175,9 @@ class Session:
                 self._miss(r)
             out += C.END
             return
-        mark = len(out)
         for key in tokens[1:]:
             if len(key) > _GET_KEYS_MAX:
-                del out[mark:]
+                out.clear()  # memcached releases every reply still queued on the connection
                 out += C.BAD_FORMAT
                 return
             stats.get_cmds += 1
@@ -189,15 +207,11 @@ class Session:
                 out += C.BAD_EXPTIME
                 return
             first = 2
-        if len(tokens) <= first:
-            out += C.ERROR
-            return
-        mark = len(out)
         stats = self.stats
         get_parts = self.store.get_parts
         for key in tokens[first:]:
             if len(key) > _GET_KEYS_MAX:
-                del out[mark:]
+                out.clear()  # memcached releases every reply still queued on the connection
                 out += C.BAD_FORMAT
                 return
             r = get_parts(key, exptime)
@@ -221,6 +235,9 @@ class Session:
         out += C.END
 
     def cmd_gets(self, tokens: list[bytes]) -> None:
+        if len(tokens) < 2:
+            self.out += C.ERROR
+            return
         self._get_with(tokens, True, False)
 
     def cmd_gat(self, tokens: list[bytes]) -> None:

@@ -6,7 +6,9 @@ needed). Requests are plain tuples (cheap on the hot path):
 - ``(CMD, tokens)``: any non-storage command line, split on single spaces like memcached
   (tabs and other bytes are part of tokens; keys may hold any byte but space and newline).
 - ``(STORE, tokens, key, flags, exptime, cas, body, noreply)``: a storage command whose header
-  parsed and whose data block arrived; ``body`` is the value followed by its CRLF.
+  parsed and whose data block arrived; ``body`` is the value followed by its CRLF, or None when
+  the block was over ``max_value`` and has been (or is being) discarded, or ``b""`` when
+  the block did not end with CRLF (memcached's "bad data chunk").
 - ``(REPLY, reply_bytes)``: an error found while framing, with memcached's exact reply
   (empty when ``noreply`` suppressed it).
 - ``(CLOSE, reason)``: memcached would close the connection here.
@@ -54,7 +56,7 @@ class Framer:
         "pending_len",
         "swallow",
         "max_value",
-        "closed",
+        "closed", "started",
     )
 
     def __init__(self, max_value: int) -> None:
@@ -67,6 +69,7 @@ class Framer:
         self.swallow = 0  # bytes of a refused data block still to discard
         self.max_value = max_value
         self.closed = False
+        self.started = False  # the protocol is chosen by a connection's first byte
 
     def feed(self, data: bytes) -> None:
         if self.swallow:
@@ -111,10 +114,11 @@ class Framer:
         pos = self.pos
         if pos >= len(buf):
             return None
-        if buf[pos] == 0x80:
-            # A binary-protocol request magic byte: we speak only the text protocol.
+        if buf[pos] == 0x80 and not self.started:
+            # A binary-protocol request as the first byte: we speak only the text protocol.
             self.closed = True
             return (CLOSE, b"binary protocol not supported")
+        self.started = True
         eol = buf.find(b"\n", pos)
         if eol < 0:
             return self._no_newline()
@@ -122,6 +126,8 @@ class Framer:
         if end - pos > 1 and buf[end - 1] == 13:
             end -= 1
         line = buf[pos:end]
+        if b"\0" in line:
+            line = line[: line.index(b"\0")]  # memcached's tokenizer stops at a NUL byte
         tokens = line.split(b" ")
         if b"" in tokens:
             tokens = [t for t in tokens if t]
@@ -195,7 +201,7 @@ class Framer:
                 self.buf = b""
                 self.pos = 0
                 self.swallow = total - avail
-            return (REPLY, b"" if noreply else C.TOO_LARGE)
+            return (STORE, tokens, key, flags, exptime, cas, None, noreply)
         end = data_start + total
         if end > len(self.buf):
             self._hold(end - self.pos)
@@ -203,5 +209,5 @@ class Framer:
         body = self.buf[data_start:end]
         self.pos = end
         if body[-2:] != b"\r\n":
-            return (REPLY, b"" if noreply else C.BAD_CHUNK)
+            return (STORE, tokens, key, flags, exptime, cas, b"", noreply)
         return (STORE, tokens, key, flags, exptime, cas, body, noreply)

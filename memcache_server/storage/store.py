@@ -634,6 +634,7 @@ class Store:
         with self.lock:
             old = self._find(key, now)
             table = self.table
+            self._count_set(len(key), flags, len(body))
             if mode == Mode.SET:
                 pass
             elif mode == Mode.ADD:
@@ -674,20 +675,29 @@ class Store:
                     return outcome
                 c = self.classes[h & 63]
                 lru_cid = self._lru_cid(c, h >> 6)
-                self.classes[lru_cid].cmd_set += 1
                 self._link(key, h, lru_cid, ntotal, len(body))
                 return Outcome.STORED
             outcome, h = self._write_item(key, flags, exptime_to_abs(exptime, clock), body, now)
             if outcome != Outcome.STORED:
-                if outcome == Outcome.TOO_LARGE and old != NIL and mode == Mode.SET:
+                if old != NIL and mode == Mode.SET:
                     # memcached drops the old value when a set of the same key is too large
                     self._unlink(old)
                 return outcome
             c = self.classes[h & 63]
             lru_cid = self._lru_cid(c, h >> 6)
-            self.classes[lru_cid].cmd_set += 1
             self._link(key, h, lru_cid, table.item_size(len(key), flags, len(body)), len(body))
             return Outcome.STORED
+
+    def _count_set(self, nkey: int, flags: int, nbytes: int) -> None:
+        """memcached counts a set in the item's class once the item could be sized."""
+        cid = self.table.class_for(self.table.item_size(nkey, flags, nbytes))
+        if cid:
+            self.classes[cid].cmd_set += 1
+
+    def count_set(self, nkey: int, flags: int, nbytes: int) -> None:
+        """Count a storage command whose data block was bad (memcached counts it too)."""
+        with self.lock:
+            self._count_set(nkey, flags, nbytes)
 
     def delete(self, key: bytes) -> bool:
         now = self.clock.now
@@ -699,6 +709,13 @@ class Store:
             self.classes[self._lru_cid(c, h >> 6)].delete_hits += 1
             self._unlink(h)
             return True
+
+    def drop(self, key: bytes) -> None:
+        """Unlink ``key`` without counting a delete (a failed set must not leave stale data)."""
+        with self.lock:
+            h = self.index.get(key)
+            if h is not None:
+                self._unlink(h)
 
     def incr_decr(self, key: bytes, delta: int, incr: bool) -> tuple[Outcome, int]:
         """memcached's do_add_delta: wraps at 2**64 on incr, floors at 0 on decr.
@@ -806,13 +823,11 @@ class Store:
     # ------------------------------------------------------------------ stats
 
     def class_stats(self) -> list[ClassStats]:
-        """Snapshot of every class that has pages or items, for stats slabs/items."""
+        """Snapshot of every class (callers filter: stats slabs shows classes with pages)."""
         now = self.clock.now
         out = []
         with self.lock:
             for c in self.classes[1:]:
-                if not c.pages and not c.items:
-                    continue
                 age = 0
                 if c.lru_tail != NIL:
                     t = c.lru_tail
@@ -888,14 +903,28 @@ class Store:
 
 
 def parse_u64(raw: bytes) -> int | None:
-    """memcached's safe_strtoull on a stored value: digits, optional leading/trailing spaces."""
-    s = raw.strip(b" \t\r\n\v\f")
-    if not s or not s.isdigit():
-        if s.startswith(b"+") and s[1:].isdigit():
-            s = s[1:]
-        else:
-            return None
-    v = int(s)
+    """memcached's safe_strtoull on a stored value: strtoull, then only whitespace may follow.
+
+    Leading whitespace and a sign are accepted as strtoull accepts them; parsing stops at the
+    first non-digit, which must be whitespace (so "1\r\n2" reads as 1, as in memcached).
+    """
+    s = raw.lstrip(b" \t\r\n\v\f")
+    neg = False
+    if s[:1] in (b"+", b"-"):
+        neg = s[:1] == b"-"
+        s = s[1:]
+    n = 0
+    while n < len(s) and 48 <= s[n] <= 57:
+        n += 1
+    if n == 0:
+        return None
+    if n < len(s) and s[n] not in b" \t\r\n\v\f":
+        return None
+    v = int(s[:n])
     if v > 0xFFFFFFFFFFFFFFFF:
         return None
+    if neg:
+        v = (1 << 64) - v if v else 0
+        if v >= 1 << 63:
+            return None
     return v
