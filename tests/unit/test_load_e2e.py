@@ -1,0 +1,72 @@
+"""End to end: ``python -m load run`` for 2 s against a real memcached on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from procs import ROOT, have_memcached, start_memcached
+
+pytestmark = pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+
+
+def _run(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "load", "run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_run_against_memcached(tmp_path: Path) -> None:
+    server = start_memcached("-m", "64", "-t", "2")
+    try:
+        out = tmp_path / "r.json"
+        proc = _run(
+            [
+                "--server",
+                f"127.0.0.1:{server.port}",
+                "--workload",
+                "get90",
+                "--keys",
+                "2000",
+                "--prefill",
+                "--duration",
+                "2",
+                "--procs",
+                "1",
+                "--connections",
+                "4",
+                "--pipeline",
+                "4",
+                "--loopback-only",
+                "--json",
+                str(out),
+            ]
+        )
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(out.read_text())
+    finally:
+        server.stop()
+    assert result["schema"] == "load-result/1"
+    tot = result["totals"]
+    assert tot["errors_total"] == 0, tot["errors"]
+    assert tot["ops"] > 0 and result["throughput_ops_s"] > 0
+    assert tot["hits"] > 0 and tot["hit_ratio"] > 0.9  # prefilled
+    assert tot["prefill"]["stored"] == 2000
+    assert tot["gets"] + tot["sets"] == tot["ops"]
+    lat = result["latency_us"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99_9"] <= lat["max"]
+    assert result["timeseries"] and result["timeseries"][0]["ops"] > 0
+    assert "throughput" in proc.stdout
+
+
+def test_loopback_only_refuses_before_connecting() -> None:
+    proc = _run(["--server", "192.0.2.1:11211", "--loopback-only", "--duration", "1"])
+    assert proc.returncode != 0
+    assert "non-loopback" in proc.stderr
