@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the project root, so `pytest` (not only `python -m pytest`) imports memcache_server
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from procs import ServerProc, have_memcached, start_memcached, start_node  # noqa: E402
 

@@ -669,7 +669,7 @@ class Store:
                 flags = oc.flags[os_]
                 ntotal = table.item_size(len(key), flags, len(body))
                 if table.class_for(ntotal) == 0:
-                    return Outcome.TOO_LARGE
+                    return Outcome.NOT_STORED  # memcached: an append past -I is not stored
                 outcome, h = self._write_item(key, flags, oc.exp[os_], body, now)
                 if outcome != Outcome.STORED:
                     return outcome

@@ -24,6 +24,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from procs import ServerProc, start_memcached
+
 CRLF = b"\r\n"
 SENTINEL = b"version\r\n"
 EOF_MARK = b"<EOF>"
@@ -34,8 +36,8 @@ EOF_MARK = b"<EOF>"
 # reply. Steps without a sentinel (binary protocol, unfinished data) pay their quiet period on
 # every run, so theirs is shorter, yet still well above scheduler hiccups.
 QUIET_NO_SENTINEL = 0.3
-QUIET_WITH_SENTINEL = 2.0
-MAX_WAIT = 5.0
+QUIET_WITH_SENTINEL = 3.0
+MAX_WAIT = 8.0
 
 
 @dataclass(frozen=True)
@@ -648,6 +650,123 @@ def _framing_cases() -> list[Case]:
     ]
 
 
+def _boundary_cases() -> list[Case]:
+    """Edges that a re-implementation gets wrong easily: number syntax accepted by strtol/strtoul,
+    expired items seen by every command, the exact item size limit, stats sub-command arguments."""
+    expired = setcmd(b"e", b"5", exptime=-1)
+    # The largest value memcached stores under key "big" with default -I 1m is 1 MB minus the item
+    # header (48) + key + NUL + CRLF + CAS (8); probe both sides of it.
+    near_max = [
+        case(
+            f"value_size_{n}",
+            b"set big 0 0 %d\r\n" % n + b"m" * n + b"\r\nget big\r\n",
+        )
+        for n in (1048500, 1048514, 1048515, 1048520)
+    ]
+    return near_max + [
+        case("flags_plus_sign", b"set a +5 0 1\r\nx\r\nget a\r\n"),
+        case("flags_leading_zeros", b"set a 007 0 1\r\nx\r\nget a\r\n"),
+        case("exptime_plus_sign", b"set a 0 +100 1\r\nx\r\nget a\r\n"),
+        case("exptime_2_pow_31", b"set a 0 2147483648 1\r\nx\r\nget a\r\n"),
+        case("bytes_plus_sign", b"set a 0 0 +1\r\nx\r\nget a\r\n"),
+        case("bytes_leading_zeros", b"set a 0 0 01\r\nx\r\nget a\r\n"),
+        case("incr_delta_leading_zeros", setcmd(b"n", b"1") + b"incr n 0005\r\n"),
+        case("incr_delta_hex", setcmd(b"n", b"1") + b"incr n 0x10\r\n"),
+        case("incr_delta_zero", setcmd(b"n", b"41") + b"incr n 0\r\nget n\r\n"),
+        case("incr_value_plus_sign", setcmd(b"n", b"+5") + b"incr n 1\r\nget n\r\n"),
+        case("incr_value_20_digits", setcmd(b"n", b"00000000000000000001") + b"incr n 1\r\n"),
+        case("touch_exptime_plus_sign", setcmd(b"a", b"x") + b"touch a +100\r\nget a\r\n"),
+        case("cas_unique_plus_sign", setcmd(b"a", b"x") + b"cas a 0 0 1 +1\r\ny\r\n"),
+        case("flush_all_hex", setcmd(b"a", b"x") + b"flush_all 0x10\r\nget a\r\n"),
+        case("expired_then_add", expired + setcmd(b"e", b"6", cmd=b"add") + b"get e\r\n"),
+        case("expired_then_replace", expired + setcmd(b"e", b"6", cmd=b"replace") + b"get e\r\n"),
+        case("expired_then_append", expired + setcmd(b"e", b"6", cmd=b"append") + b"get e\r\n"),
+        case("expired_then_prepend", expired + setcmd(b"e", b"6", cmd=b"prepend")),
+        case("expired_then_incr", expired + b"incr e 1\r\ndecr e 1\r\n"),
+        case("expired_then_touch", expired + b"touch e 100\r\ngat 100 e\r\n"),
+        case("expired_then_delete", expired + b"delete e\r\n"),
+        case("expired_then_cas", expired + b"cas e 0 0 1 1\r\nx\r\n"),
+        steps(
+            "cas_after_append_with_old_unique",
+            setcmd(b"a", b"x") + b"gets a\r\n",
+            setcmd(b"a", b"y", cmd=b"append") + b"cas a 0 0 1 {cas:0}\r\nz\r\nget a\r\n",
+        ),
+        steps(
+            "cas_after_flush_all",
+            setcmd(b"a", b"x") + b"gets a\r\n",
+            b"flush_all\r\ncas a 0 0 1 {cas:0}\r\nz\r\nget a\r\n",
+        ),
+        case(
+            "append_past_item_size_max",
+            b"set big 0 0 1000000\r\n" + b"a" * 1000000 + b"\r\n"
+            b"append big 0 0 100000\r\n" + b"b" * 100000 + b"\r\nget nothing\r\n",
+        ),
+        case(
+            "get_three_large_values",
+            b"".join(setcmd(b"L%d" % i, bytes([65 + i]) * 500_000) for i in range(3))
+            + b"get L0 L1 L2 L0\r\n",
+        ),
+        case(
+            "key_250_everywhere",
+            setcmd(K250, b"7")
+            + b"incr "
+            + K250
+            + b" 1\r\ntouch "
+            + K250
+            + b" 10\r\ngat 10 "
+            + K250
+            + b"\r\ndelete "
+            + K250
+            + b"\r\n",
+        ),
+        case(
+            "incr_value_25_digits_leading_zeros",
+            setcmd(b"n", b"0" * 24 + b"9") + b"incr n 1\r\nget n\r\n",
+        ),
+        # Above slab_chunk_max (512 KB) memcached stores a value in chained chunks and refuses
+        # incr/decr on it even when the digits would parse.
+        case(
+            "incr_on_chunked_numeric_value",
+            setcmd(b"n", b"0" * 599_999 + b"1") + b"incr n 1\r\ndecr n 1\r\n",
+        ),
+        case("decr_u64_max", setcmd(b"n", b"18446744073709551615") + b"decr n 1\r\nget n\r\n"),
+        case(
+            "get_key_251_after_30_keys",
+            setcmd(b"t3", b"x")
+            + b"get "
+            + b" ".join(b"t%d" % i for i in range(30))
+            + b" "
+            + K251
+            + CRLF,
+        ),
+        case("gat_noreply_token_is_a_key", setcmd(b"noreply", b"x") + b"gat 10 a noreply\r\n"),
+        case("version_noreply", b"version noreply\r\n"),
+        case("quit_noreply", b"quit noreply\r\n"),
+        case("touch_noreply_bad_exptime", setcmd(b"a", b"x") + b"touch a x noreply\r\nget a\r\n"),
+        case("data_terminator_lf_cr", b"set a 0 0 1\r\nx\n\rget a\r\n"),
+        case("data_terminator_cr_cr_lf", b"set a 0 0 1\r\nx\r\r\nget a\r\n"),
+        case("verbosity_noreply_only", b"verbosity noreply\r\n", fresh=True),
+        case("verbosity_large", b"verbosity 99\r\n", fresh=True),
+        case("cache_memlimit_0", b"cache_memlimit 0\r\n", fresh=True),
+        case("cache_memlimit_1", b"cache_memlimit 1\r\n", fresh=True),
+        case("cache_memlimit_huge", b"cache_memlimit 99999999999\r\n", fresh=True),
+        case("stats_slabs_extra_arg", b"stats slabs 1\r\n", fresh=True),
+        case("stats_settings_extra_arg", b"stats settings x\r\n", fresh=True),
+        case("stats_sizes_extra_arg", b"stats sizes x\r\n", fresh=True),
+        case("stats_reset_extra_arg", b"stats reset x\r\n", fresh=True),
+        case("stats_conns_extra_arg", b"stats conns x\r\n", fresh=True),
+        case("stats_two_subcommands", b"stats items slabs\r\n", fresh=True),
+        case(
+            "stats_items_after_expiry_and_delete",
+            setcmd(b"a", b"1")
+            + setcmd(b"b", b"2", exptime=-1)
+            + setcmd(b"c", b"3")
+            + b"delete c\r\nget b\r\nstats items\r\nstats\r\n",
+            fresh=True,
+        ),
+    ]
+
+
 def build_corpus() -> list[Case]:
     """All cases, in a stable order; names are unique because they are the pytest ids."""
     cases = (
@@ -661,6 +780,7 @@ def build_corpus() -> list[Case]:
         + _misc_command_cases()
         + _stats_cases()
         + _framing_cases()
+        + _boundary_cases()
     )
     names = [c.name for c in cases]
     dupes = {n for n in names if names.count(n) > 1}
@@ -674,6 +794,20 @@ CASES: list[Case] = build_corpus()
 # --------------------------------------------------------------------------------------------
 # Sending and reading
 # --------------------------------------------------------------------------------------------
+
+
+def start_reference(*args: str) -> ServerProc:
+    """Real memcached, retried: ``procs`` picks its port by binding port 0 and releasing it, so
+    another test starting a server at the same moment can take the port first; memcached then
+    exits and ``wait_listening`` gives up. A retry gets a new port."""
+    for attempt in range(3):
+        try:
+            return start_memcached(*args, timeout=5.0)
+        except OSError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
 
 _VERSION_LINE = re.compile(rb"^VERSION [^\r\n]*\r\n", re.MULTILINE)
 _VALUE_HEADER = re.compile(rb"^VALUE (\S+) (\d+) (\d+)(?: (\d+))?$")
