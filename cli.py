@@ -18,6 +18,7 @@ from memcache_server.config import (
     EMULATED_VERSION,
     ConfigError,
     ServerConfig,
+    StartupError,
     parse_extended,
     parse_size,
 )
@@ -113,7 +114,11 @@ def run_node(cfg: ServerConfig) -> int:
     """Bind, start, serve until told to stop. Returns the process exit code."""
     from memcache_server.app import Node
 
-    node = Node(cfg)
+    try:
+        node = Node(cfg)
+    except StartupError as exc:
+        click.echo(str(exc), err=True)
+        return exc.exit_code
     try:
         node.bind()
     except OSError as exc:
@@ -129,6 +134,7 @@ def run_node(cfg: ServerConfig) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGUSR1, on_signal)
+    signal.signal(signal.SIGHUP, lambda signum, frame: node.request_reload())
     node.start()
     if cfg.port == 0 and not cfg.unix_socket:
         print(node.port, flush=True)

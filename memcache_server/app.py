@@ -13,7 +13,10 @@ import time
 from collections.abc import Iterator
 
 from memcache_server import report
+from memcache_server.auth import AuthTable
+from memcache_server.auth_session import AuthSession
 from memcache_server.config import EMULATED_VERSION, ServerConfig
+from memcache_server.executor import Session
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.numbers import strtoul32
 from memcache_server.server.listener import Acceptor, Listener, open_listeners
@@ -50,6 +53,10 @@ class Node:
         )
         self.store.key_offset = C.VALUE_KEY_OFFSET
         self.counters = ServerCounters()
+        # -Y: connections start unauthenticated (raises AuthError if the file is unusable)
+        self.auth = AuthTable(config.auth_file) if config.auth_file else None
+        self.session_class: type[Session] = AuthSession if self.auth is not None else Session
+        self._reload_requested = False
         self._conn_lock = threading.Lock()
         self._conns: dict[int, Connection] = {}
         self.workers = [Worker(self, i) for i in range(config.threads)]
@@ -90,6 +97,20 @@ class Node:
     def _ticker(self) -> None:
         while not self._stop.wait(1.0):
             self.clock.tick()
+            if self._reload_requested:
+                self._reload_requested = False
+                self.reload_auth()
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the auth file on the clock thread (a signal handler only sets a flag)."""
+        self._reload_requested = True
+
+    def reload_auth(self) -> None:
+        if self.auth is None:
+            return
+        error = self.auth.reload()
+        if error is not None:
+            print(f"{error}; keeping the previous credentials", file=sys.stderr)
 
     def request_shutdown(self, graceful: bool = True) -> None:
         self._graceful = graceful

@@ -11,7 +11,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field, replace
 
-__all__ = ["ConfigError", "ServerConfig", "parse_size", "parse_extended"]
+__all__ = ["ConfigError", "StartupError", "ServerConfig", "parse_size", "parse_extended"]
 
 EMULATED_VERSION = "1.6.18"
 KB = 1024
@@ -20,6 +20,17 @@ MB = 1024 * 1024
 
 class ConfigError(ValueError):
     """A setting that memcached would refuse at start."""
+
+
+class StartupError(Exception):
+    """A resource named by the config (auth file, certificates) that cannot be used at start.
+
+    Carries the exit status memcached uses for that failure.
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 # Extended options (-o) memcached accepts. Value kinds: "flag" (no value), "int", "float", "str".
@@ -290,8 +301,6 @@ class ServerConfig:
             raise ConfigError("slab_automove must be between 0 and 2")
         if self.enable_ssl:
             raise ConfigError("TLS (-Z) is not supported yet by this server")
-        if self.auth_file is not None:
-            raise ConfigError("ASCII authentication (-Y) is not supported yet by this server")
         for addr in self.listen:
             check_listen_address(addr)
 

@@ -187,7 +187,7 @@ def settings_stats(node: Node) -> list[Stat]:
             {"auto": "auto-negotiate", "ascii": "ascii"}.get(c.protocol, c.protocol),
         ),
         ("auth_enabled_sasl", False),
-        ("auth_enabled_ascii", c.auth_file is not None),
+        ("auth_enabled_ascii", c.auth_file or False),
         ("item_size_max", c.item_size_max),
         ("maxconns_fast", c.maxconns_fast),
         ("hashpower_init", int(c.extended.get("hashpower") or 0)),

@@ -160,7 +160,7 @@ class Worker(threading.Thread):
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = Session(self.node, self.stats, peer, sock.fileno())
+        session = self.node.session_class(self.node, self.stats, peer, sock.fileno())
         conn = Connection(sock, session, peer, listen_addr)
         conn.last_active = self.node.clock.now
         self.conns[conn.fd] = conn
