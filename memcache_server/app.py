@@ -20,6 +20,7 @@ from memcache_server.executor import Session
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.numbers import strtoul32
 from memcache_server.server.listener import Acceptor, Listener, open_listeners
+from memcache_server.server.tls import TLSServer, TLSWorker
 from memcache_server.server.worker import Connection, Worker
 from memcache_server.stats import ServerCounters
 from memcache_server.storage.clock import Clock
@@ -57,9 +58,12 @@ class Node:
         self.auth = AuthTable(config.auth_file) if config.auth_file else None
         self.session_class: type[Session] = AuthSession if self.auth is not None else Session
         self._reload_requested = False
+        # -Z: TCP connections speak TLS (raises TLSError if the certificates are unusable)
+        self.tls = TLSServer.from_config(config, self.clock) if config.enable_ssl else None
         self._conn_lock = threading.Lock()
         self._conns: dict[int, Connection] = {}
-        self.workers = [Worker(self, i) for i in range(config.threads)]
+        worker_class = TLSWorker if self.tls is not None else Worker
+        self.workers = [worker_class(self, i) for i in range(config.threads)]
         self.listeners: list[Listener] = []
         self.acceptor: Acceptor | None = None
         self.port = config.port
@@ -177,6 +181,10 @@ class Node:
 
     def memory_limit_changed(self, limit: int) -> None:
         pass
+
+    def refresh_certs(self) -> bytes:
+        """``refresh_certs``: reload the TLS certificates for new connections."""
+        return self.tls.refresh() if self.tls is not None else b"Error TLS not enabled\r\n"
 
     def hash_power_level(self) -> int:
         n = max(len(self.store.index), 1)

@@ -299,8 +299,6 @@ class ServerConfig:
             raise ConfigError("idle_timeout must be >= 0")
         if self.slab_automove not in (0, 1, 2):
             raise ConfigError("slab_automove must be between 0 and 2")
-        if self.enable_ssl:
-            raise ConfigError("TLS (-Z) is not supported yet by this server")
         for addr in self.listen:
             check_listen_address(addr)
 

@@ -422,6 +422,11 @@ class Session:
     def cmd_stats(self, tokens: list[bytes]) -> None:
         self.out += self.node.stats_reply(tokens[1:], self)
 
+    def cmd_refresh_certs(self, tokens: list[bytes]) -> None:
+        reply = self.node.refresh_certs()
+        if tokens[-1] != b"noreply":
+            self.out += reply
+
     def cmd_config(self, tokens: list[bytes]) -> None:
         self.out += self.node.config_reply(tokens[1:])
 
@@ -443,6 +448,7 @@ HANDLERS: dict[bytes, Handler] = {
     b"cache_memlimit": Session.cmd_cache_memlimit,
     b"shutdown": Session.cmd_shutdown,
     b"stats": Session.cmd_stats,
+    b"refresh_certs": Session.cmd_refresh_certs,
 }
 
 

@@ -134,6 +134,7 @@ def general_stats(node: Node) -> list[Stat]:
         ("log_watcher_skipped", 0),
         ("log_watcher_sent", 0),
         ("log_watchers", 0),
+        *_tls_stats(node, th["ssl_handshake_errors"]),
         ("unexpected_napi_ids", 0),
         ("round_robin_fallback", 0),
         ("bytes", store.bytes),
@@ -155,6 +156,17 @@ def general_stats(node: Node) -> list[Stat]:
         ("lru_bumps_dropped", 0),
     ]
     return pairs
+
+
+def _tls_stats(node: Node, handshake_errors: int) -> list[Stat]:
+    """memcached's TLS lines of `stats`, present only when -Z is on."""
+    tls = node.tls
+    if tls is None:
+        return []
+    return [
+        ("ssl_handshake_errors", handshake_errors),
+        ("time_since_server_cert_refresh", node.clock.now - tls.refreshed_at),
+    ]
 
 
 def settings_stats(node: Node) -> list[Stat]:
@@ -238,7 +250,7 @@ def settings_stats(node: Node) -> list[Stat]:
         ("ssl_wbuf_size", 16384),
         ("ssl_session_cache", False),
         ("ssl_kernel_tls", False),
-        ("ssl_min_version", "tlsv1.2"),
+        ("ssl_min_version", node.tls.settings.min_version_name if node.tls else "tlsv1.2"),
         ("num_napi_ids", "(null)"),
         ("memory_file", "(null)"),
     ]

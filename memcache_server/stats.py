@@ -33,6 +33,7 @@ THREAD_FIELDS: tuple[str, ...] = (
     "meta_cmds",
     "store_too_large",
     "store_no_memory",
+    "ssl_handshake_errors",
 )
 
 
@@ -61,6 +62,7 @@ class ThreadStats:
     meta_cmds: int
     store_too_large: int
     store_no_memory: int
+    ssl_handshake_errors: int
 
     def __init__(self) -> None:
         for name in THREAD_FIELDS:

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the project root, so `pytest` (not only `python -m pytest`) imports memcache_server
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
+from certs import OPENSSL, Certs, make_certs  # noqa: E402
 from procs import ServerProc, have_memcached, start_memcached, start_node  # noqa: E402
 
 
@@ -31,3 +32,11 @@ def memcached() -> Iterator[ServerProc]:
     srv = start_memcached()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """Test CA, server, client and rogue certificates (skips without the openssl tool)."""
+    if OPENSSL is None:
+        pytest.skip("the openssl tool is needed to make test certificates")
+    return make_certs(tmp_path_factory.mktemp("certs"))

@@ -23,6 +23,7 @@ from memcache_server.stats import ThreadStats
 
 if TYPE_CHECKING:
     from memcache_server.app import Node
+    from memcache_server.server.tls import TLSConn
 
 __all__ = ["Worker", "Connection"]
 
@@ -44,6 +45,7 @@ class Connection:
         "listen_addr",
         "state",
         "last_active",
+        "tls",
     )
 
     def __init__(self, sock: socket.socket, session: Session, peer: str, listen_addr: str) -> None:
@@ -56,6 +58,7 @@ class Connection:
         self.listen_addr = listen_addr
         self.state = "conn_waiting"
         self.last_active = 0
+        self.tls: TLSConn | None = None  # set by TLSWorker for connections on a -Z listener
 
 
 class Worker(threading.Thread):
@@ -208,7 +211,7 @@ class Worker(threading.Thread):
                 self.ready.append(conn)
             # else: resumed from _on_writable once the client reads
 
-    def _send(self, conn: Connection, out: bytearray) -> None:
+    def _send(self, conn: Connection, out: bytes | bytearray) -> None:
         self.stats.bytes_written += len(out)
         if conn.pending:
             conn.pending += out
