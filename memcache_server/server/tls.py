@@ -277,7 +277,7 @@ class TLSWorker(Worker):
                 self.node.log_input(conn.fd, data)
             session.feed(data)
         self._run(conn)
-        if closed and conn.fd in self.conns:
+        if closed and self.conns.get(conn.fd) is conn:
             # the peer said goodbye: what came before it has been answered; flush, then close
             session.close_after = True
             if conn.pending:

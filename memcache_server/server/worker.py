@@ -119,26 +119,11 @@ class Worker(threading.Thread):
         node = self.node
         idle_timeout = node.config.idle_timeout
         next_idle_check = 0
+        dispatch = self._dispatch
         while not self.stopping:
-            timeout = 0.0 if self.ready else 1.0
-            events = select(timeout)
-            for key, mask in events:
-                conn = key.data
-                if conn is None:
-                    self._drain_wake()
-                    continue
-                if mask & EV_WRITE:
-                    self._on_writable(conn)
-                    if conn.fd not in self.conns:
-                        continue
-                if mask & EV_READ:
-                    self._on_readable(conn)
+            dispatch(select(0.0 if self.ready else 1.0))
             if self.ready:
-                ready = self.ready
-                self.ready = []
-                for conn in ready:
-                    if conn.fd in self.conns:
-                        self._run(conn)
+                self._run_ready()
             if idle_timeout:
                 now = node.clock.now
                 if now >= next_idle_check:
@@ -146,8 +131,36 @@ class Worker(threading.Thread):
                     self._kick_idle(now, idle_timeout)
         # graceful stop: answer what is already buffered, then close
         for conn in list(self.conns.values()):
-            if conn.fd in self.conns:
+            if self.conns.get(conn.fd) is conn:
                 self._run(conn, limit=1 << 30)
+
+    def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
+        """Handle one select() batch. (A method, so that the batch and the last connection it
+        names do not stay referenced by the loop's locals, buffers and all, until the next
+        select returns.)"""
+        for key, mask in events:
+            conn = key.data
+            if conn is None:
+                self._drain_wake()
+                continue
+            if mask & EV_WRITE:
+                self._on_writable(conn)
+                if self.conns.get(conn.fd) is not conn:
+                    continue
+            if mask & EV_READ:
+                self._on_readable(conn)
+
+    def _run_ready(self) -> None:
+        """Resume connections that yielded. A connection may have closed since it was queued,
+        and its fd may already belong to a new connection: only the same object is run. (A
+        method, so the list does not outlive the turn in a local of the loop, holding closed
+        connections and their buffers.)"""
+        ready = self.ready
+        self.ready = []
+        conns = self.conns
+        for conn in ready:
+            if conns.get(conn.fd) is conn:
+                self._run(conn)
 
     def _drain_wake(self) -> None:
         try:
@@ -205,7 +218,7 @@ class Worker(threading.Thread):
             else:
                 self._close(conn)
             return
-        if more and conn.fd in self.conns:
+        if more and self.conns.get(conn.fd) is conn:
             if len(conn.pending) < self.node.config.max_output_buffer:
                 self.stats.conn_yields += 1
                 self.ready.append(conn)
@@ -278,8 +291,9 @@ class Worker(threading.Thread):
         self._close(conn)
 
     def _close(self, conn: Connection) -> None:
-        if self.conns.pop(conn.fd, None) is None:
-            return
+        if self.conns.get(conn.fd) is not conn:
+            return  # closed already (its fd may now be another connection's)
+        del self.conns[conn.fd]
         try:
             self.selector.unregister(conn.sock)
         except (KeyError, ValueError):

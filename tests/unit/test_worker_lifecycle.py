@@ -1,0 +1,57 @@
+"""Worker bookkeeping driven by hand (no thread started), over socketpairs.
+
+A connection that yielded (-R) waits in the ready list. If it closes and the next accepted
+connection gets the same fd number (the OS hands out the lowest free one), running the ready
+list must not mistake the dead connection for the live one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from memcache_server.app import Node
+from memcache_server.config import ServerConfig
+from memcache_server.server.worker import Worker
+
+
+@pytest.fixture
+def worker() -> Iterator[Worker]:
+    node = Node(ServerConfig(threads=1, reqs_per_event=2))
+    w = node.workers[0]
+    yield w
+    for conn in list(w.conns.values()):
+        w._close(conn)
+    w.selector.close()
+    os.close(w._wake_r)
+    os.close(w._wake_w)
+
+
+def test_a_queued_dead_connection_does_not_touch_its_fds_successor(worker: Worker) -> None:
+    server_a, client_a = socket.socketpair()
+    worker._add(server_a, "unix:a", "unix:test")
+    conn_a = worker.conns[server_a.fileno()]
+    fd = conn_a.fd
+    client_a.sendall(b"version\r\n" * 10)
+    worker._on_readable(conn_a)  # -R 2: two answered, the rest waits in the ready list
+    assert worker.ready == [conn_a]
+    worker._close(conn_a)  # the client went away before its turn came back
+    client_a.close()
+    server_b, client_b = socket.socketpair()
+    try:
+        assert server_b.fileno() == fd  # the successor got the same fd number
+        worker._add(server_b, "unix:b", "unix:test")
+        conn_b = worker.conns[fd]
+        counted = worker.node.counters.curr_connections
+        worker._run_ready()
+        assert worker.conns.get(fd) is conn_b
+        assert worker.node.counters.curr_connections == counted  # nothing closed twice
+        client_b.sendall(b"version\r\n")
+        worker._on_readable(conn_b)
+        client_b.settimeout(2)
+        assert client_b.recv(100) == b"VERSION 1.6.18\r\n"
+    finally:
+        client_b.close()
