@@ -43,6 +43,16 @@ _GET_KEYS_MAX = C.KEY_MAX_LENGTH
 Handler = Callable[["Session", list[bytes]], None]
 
 
+class Suspended(Exception):
+    """Raised by a multi-key get that stopped once its reply passed ``out_limit``.
+
+    Why: a get line of a few KB can name the same large item thousands of times; building the
+    whole reply in memory first (memcached only links items into its reply) would let one
+    request take gigabytes. The rest of the keys wait in ``Session.resume`` until the worker has
+    sent what was produced. An exception keeps the per-request path free of an extra test.
+    """
+
+
 def vlen_of(req: Request) -> int:
     """The declared data length (with CRLF) of a storage request."""
     return int(req[1][4]) + 2 if req[1][4].isdigit() else 2
@@ -62,6 +72,8 @@ class Session:
         "want_close",
         "peer",
         "fd",
+        "resume",
+        "out_limit",
     )
 
     def __init__(self, node: Node, stats: ThreadStats, peer: str = "", fd: int = -1) -> None:
@@ -75,6 +87,8 @@ class Session:
         self.last_cmd = 0
         self.peer = peer
         self.fd = fd
+        self.resume: tuple[Handler, list[bytes]] | None = None  # a multi-get to continue
+        self.out_limit = node.config.max_output_buffer
 
     # ------------------------------------------------------------------ driving
 
@@ -87,6 +101,8 @@ class Session:
         framer = self.framer
         handlers = HANDLERS
         n = 0
+        if self.resume is not None and self._resume():
+            return True
         while n < limit:
             req = framer.next_request()
             if req is None:
@@ -100,7 +116,10 @@ class Session:
                     continue
                 h = handlers.get(tokens[0])
                 if h is not None:
-                    h(self, tokens)
+                    try:
+                        h(self, tokens)
+                    except Suspended:
+                        return True
                 elif tokens[-1].startswith(b"HTTP/"):
                     self.want_close = True
                     return False
@@ -117,6 +136,28 @@ class Session:
                 return False
         self.last_cmd = self.node.clock.now
         return True
+
+    def _resume(self) -> bool:
+        """Continue a suspended multi-get; True if it had to stop again."""
+        assert self.resume is not None
+        handler, tokens = self.resume
+        self.resume = None
+        try:
+            handler(self, tokens)
+        except Suspended:
+            return True
+        return False
+
+    def _suspend(self, handler: Handler, head: list[bytes], rest: list[bytes]) -> None:
+        """Stop a multi-get here; its remaining keys run when the output has drained."""
+        for key in rest:
+            if len(key) > _GET_KEYS_MAX:
+                # memcached checks every key before anything is sent: same reply as unsuspended
+                self.out.clear()
+                self.out += C.BAD_FORMAT
+                return
+        self.resume = (handler, head + rest)
+        raise Suspended
 
     # ------------------------------------------------------------------ storage
 
@@ -175,7 +216,10 @@ class Session:
                 self._miss(r)
             out += C.END
             return
-        for key in tokens[1:]:
+        keys = iter(tokens)
+        next(keys)
+        limit = self.out_limit
+        for key in keys:
             if len(key) > _GET_KEYS_MAX:
                 out.clear()  # memcached releases every reply still queued on the connection
                 out += C.BAD_FORMAT
@@ -184,6 +228,11 @@ class Session:
             r = get_into(key, out)
             if r != 1:
                 self._miss(r)
+            elif len(out) > limit:
+                rest = list(keys)
+                if rest:
+                    self._suspend(Session.cmd_get, tokens[:1], rest)
+                    return
         out += C.END
 
     def _miss(self, r: int) -> None:
@@ -209,7 +258,11 @@ class Session:
             first = 2
         stats = self.stats
         get_parts = self.store.get_parts
-        for key in tokens[first:]:
+        keys = iter(tokens)
+        for _ in range(first):
+            next(keys)
+        limit = self.out_limit
+        for key in keys:
             if len(key) > _GET_KEYS_MAX:
                 out.clear()  # memcached releases every reply still queued on the connection
                 out += C.BAD_FORMAT
@@ -232,6 +285,11 @@ class Session:
             else:
                 out += header
             out += body
+            if len(out) > limit:
+                rest = list(keys)
+                if rest:
+                    self._suspend(_GET_WITH[with_cas, touch], tokens[:first], rest)
+                    return
         out += C.END
 
     def cmd_gets(self, tokens: list[bytes]) -> None:
@@ -449,6 +507,13 @@ HANDLERS: dict[bytes, Handler] = {
     b"shutdown": Session.cmd_shutdown,
     b"stats": Session.cmd_stats,
     b"refresh_certs": Session.cmd_refresh_certs,
+}
+
+
+_GET_WITH: dict[tuple[bool, bool], Handler] = {
+    (True, False): Session.cmd_gets,
+    (False, True): Session.cmd_gat,
+    (True, True): Session.cmd_gats,
 }
 
 

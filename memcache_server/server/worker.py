@@ -271,7 +271,7 @@ class Worker(threading.Thread):
             return
         conn.events = EV_READ
         self.selector.modify(conn.sock, EV_READ, conn)
-        if conn.session.framer.buffered():
+        if conn.session.framer.buffered() or conn.session.resume is not None:
             self.ready.append(conn)  # requests held back by back-pressure
 
     def _kick_idle(self, now: int, idle_timeout: int) -> None:
