@@ -113,7 +113,9 @@ def _daemonize(pidfile: str | None) -> None:
 def run_node(cfg: ServerConfig) -> int:
     """Bind, start, serve until told to stop. Returns the process exit code."""
     from memcache_server.app import Node
+    from memcache_server.malloc import pin_mmap_threshold
 
+    pin_mmap_threshold()
     try:
         node = Node(cfg)
     except StartupError as exc:
