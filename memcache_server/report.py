@@ -106,6 +106,7 @@ def general_stats(node: Node) -> list[Stat]:
         ("store_no_memory", th["store_no_memory"]),
         ("auth_cmds", th["auth_cmds"]),
         ("auth_errors", th["auth_errors"]),
+        *([("idle_kicks", th["idle_kicks"])] if cfg.idle_timeout else []),
         ("bytes_read", th["bytes_read"]),
         ("bytes_written", th["bytes_written"]),
         ("limit_maxbytes", store.memory_limit),
