@@ -34,6 +34,8 @@ THREAD_FIELDS: tuple[str, ...] = (
     "store_too_large",
     "store_no_memory",
     "ssl_handshake_errors",
+    "read_buf_oom",
+    "response_obj_oom",
 )
 
 
@@ -63,6 +65,8 @@ class ThreadStats:
     store_too_large: int
     store_no_memory: int
     ssl_handshake_errors: int
+    read_buf_oom: int
+    response_obj_oom: int
 
     def __init__(self) -> None:
         for name in THREAD_FIELDS:

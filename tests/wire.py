@@ -101,3 +101,32 @@ def stats(sock: Sock, sub: bytes = b"") -> dict[str, str]:
         if len(parts) == 3 and parts[0] == b"STAT":
             out[parts[1].decode()] = parts[2].decode()
     return out
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process, in MB (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def server_stats(srv: ServerProc, sub: bytes = b"") -> dict[str, str]:
+    """``stats [sub]`` on a fresh connection."""
+    sock = srv.connect()
+    try:
+        return stats(sock, sub)
+    finally:
+        sock.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)

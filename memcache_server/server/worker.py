@@ -5,7 +5,9 @@ New connections arrive through ``hand_off()`` (a queue plus a wake-up pipe), the
 other threads use. Each readable event reads once, runs up to -R requests, and answers with one
 send; a connection with requests left over yields and is resumed after the others
 (``conn_yields``). A client that does not read its replies stops being read from once its output
-passes ``max_output_buffer``: the server never buffers without bound.
+passes ``max_output_buffer``: the server never buffers without bound. With
+``-o read_buf_mem_limit`` the bytes held for all connections (unparsed input and unsent output)
+are also capped node-wide; see ``_over_budget``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Connection:
         "state",
         "last_active",
         "tls",
+        "charged",
     )
 
     def __init__(self, sock: socket.socket, session: Session, peer: str, listen_addr: str) -> None:
@@ -59,6 +62,7 @@ class Connection:
         self.state = "conn_waiting"
         self.last_active = 0
         self.tls: TLSConn | None = None  # set by TLSWorker for connections on a -Z listener
+        self.charged = 0  # bytes counted against read_buf_mem_limit for this connection
 
 
 class Worker(threading.Thread):
@@ -82,6 +86,8 @@ class Worker(threading.Thread):
         self._rbuf = bytearray(READ_SIZE)
         self._rview = memoryview(self._rbuf)
         self.stopping = False
+        self.rbuf_limit = node.config.read_buf_mem_limit  # node-wide cap in bytes, 0 = none
+        self.buffered = 0  # bytes held by this worker's connections (read by other workers)
 
     # -------------------------------------------------------------- other threads
 
@@ -209,6 +215,8 @@ class Worker(threading.Thread):
         if out:
             self._send(conn, out)
             out.clear()
+        if self.rbuf_limit and self._over_budget(conn):
+            return
         if session.want_close:
             self._close(conn)
             return
@@ -263,6 +271,8 @@ class Worker(threading.Thread):
             self._close(conn)
             return
         del conn.pending[:sent]
+        if self.rbuf_limit:
+            self._charge(conn)
         if conn.pending:
             self._want_write(conn)
             return
@@ -273,6 +283,36 @@ class Worker(threading.Thread):
         self.selector.modify(conn.sock, EV_READ, conn)
         if conn.session.framer.buffered() or conn.session.resume is not None:
             self.ready.append(conn)  # requests held back by back-pressure
+
+    def _charge(self, conn: Connection) -> tuple[int, int]:
+        """Count what ``conn`` holds now; returns (input growth, output growth) in bytes."""
+        held_in = conn.session.framer.buffered()
+        held = held_in + len(conn.pending)
+        before = conn.charged
+        self.buffered += held - before
+        conn.charged = held
+        return held_in, held - before
+
+    def _over_budget(self, conn: Connection) -> bool:
+        """read_buf_mem_limit: close a connection that grows while the node is over the cap.
+
+        memcached closes a connection when it cannot get a read buffer or a response object
+        under this limit (read_buf_oom, response_obj_oom); we do the same rather than stop
+        reading from it, because a connection paused halfway through a value can only release
+        its buffer by completing the value: with the budget held by paused connections nothing
+        would progress, whereas a close frees the memory at once and the client can retry.
+        """
+        held_in, growth = self._charge(conn)
+        if growth <= 0:
+            return False
+        if sum(w.buffered for w in self.node.workers) <= self.rbuf_limit:
+            return False
+        if held_in >= len(conn.pending):
+            self.stats.read_buf_oom += 1
+        else:
+            self.stats.response_obj_oom += 1
+        self._close(conn)
+        return True
 
     def _kick_idle(self, now: int, idle_timeout: int) -> None:
         for conn in list(self.conns.values()):
@@ -294,6 +334,9 @@ class Worker(threading.Thread):
         if self.conns.get(conn.fd) is not conn:
             return  # closed already (its fd may now be another connection's)
         del self.conns[conn.fd]
+        if conn.charged:
+            self.buffered -= conn.charged
+            conn.charged = 0
         try:
             self.selector.unregister(conn.sock)
         except (KeyError, ValueError):
