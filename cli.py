@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from discovery.commands import cluster_group, config_node_command
 from memcache_server import __version__
 from memcache_server.config import (
     EMULATED_VERSION,
@@ -297,6 +298,9 @@ def main(ctx: click.Context, /, **opts: Any) -> None:
         sys.exit(64)
     sys.exit(run_node(cfg))
 
+
+main.add_command(config_node_command)
+main.add_command(cluster_group)
 
 if __name__ == "__main__":
     main()

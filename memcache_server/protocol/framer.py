@@ -41,6 +41,10 @@ STORAGE_COMMANDS: dict[bytes, int] = {
     b"cas": 6,
 }
 
+# Lines that may carry a data block: the storage commands, and ElastiCache's
+# `config set <key> <flags> <bytes> [noreply]` (0: its layout differs, see _config).
+_BLOCK_LINES: dict[bytes, int] = {**STORAGE_COMMANDS, b"config": 0}
+
 Request = tuple[Any, ...]
 
 
@@ -141,7 +145,7 @@ class Framer:
             # memcached stops tokenising at 23 tokens; the rest becomes one (uncounted) token
             tokens = tokens[: C.MAX_TOKENS - 1] + [b" ".join(tokens[C.MAX_TOKENS - 1 :])]
         if tokens:
-            ntok = STORAGE_COMMANDS.get(tokens[0])
+            ntok = _BLOCK_LINES.get(tokens[0])
             if ntok is not None:
                 return self._storage(tokens, ntok, eol + 1)
         self.pos = eol + 1
@@ -166,6 +170,8 @@ class Framer:
         return (CLOSE, b"line too long")
 
     def _storage(self, tokens: list[bytes], ntok: int, data_start: int) -> Request | None:
+        if not ntok:
+            return self._config(tokens, data_start)
         n = len(tokens)
         if n != ntok and n != ntok + 1:
             self.pos = data_start
@@ -211,3 +217,39 @@ class Framer:
         if body[-2:] != b"\r\n":
             return (STORE, tokens, key, flags, exptime, cas, b"", noreply)
         return (STORE, tokens, key, flags, exptime, cas, body, noreply)
+
+    def _config(self, tokens: list[bytes], data_start: int) -> Request | None:
+        """``config set`` reads its data block like a storage command, so the stream stays in
+        sync whether the node accepts or refuses the write. It is delivered as a CMD whose tokens
+        are always ``[config, set, key, flags, bytes, noreply-or-empty, block]`` (``block`` with
+        its CRLF, as received). Other ``config`` lines are ordinary commands."""
+        if len(tokens) < 2 or tokens[1] != b"set":
+            self.pos = data_start
+            return (CMD, tokens)
+        n = len(tokens)
+        noreply = n == 6 and tokens[5] == b"noreply"
+        vlen = strtol32(tokens[4]) if n == 5 or n == 6 else None
+        if vlen is None or vlen < 0 or vlen > 0x7FFFFFFF - 2:
+            self.pos = data_start
+            return (REPLY, C.ERROR if n != 5 and n != 6 else b"" if noreply else C.BAD_FORMAT)
+        if len(tokens[2]) > C.KEY_MAX_LENGTH or strtoul32(tokens[3]) is None:
+            self.pos = data_start
+            return (REPLY, b"" if noreply else C.BAD_FORMAT)
+        total = vlen + 2
+        if vlen > self.max_value:
+            avail = len(self.buf) - data_start
+            if avail >= total:
+                self.pos = data_start + total
+            else:
+                self.buf = b""
+                self.pos = 0
+                self.swallow = total - avail
+            return (REPLY, b"" if noreply else C.TOO_LARGE)
+        end = data_start + total
+        if end > len(self.buf):
+            self._hold(end - self.pos)  # pos is still this line's start: it is parsed again
+            return None
+        self.pos = end
+        flag = b"noreply" if noreply else b""
+        block = self.buf[data_start:end]
+        return (CMD, [b"config", b"set", tokens[2], tokens[3], tokens[4], flag, block])
