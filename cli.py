@@ -65,6 +65,12 @@ def _build_config(opts: dict[str, Any]) -> ServerConfig:
         prefix_delimiter=delimiter or ":",
         detail_enabled=delimiter is not None,
         extended=extended,
+        join=opts["join"],
+        advertise=opts["advertise"],
+        cluster_token=opts["cluster_token"],
+        heartbeat_interval=opts["heartbeat_interval"],
+        drain_seconds=opts["drain_seconds"],
+        allow_config_writes=opts["allow_config_writes"],
     ).with_extended()
     if cfg.item_size_max < 1024:
         raise ConfigError("Item max size cannot be less than 1024 bytes.")
@@ -285,6 +291,27 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
 @click.option("-N", "--napi-ids", type=int, default=None, help="Accepted for compatibility.")
 @click.option(
     "-o", "--extended", multiple=True, help="Comma separated extended options (memcached's names)."
+)
+@click.option("--join", default=None, help="Join the cluster of this config node (HOST:PORT).")
+@click.option("--advertise", default=None, help="HOST[:PORT] published for this node.")
+@click.option(
+    "--cluster-token",
+    envvar="MEMCACHE_CLUSTER_TOKEN",
+    default=None,
+    help="Shared secret for joining (or set MEMCACHE_CLUSTER_TOKEN).",
+)
+@click.option("--heartbeat-interval", type=float, default=1.0, show_default=True, help="Seconds.")
+@click.option(
+    "--drain-seconds",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="After leaving on SIGTERM, keep serving this long.",
+)
+@click.option(
+    "--allow-config-writes",
+    is_flag=True,
+    help="Accept config set/delete and writes to AmazonElastiCache:cluster.",
 )
 @click.pass_context
 def main(ctx: click.Context, /, **opts: Any) -> None:

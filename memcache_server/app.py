@@ -12,6 +12,9 @@ import threading
 import time
 from collections.abc import Iterator
 
+from discovery.member import JoinSettings, MembershipClient, advertised_address
+from discovery.view import ClusterView
+from discovery.wire import split_host_port
 from memcache_server import report
 from memcache_server.config import EMULATED_VERSION, ServerConfig
 from memcache_server.protocol import constants as C
@@ -59,6 +62,10 @@ class Node:
         self.crawler = Crawler(self.store, config.lru_crawler_sleep)
         self._stop = threading.Event()
         self._graceful = True
+        # cluster discovery: the document this node serves, and its membership (with --join)
+        self.cluster = ClusterView(config.allow_config_writes, member=config.join is not None)
+        self.membership: MembershipClient | None = None
+        self._hurry = threading.Event()  # a second stop request cuts the drain short
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -86,12 +93,27 @@ class Node:
         threading.Thread(target=self._ticker, name="clock", daemon=True).start()
         if self.config.lru_crawler:
             self.crawler.start()
+        if self.config.join:
+            self._start_membership(self.config.join)
+
+    def _start_membership(self, join: str) -> None:
+        """Register with the config node now that the node serves (never before)."""
+        cfg = self.config
+        host, port = split_host_port(join)
+        settings = JoinSettings(
+            host, port, cfg.cluster_token, cfg.heartbeat_interval, cfg.drain_seconds
+        )
+        address = advertised_address(cfg.advertise, cfg.listen, self.port)
+        self.membership = MembershipClient(self.cluster, settings, address, cfg.verbosity)
+        self.membership.start()
 
     def _ticker(self) -> None:
         while not self._stop.wait(1.0):
             self.clock.tick()
 
     def request_shutdown(self, graceful: bool = True) -> None:
+        if self._stop.is_set():
+            self._hurry.set()
         self._graceful = graceful
         self._stop.set()
 
@@ -100,8 +122,13 @@ class Node:
             pass
 
     def shutdown(self) -> None:
-        """Stop accepting, finish what workers already read, close everything."""
+        """Leave the cluster and drain (members), stop accepting, finish what workers already
+        read, close everything."""
         self._stop.set()
+        if self.membership is not None:
+            drain = self.config.drain_seconds if self._graceful else 0.0
+            self.membership.leave_and_drain(drain, self._hurry)
+            self.membership = None
         if self.acceptor is not None:
             self.acceptor.stop()
             self.acceptor.join(5)
@@ -224,7 +251,7 @@ class Node:
         return b"".join(lines)
 
     def config_reply(self, args: list[bytes]) -> bytes:
-        return C.ERROR
+        return self.cluster.config_reply(args)
 
     # ------------------------------------------------------------------ entry point
 

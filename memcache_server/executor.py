@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from discovery.document import LEGACY_KEY
+from discovery.view import LEGACY_READ_ONLY
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.framer import CLOSE, CMD, REPLY, STORE, Framer, Request
 from memcache_server.protocol.numbers import strtol32, strtoul32, strtoull
@@ -122,6 +124,10 @@ class Session:
 
     def _store(self, req: Request) -> None:
         _, tokens, key, flags, exptime, cas, body, noreply = req
+        if key == LEGACY_KEY and self.node.cluster.legacy_read_only:
+            if not noreply:
+                self.out += LEGACY_READ_ONLY  # the discovery key is not the clients' to write
+            return
         if body is None:
             # Over -I: memcached refuses it before reading and drops the old value of a set.
             self.stats.store_too_large += 1
@@ -171,7 +177,7 @@ class Session:
                 return
             stats.get_cmds += 1
             r = get_into(key, out)
-            if r != 1:
+            if r != 1 and not (key.endswith(LEGACY_KEY) and self._legacy_get(key)):
                 self._miss(r)
             out += C.END
             return
@@ -182,9 +188,13 @@ class Session:
                 return
             stats.get_cmds += 1
             r = get_into(key, out)
-            if r != 1:
+            if r != 1 and not (key.endswith(LEGACY_KEY) and self._legacy_get(key)):
                 self._miss(r)
         out += C.END
+
+    def _legacy_get(self, key: bytes) -> bool:
+        """A miss on ``[namespace]AmazonElastiCache:cluster``: the cluster document instead."""
+        return self.node.cluster.legacy_value_into(key, self.out)
 
     def _miss(self, r: int) -> None:
         stats = self.stats
@@ -443,6 +453,7 @@ HANDLERS: dict[bytes, Handler] = {
     b"cache_memlimit": Session.cmd_cache_memlimit,
     b"shutdown": Session.cmd_shutdown,
     b"stats": Session.cmd_stats,
+    b"config": Session.cmd_config,
 }
 
 

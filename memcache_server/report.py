@@ -154,6 +154,7 @@ def general_stats(node: Node) -> list[Stat]:
         ("direct_reclaims", 0),
         ("lru_bumps_dropped", 0),
     ]
+    pairs += node.cluster.stats()  # cluster members only: see ClusterView.stats
     return pairs
 
 

@@ -6,6 +6,8 @@ always bounded (a deadline and a poll interval): the tests run on a shared, load
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,18 +24,22 @@ T = TypeVar("T")
 HOST = "127.0.0.1"
 
 
-def start_config_node(state_file: Path, *args: str, timeout: float = 15.0) -> ServerProc:
-    """``memcache-server config-node -p 0`` on loopback; waits until it accepts connections."""
-    cmd = [sys.executable, str(ROOT / "cli.py"), "config-node", "-l", HOST, "-p", "0"]
+def start_config_node(
+    state_file: Path, *args: str, port: int = 0, timeout: float = 15.0
+) -> ServerProc:
+    """``memcache-server config-node`` on loopback (``port`` 0: a free one, printed on stdout);
+    waits until it accepts connections."""
+    cmd = [sys.executable, str(ROOT / "cli.py"), "config-node", "-l", HOST, "-p", str(port)]
     cmd += ["--state-file", str(state_file), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        proc.wait(timeout)
-        raise RuntimeError(f"config node did not start: {err}")
-    port = int(line)
+    if port == 0:
+        line = proc.stdout.readline()
+        if not line:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            proc.wait(timeout)
+            raise RuntimeError(f"config node did not start: {err}")
+        port = int(line)
     wait_listening(HOST, port, timeout)
     return ServerProc(proc, HOST, port)
 
@@ -103,7 +109,11 @@ class Cluster:
         self._all: list[ServerProc] = []
 
     def start_config(self, *args: str) -> ServerProc:
-        self.config = start_config_node(self.state, "--heartbeat-timeout", str(self.timeout), *args)
+        """Start the config node; a restart comes back on the same port (nodes know it)."""
+        port = self.config.port if self.config else 0
+        self.config = start_config_node(
+            self.state, "--heartbeat-timeout", str(self.timeout), *args, port=port
+        )
         self._all.append(self.config)
         return self.config
 
@@ -127,8 +137,12 @@ class Cluster:
         return node
 
     def close(self) -> None:
-        for p in reversed(self._all):
-            if p.proc.poll() is None:
-                p.stop(timeout=10)
-            else:
-                p.stop()
+        """Stop the nodes together (each drains in parallel), then the config node."""
+        nodes = [p for p in self._all if p is not self.config and p.proc.poll() is None]
+        for p in nodes:
+            try:
+                os.kill(p.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in self._all:
+            p.stop(timeout=10)
