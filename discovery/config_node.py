@@ -293,7 +293,7 @@ class ConfigNode:
     def _legacy_get(self, tokens: list[bytes]) -> bytes:
         if len(tokens) < 2:
             return C.ERROR
-        if any(not k.endswith(LEGACY_KEY) for k in tokens[1:]):
+        if any(k != LEGACY_KEY for k in tokens[1:]):
             return NO_ITEMS
         self.registry.counters.config_requests += 1
         doc = self.registry.document()

@@ -32,7 +32,8 @@ __all__ = [
 
 # libmemcached rejects version 0; the .NET client parses the version as a signed 32-bit integer.
 MAX_VERSION = 2**31 - 1
-# The item engines before 1.4.14 served the document under (clients may prefix a namespace).
+# The item engines before 1.4.14 served the document under (exactly this key: a namespace
+# prefix some libmemcached users set is not recognised; they use `config get` first anyway).
 LEGACY_KEY = b"AmazonElastiCache:cluster"
 # What a node without a document answers to `config get cluster` (memcapable's "no config").
 NO_DOCUMENT = b"END\r\n"

@@ -97,8 +97,8 @@ class ClusterView:
         return ERROR
 
     def legacy_value_into(self, key: bytes, out: bytearray) -> bool:
-        """On a get miss for ``[namespace]AmazonElastiCache:cluster``: append the document as an
-        item (flags 0). False when the node holds no document (the get stays a miss)."""
+        """On a get miss for ``AmazonElastiCache:cluster``: append the document as an item
+        (flags 0). False when the node holds no document (the get stays a miss)."""
         doc, raw, _ = self._held
         if doc is None:
             return False
