@@ -12,7 +12,6 @@ import sys
 import click
 
 from discovery.config_node import ConfigNode, ConfigNodeSettings
-from discovery.registry import VersionExhausted
 from discovery.statefile import StateError
 from discovery.wire import (
     NODES,
@@ -129,11 +128,7 @@ def config_node_command(
             f"version {node.registry.version}",
             err=True,
         )
-    try:
-        node.serve()
-    except VersionExhausted as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(70)
+    node.serve()
     sys.exit(0)
 
 

@@ -92,6 +92,7 @@ class ConfigNode:
         self._stop = threading.Event()
         self._tick = min(0.25, settings.heartbeat_timeout / 8)
         self._token = settings.token.encode() if settings.token else None
+        self._publish_failing = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -151,10 +152,15 @@ class ConfigNode:
                 doc = self.registry.published
                 n = len(doc.nodes) if doc else 0
                 self.log(f"published version {self.registry.version} with {n} node(s)")
-            return True
         except (OSError, VersionExhausted) as exc:
-            print(f"config-node: cannot publish: {exc}", file=sys.stderr, flush=True)
+            if not self._publish_failing:  # once, not every tick while the disk stays full
+                print(f"config-node: cannot publish: {exc}", file=sys.stderr, flush=True)
+            self._publish_failing = True
             return False
+        if self._publish_failing:
+            print("config-node: publishing again", file=sys.stderr, flush=True)
+            self._publish_failing = False
+        return True
 
     # ------------------------------------------------------------------ connections
 
