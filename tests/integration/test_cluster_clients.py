@@ -121,5 +121,8 @@ def test_elasticache_auto_discovery(cluster: Cluster) -> None:
     doc = config_get(cluster.config.port)
     assert doc is not None
     assert found == [[n.hostname.encode(), n.ip.encode(), b"%d" % n.port] for n in doc.nodes]
-    # every cache node answers too (clients that poll nodes round-robin)
-    assert ead.discover(f"{HOST}:{cluster.nodes[0].port}", time_to_timeout=5) == found
+    # every cache node answers too (clients that poll nodes round-robin), once it has pulled
+    # the latest version (a node may just have joined)
+    first = cluster.nodes[0].port
+    wait_for("the first node on the latest version", lambda: config_get(first) == doc)
+    assert ead.discover(f"{HOST}:{first}", time_to_timeout=5) == found
