@@ -17,6 +17,8 @@ import ipaddress
 import socket
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from discovery.document import DocumentError, NodeAddress, parse_config_reply
@@ -178,8 +180,13 @@ class MembershipClient:
             self.log(f"left {self._endpoint()}")
         return True
 
-    def leave_and_drain(self, drain: float, hurry: threading.Event) -> None:
-        """Leave, then keep serving for ``drain`` seconds (cut short when ``hurry`` is set)."""
+    def leave_and_drain(self, drain: float, hurry: Callable[[], bool]) -> None:
+        """Leave, then keep serving for ``drain`` seconds (cut short once ``hurry()`` is true:
+        a flag a signal handler sets, so it is polled rather than waited on)."""
         self.leave()
-        if drain > 0:
-            hurry.wait(drain)
+        deadline = time.monotonic() + drain
+        while not hurry():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(0.05, left))

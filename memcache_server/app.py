@@ -65,7 +65,10 @@ class Node:
         # cluster discovery: the document this node serves, and its membership (with --join)
         self.cluster = ClusterView(config.allow_config_writes, member=config.join is not None)
         self.membership: MembershipClient | None = None
-        self._hurry = threading.Event()  # a second stop request cuts the drain short
+        # Set by request_shutdown, which runs inside signal handlers: plain flags, no lock (a
+        # second signal landing while a handler holds an Event's lock would deadlock).
+        self._stop_requested = False
+        self._hurry_requested = False  # a second stop request cuts the drain short
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -112,14 +115,16 @@ class Node:
             self.clock.tick()
 
     def request_shutdown(self, graceful: bool = True) -> None:
-        if self._stop.is_set():
-            self._hurry.set()
+        """Ask the main thread to stop. Safe in a signal handler: it only sets flags."""
+        if self._stop_requested:
+            self._hurry_requested = True
         self._graceful = graceful
-        self._stop.set()
+        self._stop_requested = True
 
     def wait(self) -> None:
-        while not self._stop.wait(0.5):
-            pass
+        while not (self._stop_requested or self._stop.is_set()):
+            self._stop.wait(0.1)
+        self._stop.set()
 
     def shutdown(self) -> None:
         """Leave the cluster and drain (members), stop accepting, finish what workers already
@@ -127,7 +132,7 @@ class Node:
         self._stop.set()
         if self.membership is not None:
             drain = self.config.drain_seconds if self._graceful else 0.0
-            self.membership.leave_and_drain(drain, self._hurry)
+            self.membership.leave_and_drain(drain, lambda: self._hurry_requested)
             self.membership = None
         if self.acceptor is not None:
             self.acceptor.stop()

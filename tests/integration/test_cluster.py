@@ -152,3 +152,17 @@ def test_config_node_outage_and_restart(cluster: Cluster) -> None:
     wait_for(
         "nodes on the rebuilt version", lambda: all(version_of(p) == rebuilt.version for p in ports)
     )
+
+
+def test_second_sigterm_cuts_the_drain_short(cluster: Cluster) -> None:
+    assert cluster.config is not None
+    cfg = cluster.config.port
+    node = cluster.add_node(drain=60.0)
+    wait_for("the join", lambda: ports_in(config_get(cfg)) == {node.port})
+    os.kill(node.proc.pid, signal.SIGTERM)
+    wait_for("the leave", lambda: config_get(cfg) is None)  # the cluster is empty now
+    assert request(node.port, b"version\r\n") == b"VERSION 1.6.18\r\n"  # draining, serving
+    t0 = time.monotonic()
+    os.kill(node.proc.pid, signal.SIGTERM)
+    assert node.proc.wait(15) == 0
+    assert time.monotonic() - t0 < 10  # not the 60 s drain
