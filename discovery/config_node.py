@@ -18,7 +18,6 @@ import os
 import selectors
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,7 +88,7 @@ class ConfigNode:
         self.listeners: list[Listener] = []
         self.curr_connections = 0
         self.total_connections = 0
-        self._stop = threading.Event()
+        self._stopping = False  # set from a signal handler: a plain flag, no lock
         self._tick = min(0.25, settings.heartbeat_timeout / 8)
         self._token = settings.token.encode() if settings.token else None
         self._publish_failing = False
@@ -103,8 +102,9 @@ class ConfigNode:
         self.port = int(self.listeners[0].sock.getsockname()[1])
 
     def stop(self) -> None:
-        """Safe from a signal handler: only sets a flag the loop checks every tick."""
-        self._stop.set()
+        """Safe from a signal handler: only sets a flag the loop checks every tick (an Event's
+        lock could deadlock if a second signal arrived while the first handler held it)."""
+        self._stopping = True
 
     def log(self, text: str) -> None:
         if self.settings.verbosity:
@@ -118,7 +118,7 @@ class ConfigNode:
         conns: dict[int, _Conn] = {}
         next_tick = 0.0
         try:
-            while not self._stop.is_set():
+            while not self._stopping:
                 for key, mask in sel.select(self._tick):
                     if key.data is None:
                         self._accept(sel, key.fileobj, conns)  # type: ignore[arg-type]
