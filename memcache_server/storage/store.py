@@ -18,7 +18,6 @@ seconds from the ``Clock``.
 
 from __future__ import annotations
 
-import sys
 import threading
 from array import array
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from memcache_server.storage.clock import Clock, exptime_to_abs
+from memcache_server.storage.index import KeyIndex
 from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE, SlabTable
 
 __all__ = ["Store", "Outcome", "Mode", "StoreLimits", "ClassStats"]
@@ -33,13 +33,6 @@ __all__ = ["Store", "Outcome", "Mode", "StoreLimits", "ClassStats"]
 UPDATE_INTERVAL = 60  # memcached's ITEM_UPDATE_INTERVAL: bump an item in the LRU at most this often
 TAIL_SEARCH = 5  # items examined at an LRU tail for an expired one before evicting
 SLOT_BYTES = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 1 + 1  # the per-chunk metadata columns below
-# Per indexed item: the key's bytes object (33-byte header, 8-byte aligned) and its handle int.
-# The dict's own table is measured (sys.getsizeof) rather than estimated: after churn CPython
-# sizes it to three times the live entries, about 110 bytes per item.
-KEY_OBJ_HEADER = 33
-HANDLE_INT_BYTES = 32
-INDEX_REFRESH = 4096  # re-measure the dict table every this many links
-DICT_SLOT_BYTES = 120  # what a churned dict's table costs per live entry, charged in advance
 NIL = -1
 
 # bits column
@@ -226,14 +219,11 @@ class Store:
         self.classes = [
             SlabClass(i, table.sizes[i], table.perslab[i]) for i in range(len(table.sizes))
         ]
-        self.index: dict[bytes, int] = {}
+        self.index = KeyIndex(self._key_view)
         self.chunk_lists: dict[int, list[int]] = {}  # header handle -> data chunk handles
         self.memory_limit = limits.memory_limit
         self.malloced = 0  # bytes of pages handed to classes
         self.columns_bytes = 0  # metadata columns of every page
-        self.keys_bytes = 0  # key objects and handle ints of indexed items
-        self.index_bytes = sys.getsizeof(self.index)  # the dict table, re-measured now and then
-        self._links = 0
         self.next_cas = 0
         self.oldest_live = 0
         self.oldest_cas = 0
@@ -262,11 +252,7 @@ class Store:
 
     def used_memory(self) -> int:
         """Real bytes held for items: pages, their metadata columns, and the index."""
-        return self.malloced + self.columns_bytes + self.keys_bytes + self.index_bytes
-
-    @staticmethod
-    def _key_cost(key: bytes) -> int:
-        return ((KEY_OBJ_HEADER + len(key) + 7) & ~7) + HANDLE_INT_BYTES
+        return self.malloced + self.columns_bytes + self.index.nbytes
 
     def _alloc(self, cid: int, now: int) -> int:
         """A free slot of class ``cid``, reclaiming or evicting at its LRU tail if needed."""
@@ -341,7 +327,7 @@ class Store:
         old = self.index.get(key)
         if old is not None:
             self._unlink(old)
-        self.index[key] = h
+        self.index.put(key, h)
         c = self.classes[h & 63]
         s = h >> 6
         lru = self.classes[lru_cid]
@@ -357,12 +343,6 @@ class Store:
         self.curr_items += 1
         self.total_items += 1
         self.bytes += ntotal
-        self.keys_bytes += self._key_cost(key)
-        self._links += 1
-        if self._links % INDEX_REFRESH == 0:
-            # Charge the table the dict will grow to, not just the one it has now, so pages are
-            # not handed out against memory the index is about to take.
-            self.index_bytes = max(sys.getsizeof(self.index), self.curr_items * DICT_SLOT_BYTES)
         _ = nbytes
 
     def _lru_cid(self, c: SlabClass, s: int) -> int:
@@ -381,13 +361,19 @@ class Store:
 
     key_offset = 6  # set by the protocol layer; the header embeds the key at this offset
 
+    def _key_view(self, h: int) -> memoryview:
+        """The key of handle ``h`` as a view into its chunk (no copy): the index compares it."""
+        c = self.classes[h & 63]
+        s = h >> 6
+        base = (s % c.perslab) * c.size + self.key_offset
+        return c.views[s // c.perslab][base : base + c.klen[s]]
+
     def _unlink(self, h: int) -> None:
         """Remove an item from the index and its LRU and free its chunks."""
         c = self.classes[h & 63]
         s = h >> 6
         key = self._key_of(c, s)
-        if self.index.get(key) == h:
-            del self.index[key]
+        self.index.remove(key, h)
         lru = self.classes[self._lru_cid(c, s)]
         p = c.prev[s]
         n = c.nxt[s]
@@ -404,7 +390,6 @@ class Store:
         lru.mem_requested -= ntotal
         self.curr_items -= 1
         self.bytes -= ntotal
-        self.keys_bytes -= self._key_cost(key)
         if c.bits[s] & CHUNKED:
             for dh in self.chunk_lists.pop(h, ()):
                 self.classes[dh & 63].push_free(dh >> 6)
@@ -651,7 +636,8 @@ class Store:
                 oc = self.classes[old & 63]
                 os_ = old >> 6
                 lru = self.classes[self._lru_cid(oc, os_)]
-                if oc.cas[os_] != cas_unique:
+                # With -C every item's CAS is 0, which memcached never treats as a match.
+                if oc.cas[os_] != cas_unique or not self.limits.use_cas:
                     lru.cas_badval += 1
                     return Outcome.EXISTS
                 lru.cas_hits += 1
@@ -774,7 +760,7 @@ class Store:
         clock = self.clock
         with self.lock:
             now = clock.now
-            new_oldest = exptime_to_abs(exptime, clock) - 1 if exptime > 0 else now
+            new_oldest = exptime_to_abs(exptime, clock) if exptime > 0 else now
             if self.limits.use_cas:
                 self.oldest_live = new_oldest - 1
                 if self.oldest_live <= now:
