@@ -52,6 +52,9 @@ class Node:
         self.counters = ServerCounters()
         self._conn_lock = threading.Lock()
         self._conns: dict[int, Connection] = {}
+        # Under a GIL, workers take turns serving batches (see server/worker.py for why).
+        gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+        self.worker_turns: threading.Lock | None = threading.Lock() if gil else None
         self.workers = [Worker(self, i) for i in range(config.threads)]
         self.listeners: list[Listener] = []
         self.acceptor: Acceptor | None = None
