@@ -322,10 +322,16 @@ class Store:
 
     # ------------------------------------------------------------------ linking
 
-    def _link(self, key: bytes, h: int, lru_cid: int, ntotal: int, nbytes: int) -> None:
-        """Put a fully written item into the index and at the head of its class's LRU."""
-        old = self.index.get(key)
-        if old is not None:
+    def _link(self, key: bytes, h: int, lru_cid: int, ntotal: int, nbytes: int,
+              old: int | None = None) -> None:
+        """Put a fully written item into the index and at the head of its class's LRU.
+
+        ``old``: the key's current live handle (NIL for none) when the caller already looked
+        it up, to spare a second index probe on the set path.
+        """
+        if old is None:
+            old = self.index.get(key)
+        if old is not None and old != NIL:
             self._unlink(old)
         self.index.put(key, h)
         c = self.classes[h & 63]
@@ -459,12 +465,28 @@ class Store:
         caller can count memcached's get_expired / get_flushed).
         """
         now = self.clock.now
+        hv = hash(key)
+        koff = self.key_offset
+        classes = self.classes
         with self.lock:
-            h = self.index.get(key)
-            if h is None:
-                return 0
-            c = self.classes[h & 63]
-            s = h >> 6
+            # The index probe, inlined: this is the hottest path of the server.
+            index = self.index
+            mask = index.mask
+            i = hv & mask
+            handles = index.handles
+            hashes = index.hashes
+            while True:
+                h = handles[i]
+                if h == -1:
+                    return 0
+                if hashes[i] == hv:
+                    c = classes[h & 63]
+                    s = h >> 6
+                    view = c.views[s // c.perslab]
+                    base = (s % c.perslab) * c.size
+                    if view[base + koff : base + koff + c.klen[s]] == key:
+                        break
+                i = (i + 1) & mask
             exp = c.exp[s]
             if exp and exp <= now:
                 self._unlink(h)
@@ -481,8 +503,7 @@ class Store:
                 cs.bits[s] = bits | FETCHED
                 self._bump(cs, s, h, now)
                 return 1
-            base = (s % c.perslab) * c.size
-            out += c.views[s // c.perslab][base : base + c.plen[s] + c.blen[s]]
+            out += view[base : base + c.plen[s] + c.blen[s]]
             c.get_hits += 1
             c.bits[s] = bits | FETCHED
             if c.atime[s] + UPDATE_INTERVAL <= now:
@@ -541,13 +562,15 @@ class Store:
         return self.next_cas
 
     def _write_item(
-        self, key: bytes, flags: int, exp_abs: int, body: bytes | bytearray | memoryview, now: int
+        self, key: bytes, flags: int, exp_abs: int, body: bytes | bytearray | memoryview, now: int,
+        ntotal: int = 0,
     ) -> tuple[Outcome, int]:
         """Allocate and fill an item (not yet linked). Returns (outcome, handle)."""
         table = self.table
         nbytes = len(body)
         nkey = len(key)
-        ntotal = table.item_size(nkey, flags, nbytes)
+        if not ntotal:
+            ntotal = table.item_size(nkey, flags, nbytes)
         cid = table.class_for(ntotal)
         if cid == 0:
             return Outcome.TOO_LARGE, NIL
@@ -619,7 +642,10 @@ class Store:
         with self.lock:
             old = self._find(key, now)
             table = self.table
-            self._count_set(len(key), flags, len(body))
+            ntotal = table.item_size(len(key), flags, len(body))
+            cid = table.class_for(ntotal)
+            if cid:  # memcached counts every set whose item could be sized
+                self.classes[cid].cmd_set += 1
             if mode == Mode.SET:
                 pass
             elif mode == Mode.ADD:
@@ -663,15 +689,16 @@ class Store:
                 lru_cid = self._lru_cid(c, h >> 6)
                 self._link(key, h, lru_cid, ntotal, len(body))
                 return Outcome.STORED
-            outcome, h = self._write_item(key, flags, exptime_to_abs(exptime, clock), body, now)
+            outcome, h = self._write_item(
+                key, flags, exptime_to_abs(exptime, clock), body, now, ntotal
+            )
             if outcome != Outcome.STORED:
                 if old != NIL and mode == Mode.SET:
                     # memcached drops the old value when a set of the same key is too large
                     self._unlink(old)
                 return outcome
-            c = self.classes[h & 63]
-            lru_cid = self._lru_cid(c, h >> 6)
-            self._link(key, h, lru_cid, table.item_size(len(key), flags, len(body)), len(body))
+            lru_cid = cid if ntotal <= table.chunk_max else table.largest
+            self._link(key, h, lru_cid, ntotal, len(body), old)
             return Outcome.STORED
 
     def _count_set(self, nkey: int, flags: int, nbytes: int) -> None:
