@@ -72,6 +72,15 @@ def _build_config(opts: dict[str, Any]) -> ServerConfig:
             f"slab_chunk_max (bytes: {cfg.slab_chunk_max}) cannot be larger than -I "
             f"(item_size_max {cfg.item_size_max})"
         )
+    if cfg.slab_chunk_max <= 0:
+        raise ConfigError("slab_chunk_max must be greater than 0")
+    if cfg.item_size_max % cfg.slab_chunk_max != 0:
+        raise ConfigError(
+            f"-I (item_size_max: {cfg.item_size_max}) must be evenly divisible by "
+            f"slab_chunk_max (bytes: {cfg.slab_chunk_max})"
+        )
+    if (1024 * 1024) % cfg.slab_chunk_max != 0:
+        raise ConfigError(f"slab_chunk_max must divide evenly into {1024 * 1024} (slab_page_size)")
     if opts["enable_sasl"]:
         raise ConfigError("SASL (-S) is not supported: use -Y for ASCII authentication")
     if opts["memory_file"]:

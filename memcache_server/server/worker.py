@@ -49,6 +49,7 @@ class Connection:
         "listen_addr",
         "state",
         "last_active",
+        "backlog",
     )
 
     def __init__(self, sock: socket.socket, session: Session, peer: str, listen_addr: str) -> None:
@@ -61,6 +62,7 @@ class Connection:
         self.listen_addr = listen_addr
         self.state = "conn_waiting"
         self.last_active = 0
+        self.backlog = False  # it yielded with complete requests still buffered
 
 
 class Worker(threading.Thread):
@@ -184,6 +186,10 @@ class Worker(threading.Thread):
         self.node.conn_opened(conn)
 
     def _on_readable(self, conn: Connection) -> None:
+        if conn.backlog:
+            # Requests already read are still waiting their turn (-R): read no more until they
+            # have run, so a client pipelining faster than we execute is held back by TCP.
+            return
         try:
             n = conn.sock.recv_into(self._rbuf)
         except (BlockingIOError, InterruptedError):
@@ -205,6 +211,7 @@ class Worker(threading.Thread):
         """Run requests (up to -R), then send everything they produced at once."""
         session = conn.session
         more = session.process(limit or self.node.config.reqs_per_event)
+        conn.backlog = more
         out = session.out
         if out:
             self._send(conn, out)
