@@ -37,6 +37,7 @@ __all__ = [
     "ClusterUnavailable",
     "DiscoveryStats",
     "fetch_document",
+    "owner_ring",
     "parse_address",
 ]
 
@@ -640,6 +641,31 @@ class ClusterClient:
             wake_at = next_poll if next_probe is None else min(next_poll, next_probe)
             self._wake.wait(max(wake_at - now, 0.001))
             self._wake.clear()
+
+
+def owner_ring(
+    endpoint: str | None,
+    nodes: str | None,
+    *,
+    scheme: str = "ketama",
+    naming: str = "hostname",
+    timeout: float = 2.0,
+) -> HashRing:
+    """The ring a client would build: from one fetch of ``endpoint``, or a ``"h:p,h:p"`` list.
+
+    For operators asking "which node has this key"; raises ``OSError`` if the endpoint does not
+    answer and ``ValueError`` if it has no usable document.
+    """
+    if endpoint is not None:
+        document = fetch_document(parse_address(endpoint), timeout)
+        if document is None:
+            raise ValueError(f"{endpoint} has no cluster document")
+        members = [Node(*t) for t in parse_document(document)[1]]
+    else:
+        members = [_seed_node(spec) for spec in (nodes or "").split(",") if spec.strip()]
+        if not members:
+            raise ValueError("no node given")
+    return HashRing(members, scheme=Scheme(scheme), naming=Naming(naming))
 
 
 def _seed_node(spec: str | Address | Node) -> Node:
