@@ -191,6 +191,13 @@ class ClusterClient:
     Errors: with ``ignore_exc=False`` (the default) a connection or protocol error is raised,
     as pymemcache does; with ``ignore_exc=True`` a read reads as a miss and a write returns
     ``False``. ``get_or_load``/``write_through`` never raise because of the cache.
+
+    Other knobs: ``scheme``/``naming`` choose the placement (see ``discovery.ring``; they must
+    match the other clients of the cluster); ``fetch_timeout`` bounds one discovery exchange or
+    probe; ``connect_timeout``/``timeout`` bound each cache call, so a dead host costs at most
+    that much before it counts as a failure; ``serde`` is pymemcache's (values are bytes
+    without one); ``background=False`` runs no thread (no polls, no probes: call ``poll()``
+    yourself); ``rng`` seeds the jitter.
     """
 
     def __init__(
