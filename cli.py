@@ -307,5 +307,52 @@ def main(ctx: click.Context, /, **opts: Any) -> None:
     sys.exit(run_node(cfg))
 
 
+@main.group(context_settings=CONTEXT)
+def cluster() -> None:
+    """Look at a cluster the way its clients do."""
+
+
+@cluster.command("owner", context_settings=CONTEXT)
+@click.option("--config", "endpoint", metavar="HOST:PORT", help="Configuration endpoint to ask.")
+@click.option("--nodes", metavar="HOST:PORT,...", help="A static node list instead.")
+@click.option(
+    "--scheme",
+    type=click.Choice(["ketama", "rendezvous"]),
+    default="ketama",
+    show_default=True,
+    help="ketama: libmemcached's placement; rendezvous: pymemcache HashClient's.",
+)
+@click.option(
+    "--naming",
+    type=click.Choice(["hostname", "ip"]),
+    default="hostname",
+    show_default=True,
+    help="Hash the nodes' hostnames or their IPs (what the clients were given).",
+)
+@click.option("--timeout", type=float, default=2.0, show_default=True, help="Fetch timeout (s).")
+@click.argument("keys", nargs=-1, required=True)
+def cluster_owner(
+    endpoint: str | None,
+    nodes: str | None,
+    scheme: str,
+    naming: str,
+    timeout: float,
+    keys: tuple[str, ...],
+) -> None:
+    """Print the node that owns each KEY: `KEY HOST:PORT IP` (IP `-` when unknown)."""
+    from discovery.client import owner_ring
+
+    if (endpoint is None) == (nodes is None):
+        raise click.UsageError("give exactly one of --config HOST:PORT or --nodes HOST:PORT,...")
+    try:
+        ring = owner_ring(endpoint, nodes, scheme=scheme, naming=naming, timeout=timeout)
+    except (OSError, ValueError) as exc:
+        click.echo(f"cannot build the ring: {exc}", err=True)
+        sys.exit(1)
+    for key in keys:
+        node = ring.owner(key)
+        click.echo(f"{key} {node.hostname}:{node.port} {node.ip or '-'}")
+
+
 if __name__ == "__main__":
     main()
