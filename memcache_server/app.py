@@ -21,6 +21,7 @@ from memcache_server.server.worker import Connection, Worker
 from memcache_server.stats import ServerCounters
 from memcache_server.storage.clock import Clock
 from memcache_server.storage.crawler import Crawler
+from memcache_server.storage.metastore import MetaStore
 from memcache_server.storage.slabs import SlabTable
 from memcache_server.storage.store import Store, StoreLimits
 
@@ -49,6 +50,7 @@ class Node:
             C.value_header,
         )
         self.store.key_offset = C.VALUE_KEY_OFFSET
+        self.meta = MetaStore(self.store)
         self.counters = ServerCounters()
         self._conn_lock = threading.Lock()
         self._conns: dict[int, Connection] = {}

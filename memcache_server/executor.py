@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from memcache_server.protocol import constants as C
-from memcache_server.protocol.framer import CLOSE, CMD, REPLY, STORE, Framer, Request
+from memcache_server.protocol.framer import CLOSE, CMD, MSTORE, REPLY, STORE, Framer, Request
 from memcache_server.protocol.numbers import strtol32, strtoul32, strtoull
 from memcache_server.storage.store import Mode, Outcome
 
@@ -113,6 +113,8 @@ class Session:
             elif kind == CLOSE:
                 self.want_close = True
                 return False
+            elif kind == MSTORE:
+                meta_store(self, req)
             if self.close_after or self.want_close:
                 return False
         self.last_cmd = self.node.clock.now
@@ -453,3 +455,8 @@ def _wrong_arity(session: Session, tokens: list[bytes]) -> None:
 
 for _name in STORE_MODES:
     HANDLERS[_name] = _wrong_arity
+
+# Meta commands live in their own module; imported last because it refers back to Session.
+from memcache_server.meta_executor import META_HANDLERS, meta_store  # noqa: E402
+
+HANDLERS.update(META_HANDLERS)

@@ -47,6 +47,11 @@ IN_USE = 1
 FETCHED = 2
 CHUNKED = 4
 DATA_CHUNK = 8
+# Meta-protocol item state, in the same byte (no extra memory): memcached's ITEM_STALE,
+# ITEM_TOKEN_SENT and ITEM_KEY_BINARY.
+STALE = 16
+TOKEN_SENT = 32
+KEY_BINARY = 64
 
 
 class Outcome(IntEnum):
