@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from memcache_server import report
+from memcache_server import ops, report
 from memcache_server.config import EMULATED_VERSION, ServerConfig
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.numbers import strtoul32
@@ -58,7 +58,13 @@ class Node:
         self.listeners: list[Listener] = []
         self.acceptor: Acceptor | None = None
         self.port = config.port
-        self.crawler = Crawler(self.store, config.lru_crawler_sleep)
+        self.crawler = Crawler(self.store, config.lru_crawler_sleep, enabled=config.lru_crawler)
+        self.ops = ops.OpsState(self)
+        # Per-prefix stats while `stats detail` is on (or -D given); None keeps them off the
+        # request path at the cost of one attribute test.
+        self.detail: ops.PrefixStats | None = (
+            self.ops.prefix_stats if config.detail_enabled else None
+        )
         self._stop = threading.Event()
         self._graceful = True
 
@@ -86,8 +92,7 @@ class Node:
         self.acceptor = Acceptor(self, self.listeners)
         self.acceptor.start()
         threading.Thread(target=self._ticker, name="clock", daemon=True).start()
-        if self.config.lru_crawler:
-            self.crawler.start()
+        self.crawler.start()  # idles while disabled, so `lru_crawler enable` can start it
 
     def _ticker(self) -> None:
         while not self._stop.wait(1.0):
@@ -197,6 +202,7 @@ class Node:
             for w in self.workers:
                 w.stats.reset()
             self.store.reset_stats()
+            self.ops.prefix_stats.clear()
             with self._conn_lock:
                 self.counters.total_connections = 0
                 self.counters.rejected_connections = 0
@@ -204,7 +210,7 @@ class Node:
         if sub == b"cachedump":
             return self._cachedump(args)
         if sub == b"detail":
-            return b"CLIENT_ERROR usage: stats detail on|off|dump\r\n" if len(args) < 2 else C.OK
+            return ops.stats_detail(self, args)
         return C.ERROR
 
     def _cachedump(self, args: list[bytes]) -> bytes:

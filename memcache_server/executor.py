@@ -124,6 +124,8 @@ class Session:
 
     def _store(self, req: Request) -> None:
         _, tokens, key, flags, exptime, cas, body, noreply = req
+        if self.node.detail is not None:
+            self.node.detail.record_set(key)
         if body is None:
             # Over -I: memcached refuses it before reading and drops the old value of a set.
             self.stats.store_too_large += 1
@@ -161,6 +163,9 @@ class Session:
         n = len(tokens)
         if n < 2:
             self.out += C.ERROR
+            return
+        if self.node.detail is not None:
+            self._get_with(tokens, False, False)  # the same reply, with per-prefix counting
             return
         out = self.out
         get_into = self.store.get_into
@@ -211,12 +216,15 @@ class Session:
             first = 2
         stats = self.stats
         get_parts = self.store.get_parts
+        detail = self.node.detail
         for key in tokens[first:]:
             if len(key) > _GET_KEYS_MAX:
                 out.clear()  # memcached releases every reply still queued on the connection
                 out += C.BAD_FORMAT
                 return
             r = get_parts(key, exptime)
+            if detail is not None:
+                detail.record_get(key, not isinstance(r, int))
             if touch:
                 stats.touch_cmds += 1
             else:
@@ -274,6 +282,8 @@ class Session:
             if not noreply:
                 self.out += C.BAD_FORMAT
             return
+        if self.node.detail is not None:
+            self.node.detail.record_delete(key)
         if self.store.delete(key):
             reply = C.DELETED
         else:
@@ -458,5 +468,7 @@ for _name in STORE_MODES:
 
 # Meta commands live in their own module; imported last because it refers back to Session.
 from memcache_server.meta_executor import META_HANDLERS, meta_store  # noqa: E402
+from memcache_server.ops import OPS_HANDLERS  # noqa: E402
 
 HANDLERS.update(META_HANDLERS)
+HANDLERS.update(OPS_HANDLERS)

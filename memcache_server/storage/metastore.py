@@ -17,7 +17,9 @@ from enum import IntEnum
 
 from memcache_server.storage.store import (
     CHUNKED,
+    DATA_CHUNK,
     FETCHED,
+    IN_USE,
     KEY_BINARY,
     NIL,
     STALE,
@@ -431,3 +433,50 @@ class MetaStore:
             hit.cid = st._lru_cid(c, s)  # a chunked item reports the largest class, as memcached
             hit.ntotal = st._ntotal(c, s)
             return hit
+
+    # ------------------------------------------------------------------ metadump
+
+    def walk(
+        self, cids: list[int], batch: int = 1000
+    ) -> list[tuple[bytes, int, int, int, bool, int, int]]:
+        """(key, exp, last access, cas, fetched, class, size) of every live item of ``cids``.
+
+        Each class is walked in slot order (oldest pages first), the lock taken once per
+        ``batch`` slots so writers are not stalled for the whole walk; classes are then
+        interleaved one item at a time, as memcached's crawler advances one item per class per
+        step. Chunked items are reported once, by their header chunk."""
+        st = self.store
+        per_class: list[list[tuple[bytes, int, int, int, bool, int, int]]] = []
+        for cid in cids:
+            out: list[tuple[bytes, int, int, int, bool, int, int]] = []
+            per_class.append(out)
+            if cid >= len(st.classes):
+                continue
+            start = 0
+            while True:
+                now = st.clock.now
+                with st.lock:
+                    c = st.classes[cid]
+                    end = min(start + batch, len(c.bits))
+                    for s in range(start, end):
+                        b = c.bits[s]
+                        if not b & IN_USE or b & DATA_CHUNK or st._is_dead(c, s, now):
+                            continue
+                        out.append(
+                            (
+                                st._key_of(c, s),
+                                c.exp[s],
+                                c.atime[s],
+                                c.cas[s],
+                                bool(b & FETCHED),
+                                st._lru_cid(c, s),
+                                st._ntotal(c, s),
+                            )
+                        )
+                if end >= len(c.bits):
+                    break
+                start = end
+        merged = []
+        for i in range(max((len(lst) for lst in per_class), default=0)):
+            merged += [lst[i] for lst in per_class if i < len(lst)]
+        return merged

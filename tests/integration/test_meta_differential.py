@@ -1,7 +1,7 @@
-"""Meta commands, differentially: each case goes to real memcached and to our node, and the
-replies must be equal after ``normalise_meta`` (CAS values, TTL ticks). Cases that depend only
-on their own keys share one pair of servers (flushed between cases); the stats cases get a
-fresh pair each.
+"""Meta commands and operational commands (lru_crawler, stats detail), differentially: each
+case goes to real memcached and to our node, and the replies must be equal after
+``normalise_meta`` (CAS values, TTL ticks, metadump times). Cases that depend only on their own
+keys share one pair of servers (flushed between cases); the others get a fresh pair each.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from differential_corpus import Case, start_reference
-from meta_corpus import META_CASES, normalise_meta, run_meta_case
+from meta_corpus import META_CASES, OPS_CASES, normalise_meta, run_meta_case
 from procs import ServerProc, have_memcached, start_node
 
 if not have_memcached():
@@ -68,7 +68,10 @@ def shared() -> Iterator[list[Pair]]:
     holder[0].stop()
 
 
-@pytest.mark.parametrize("c", META_CASES, ids=[c.name for c in META_CASES])
+CASES = META_CASES + OPS_CASES
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
 def test_meta_differential(c: Case, shared: list[Pair]) -> None:
     if c.fresh:
         pair = Pair(c.server_args)
