@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from memcache_server import ops, report
+from memcache_server import ops, report, watch
 from memcache_server.config import EMULATED_VERSION, ServerConfig
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.numbers import strtoul32
@@ -65,6 +65,11 @@ class Node:
         self.detail: ops.PrefixStats | None = (
             self.ops.prefix_stats if config.detail_enabled else None
         )
+        self.logger = watch.Logger(self)
+        # True while per-prefix stats or an item log stream is on: the item request paths test
+        # only this attribute before doing any of that work.
+        self.observed = False
+        self.refresh_observed()
         self._stop = threading.Event()
         self._graceful = True
 
@@ -117,6 +122,20 @@ class Node:
         for w in self.workers:
             w.join(10)
         self.crawler.stop()
+        self.logger.stop()
+
+    def refresh_observed(self) -> None:
+        """Recompute ``observed`` and the store's eviction hook after detail/watchers change."""
+        self.observed = self.detail is not None or bool(self.logger.mask & watch.ITEM_STREAMS)
+        if self.logger.mask & watch.EVICTIONS:
+            self.store.on_evict = self._log_eviction
+        else:
+            self.store.on_evict = None
+
+    def _log_eviction(
+        self, key: bytes, fetched: bool, exp: int, atime: int, cid: int, size: int
+    ) -> None:
+        watch.log_eviction(self, key, fetched, exp, atime, cid, size)
 
     # ------------------------------------------------------------------ connections
 
@@ -136,6 +155,8 @@ class Node:
     def conn_opened(self, conn: Connection) -> None:
         with self._conn_lock:
             self._conns[id(conn)] = conn
+        if self.logger.mask & watch.CONNEVENTS:
+            watch.log_conn(self, True, conn.peer, conn.fd)
         if self.verbosity > 1:
             print(f"<{conn.fd} new auto-negotiating client connection", file=sys.stderr)
 
@@ -143,6 +164,8 @@ class Node:
         with self._conn_lock:
             self._conns.pop(id(conn), None)
             self.counters.curr_connections -= 1
+        if self.logger.mask & watch.CONNEVENTS:
+            watch.log_conn(self, False, conn.peer, conn.fd)
         if self.verbosity > 1:
             print(f"<{conn.fd} connection closed.", file=sys.stderr)
 

@@ -124,13 +124,16 @@ class Session:
 
     def _store(self, req: Request) -> None:
         _, tokens, key, flags, exptime, cas, body, noreply = req
-        if self.node.detail is not None:
-            self.node.detail.record_set(key)
+        observed = self.node.observed
+        if observed:
+            observe_store(self, req, None)
         if body is None:
             # Over -I: memcached refuses it before reading and drops the old value of a set.
             self.stats.store_too_large += 1
             if tokens[0] == b"set":
                 self.store.drop(key)
+            if observed:
+                observe_store(self, req, Outcome.TOO_LARGE)
             if not noreply:
                 self.out += C.TOO_LARGE
             return
@@ -154,6 +157,8 @@ class Session:
                 self.stats.store_too_large += 1
             elif outcome == Outcome.NO_MEMORY:
                 self.stats.store_no_memory += 1
+        if observed:
+            observe_store(self, req, outcome)
         if not noreply:
             self.out += OUTCOME_REPLY[outcome]
 
@@ -164,8 +169,8 @@ class Session:
         if n < 2:
             self.out += C.ERROR
             return
-        if self.node.detail is not None:
-            self._get_with(tokens, False, False)  # the same reply, with per-prefix counting
+        if self.node.observed:
+            self._get_with(tokens, False, False)  # the same reply, with stats detail/watchers
             return
         out = self.out
         get_into = self.store.get_into
@@ -216,15 +221,15 @@ class Session:
             first = 2
         stats = self.stats
         get_parts = self.store.get_parts
-        detail = self.node.detail
+        observed = self.node.observed
         for key in tokens[first:]:
             if len(key) > _GET_KEYS_MAX:
                 out.clear()  # memcached releases every reply still queued on the connection
                 out += C.BAD_FORMAT
                 return
             r = get_parts(key, exptime)
-            if detail is not None:
-                detail.record_get(key, not isinstance(r, int))
+            if observed:
+                observe_get(self, key, r)
             if touch:
                 stats.touch_cmds += 1
             else:
@@ -282,9 +287,12 @@ class Session:
             if not noreply:
                 self.out += C.BAD_FORMAT
             return
-        if self.node.detail is not None:
-            self.node.detail.record_delete(key)
+        observed = self.node.observed
+        if observed:
+            observe_delete(self, key, None)
         if self.store.delete(key):
+            if observed:
+                observe_delete(self, key, b"delete")
             reply = C.DELETED
         else:
             self.stats.delete_misses += 1
@@ -468,7 +476,12 @@ for _name in STORE_MODES:
 
 # Meta commands live in their own module; imported last because it refers back to Session.
 from memcache_server.meta_executor import META_HANDLERS, meta_store  # noqa: E402
-from memcache_server.ops import OPS_HANDLERS  # noqa: E402
+from memcache_server.ops import (  # noqa: E402
+    OPS_HANDLERS,
+    observe_delete,
+    observe_get,
+    observe_store,
+)
 
 HANDLERS.update(META_HANDLERS)
 HANDLERS.update(OPS_HANDLERS)

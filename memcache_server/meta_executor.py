@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from memcache_server import watch
 from memcache_server.protocol import constants as C
 from memcache_server.protocol import meta as M
 from memcache_server.storage.clock import exptime_to_abs
@@ -132,6 +133,13 @@ def cmd_mg(s: Session, tokens: list[bytes]) -> None:
     events = _events(s, f, tokens, 2, cut)
     touch = f.new_ttl and any(tokens[i][0] == 0x54 for i in range(2, cut))
     r = s.node.meta.get(f.key, events, not f.no_update, f.vivify, f.value, touch, cut == n)
+    if s.node.observed and s.node.logger.mask & watch.FETCHERS:
+        if isinstance(r, int):
+            watch.log_get(s.node, s.fd, f.key, r, 0, 0)
+        else:
+            t = s.node.table
+            cid = t.class_for(t.item_size(len(f.key), r.flags, r.nbytes + 2))
+            watch.log_get(s.node, s.fd, f.key, 1, cid, r.nbytes)
     stats = s.stats
     if isinstance(r, int):
         stats.get_cmds += 1
@@ -233,6 +241,11 @@ def meta_store(s: Session, req: Request) -> None:
         f.req_cas,
         f.set_stale and mode == Mode.CAS,
     )
+    if s.node.observed:
+        t = s.node.table
+        cid = t.class_for(t.item_size(len(f.key), f.client_flags, len(body)))
+        ttl = f.exptime if 0 <= f.exptime <= 2592000 else max(0, exp - s.node.clock.now)
+        watch.log_store(s.node, s.fd, b"ms", f.key, ttl, cid, len(body) - 2, outcome)
     status = _MS_STATUS.get(outcome)
     if status is None:
         if outcome == Outcome.TOO_LARGE:
@@ -277,6 +290,8 @@ def cmd_md(s: Session, tokens: list[bytes]) -> None:
     new_exp = exptime_to_abs(f.exptime, s.node.clock) if f.new_ttl else None
     r = s.node.meta.delete(f.key, f.req_cas if f.has_cas else None, f.set_stale, new_exp)
     if r == MetaResult.OK:
+        if s.node.observed and not f.set_stale:
+            watch.log_delete(s.node, s.fd, b"md", f.key, 0, 0)
         if f.no_reply:
             return
         status = HD

@@ -16,12 +16,14 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from memcache_server import watch
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.numbers import strtoll, strtoul32
 
 if TYPE_CHECKING:
     from memcache_server.app import Node
     from memcache_server.executor import Session
+    from memcache_server.protocol.framer import Request
 
 __all__ = ["OpsState", "PrefixStats", "OPS_HANDLERS", "stats_detail", "uriencode", "murmur3_32"]
 
@@ -105,9 +107,11 @@ def stats_detail(node: Node, args: list[bytes]) -> bytes:
     ps = node.ops.prefix_stats
     if sub == b"on":
         node.detail = ps
+        node.refresh_observed()
         return C.OK
     if sub == b"off":
         node.detail = None
+        node.refresh_observed()
         return C.OK
     if sub == b"dump":
         return ps.dump()
@@ -275,4 +279,51 @@ def murmur3_32(data: bytes, seed: int = 0) -> int:
 OPS_HANDLERS = {
     b"lru_crawler": cmd_lru_crawler,
     b"debugtime": cmd_debugtime,
+    b"watch": watch.cmd_watch,
 }
+
+
+# ------------------------------------------------------------------ observing item requests
+# Called by the executor only while ``node.observed`` (stats detail on, or an item log stream
+# watched); never on the plain request path.
+
+
+def observe_get(s: Session, key: bytes, r: tuple[bytes, bytes, int] | int) -> None:
+    """A get/gets/gat/gats key: per-prefix counts and the fetchers stream."""
+    node = s.node
+    hit = not isinstance(r, int)
+    if node.detail is not None:
+        node.detail.record_get(key, hit)
+    if node.logger.mask & watch.FETCHERS:
+        if isinstance(r, int):
+            watch.log_get(node, s.fd, key, r, 0, 0)
+        else:
+            header, body, _ = r
+            flags = int(header.rsplit(b" ", 2)[1])
+            cid = node.table.class_for(node.table.item_size(len(key), flags, len(body)))
+            watch.log_get(node, s.fd, key, 1, cid, len(body) - 2)
+
+
+def observe_store(s: Session, req: Request, outcome: int | None) -> None:
+    """A storage command: counted before it runs (None), logged once it has an outcome."""
+    node = s.node
+    _, tokens, key, flags, exptime, _, body, _ = req
+    if outcome is None:
+        if node.detail is not None:
+            node.detail.record_set(key)
+        return
+    if node.logger.mask & watch.MUTATIONS:
+        nbytes = int(tokens[4]) + 2 if tokens[4].isdigit() else 2
+        cid = node.table.class_for(node.table.item_size(len(key), flags, nbytes))
+        ttl = exptime if 0 <= exptime <= 2592000 else max(0, exptime - node.clock.now)
+        watch.log_store(node, s.fd, tokens[0], key, ttl, cid, nbytes - 2, outcome)
+
+
+def observe_delete(s: Session, key: bytes, cmd: bytes | None) -> None:
+    """A delete: counted before it runs (None); logged as ``cmd`` when it removed the item."""
+    node = s.node
+    if cmd is None:
+        if node.detail is not None:
+            node.detail.record_delete(key)
+    elif node.logger.mask & watch.DELETIONS:
+        watch.log_delete(node, s.fd, cmd, key, 0, 0)

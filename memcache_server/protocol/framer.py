@@ -100,6 +100,17 @@ class Framer:
             self.buf = data
         self.pos = 0
 
+    def discard_input(self) -> None:
+        """Drop what is buffered and everything fed from now on (a connection that became a
+        ``watch`` stream reads no more commands)."""
+        self.buf = b""
+        self.pos = 0
+        self.pending = []
+        self.pending_len = 0
+        self.need = 0
+        self.need_line = False
+        self.swallow = 1 << 62
+
     def buffered(self) -> int:
         """Bytes received but not yet consumed (for read-buffer accounting)."""
         return len(self.buf) - self.pos + self.pending_len

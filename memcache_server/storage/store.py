@@ -252,6 +252,9 @@ class Store:
         self.evicted_unfetched = 0
         self.crawler_reclaimed = 0
         self.crawler_items_checked = 0
+        # Called for each eviction (key, fetched, exp, atime, class, value length) while
+        # someone watches evictions; None otherwise, so evicting costs one test.
+        self.on_evict: Callable[[bytes, bool, int, int, int, int], None] | None = None
 
     # ------------------------------------------------------------------ allocation
 
@@ -320,6 +323,15 @@ class Store:
             if not hc.bits[hs] & FETCHED:
                 cls.evicted_unfetched += 1
                 self.evicted_unfetched += 1
+            if self.on_evict is not None:
+                self.on_evict(
+                    self._key_of(hc, hs),
+                    bool(hc.bits[hs] & FETCHED),
+                    hc.exp[hs],
+                    hc.atime[hs],
+                    cls.cid,
+                    hc.blen[hs] - 2,
+                )
             self._unlink(h)
             slot = cls.pop_free()
             if slot != NIL:
