@@ -64,6 +64,7 @@ def _build_config(opts: dict[str, Any]) -> ServerConfig:
         prefix_delimiter=delimiter or ":",
         detail_enabled=delimiter is not None,
         extended=extended,
+        debug_time=opts["debug_time"],
     ).with_extended()
     if cfg.item_size_max < 1024:
         raise ConfigError("Item max size cannot be less than 1024 bytes.")
@@ -293,6 +294,11 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
 @click.option("-N", "--napi-ids", type=int, default=None, help="Accepted for compatibility.")
 @click.option(
     "-o", "--extended", multiple=True, help="Comma separated extended options (memcached's names)."
+)
+@click.option(
+    "--debug-time",
+    is_flag=True,
+    help="Accept 'debugtime <seconds>' to move the server clock (for tests of expiry).",
 )
 @click.pass_context
 def main(ctx: click.Context, /, **opts: Any) -> None:

@@ -182,6 +182,7 @@ class ServerConfig:
     max_line: int = 2048
     max_output_buffer: int = 4 * MB
     print_port: bool = False
+    debug_time: bool = False  # accept `debugtime <seconds>` (moves the clock; for tests)
 
     @property
     def memory_limit(self) -> int:

@@ -40,6 +40,11 @@ IN_USE = 1
 FETCHED = 2
 CHUNKED = 4
 DATA_CHUNK = 8
+# Meta-protocol item state, in the same byte (no extra memory): memcached's ITEM_STALE,
+# ITEM_TOKEN_SENT and ITEM_KEY_BINARY.
+STALE = 16
+TOKEN_SENT = 32
+KEY_BINARY = 64
 
 
 class Outcome(IntEnum):
@@ -237,6 +242,9 @@ class Store:
         self.evicted_unfetched = 0
         self.crawler_reclaimed = 0
         self.crawler_items_checked = 0
+        # Called for each eviction (key, fetched, exp, atime, class, value length) while
+        # someone watches evictions; None otherwise, so evicting costs one test.
+        self.on_evict: Callable[[bytes, bool, int, int, int, int], None] | None = None
 
     # ------------------------------------------------------------------ allocation
 
@@ -301,6 +309,15 @@ class Store:
             if not hc.bits[hs] & FETCHED:
                 cls.evicted_unfetched += 1
                 self.evicted_unfetched += 1
+            if self.on_evict is not None:
+                self.on_evict(
+                    self._key_of(hc, hs),
+                    bool(hc.bits[hs] & FETCHED),
+                    hc.exp[hs],
+                    hc.atime[hs],
+                    cls.cid,
+                    hc.blen[hs] - 2,
+                )
             self._unlink(h)
             slot = cls.pop_free()
             if slot != NIL:
