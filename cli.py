@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from discovery.commands import cluster_group, config_node_command
+from discovery.commands import config_node_command, nodes_command, remove_command
 from memcache_server import __version__
 from memcache_server.config import (
     EMULATED_VERSION,
@@ -71,6 +71,7 @@ def _build_config(opts: dict[str, Any]) -> ServerConfig:
         heartbeat_interval=opts["heartbeat_interval"],
         drain_seconds=opts["drain_seconds"],
         allow_config_writes=opts["allow_config_writes"],
+        debug_time=opts["debug_time"],
     ).with_extended()
     if cfg.item_size_max < 1024:
         raise ConfigError("Item max size cannot be less than 1024 bytes.")
@@ -79,6 +80,15 @@ def _build_config(opts: dict[str, Any]) -> ServerConfig:
             f"slab_chunk_max (bytes: {cfg.slab_chunk_max}) cannot be larger than -I "
             f"(item_size_max {cfg.item_size_max})"
         )
+    if cfg.slab_chunk_max <= 0:
+        raise ConfigError("slab_chunk_max must be greater than 0")
+    if cfg.item_size_max % cfg.slab_chunk_max != 0:
+        raise ConfigError(
+            f"-I (item_size_max: {cfg.item_size_max}) must be evenly divisible by "
+            f"slab_chunk_max (bytes: {cfg.slab_chunk_max})"
+        )
+    if (1024 * 1024) % cfg.slab_chunk_max != 0:
+        raise ConfigError(f"slab_chunk_max must divide evenly into {1024 * 1024} (slab_page_size)")
     if opts["enable_sasl"]:
         raise ConfigError("SASL (-S) is not supported: use -Y for ASCII authentication")
     if opts["memory_file"]:
@@ -313,6 +323,11 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     is_flag=True,
     help="Accept config set/delete and writes to AmazonElastiCache:cluster.",
 )
+@click.option(
+    "--debug-time",
+    is_flag=True,
+    help="Accept 'debugtime <seconds>' to move the server clock (for tests of expiry).",
+)
 @click.pass_context
 def main(ctx: click.Context, /, **opts: Any) -> None:
     """A memcached-compatible cache node. Takes memcached's flags."""
@@ -326,8 +341,57 @@ def main(ctx: click.Context, /, **opts: Any) -> None:
     sys.exit(run_node(cfg))
 
 
+@main.group(context_settings=CONTEXT)
+def cluster() -> None:
+    """Look at a cluster the way its clients do; list and remove its nodes."""
+
+
+@cluster.command("owner", context_settings=CONTEXT)
+@click.option("--config", "endpoint", metavar="HOST:PORT", help="Configuration endpoint to ask.")
+@click.option("--nodes", metavar="HOST:PORT,...", help="A static node list instead.")
+@click.option(
+    "--scheme",
+    type=click.Choice(["ketama", "rendezvous"]),
+    default="ketama",
+    show_default=True,
+    help="ketama: libmemcached's placement; rendezvous: pymemcache HashClient's.",
+)
+@click.option(
+    "--naming",
+    type=click.Choice(["hostname", "ip"]),
+    default="hostname",
+    show_default=True,
+    help="Hash the nodes' hostnames or their IPs (what the clients were given).",
+)
+@click.option("--timeout", type=float, default=2.0, show_default=True, help="Fetch timeout (s).")
+@click.argument("keys", nargs=-1, required=True)
+def cluster_owner(
+    endpoint: str | None,
+    nodes: str | None,
+    scheme: str,
+    naming: str,
+    timeout: float,
+    keys: tuple[str, ...],
+) -> None:
+    """Print the node that owns each KEY: `KEY HOST:PORT IP` (IP `-` when unknown)."""
+    from discovery.client import owner_ring
+
+    if (endpoint is None) == (nodes is None):
+        raise click.UsageError("give exactly one of --config HOST:PORT or --nodes HOST:PORT,...")
+    try:
+        ring = owner_ring(endpoint, nodes, scheme=scheme, naming=naming, timeout=timeout)
+    except (OSError, ValueError) as exc:
+        click.echo(f"cannot build the ring: {exc}", err=True)
+        sys.exit(1)
+    for key in keys:
+        node = ring.owner(key)
+        click.echo(f"{key} {node.hostname}:{node.port} {node.ip or '-'}")
+
+
+# The cluster's own processes and operator commands (discovery/commands.py).
 main.add_command(config_node_command)
-main.add_command(cluster_group)
+cluster.add_command(nodes_command)
+cluster.add_command(remove_command)
 
 if __name__ == "__main__":
     main()

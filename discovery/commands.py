@@ -1,7 +1,8 @@
-"""Command-line entry points for the cluster: ``config-node`` and the operator's ``cluster``.
+"""Command-line entry points for the cluster: ``config-node``, and the operator's
+``cluster nodes`` and ``cluster remove``.
 
-Registered as subcommands of ``memcache-server`` (cli.py). Only parsing and start-up live here;
-the config node itself is ``discovery/config_node.py``.
+Registered by cli.py: ``config-node`` on ``memcache-server``, the others on its ``cluster``
+group. Only parsing and start-up live here; the config node is ``discovery/config_node.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from discovery.wire import (
     split_host_port,
 )
 
-__all__ = ["config_node_command", "cluster_group"]
+__all__ = ["config_node_command", "nodes_command", "remove_command"]
 
 TOKEN_ENV = "MEMCACHE_CLUSTER_TOKEN"
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -132,11 +133,6 @@ def config_node_command(
     sys.exit(0)
 
 
-@click.group("cluster", context_settings=CONTEXT)
-def cluster_group() -> None:
-    """Operator commands against a running config node."""
-
-
 def _connect(config: str) -> EndpointConnection:
     try:
         host, port = split_host_port(config)
@@ -147,7 +143,7 @@ def _connect(config: str) -> EndpointConnection:
         raise click.ClickException(f"cannot reach the config node {config}: {exc}") from None
 
 
-@cluster_group.command("nodes", context_settings=CONTEXT)
+@click.command("nodes", context_settings=CONTEXT)
 @click.option("--config", "config", required=True, help="The config node, HOST:PORT.")
 def nodes_command(config: str) -> None:
     """List the cluster's nodes with their state, and the current version."""
@@ -166,7 +162,7 @@ def nodes_command(config: str) -> None:
         )
 
 
-@cluster_group.command("remove", context_settings=CONTEXT)
+@click.command("remove", context_settings=CONTEXT)
 @click.option("--config", "config", required=True, help="The config node, HOST:PORT.")
 @click.option(
     "--cluster-token",

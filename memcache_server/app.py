@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from discovery.member import JoinSettings, MembershipClient, advertised_address
 from discovery.view import ClusterView
 from discovery.wire import split_host_port
-from memcache_server import report
+from memcache_server import ops, report, watch
 from memcache_server.config import EMULATED_VERSION, ServerConfig
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.numbers import strtoul32
@@ -24,6 +24,7 @@ from memcache_server.server.worker import Connection, Worker
 from memcache_server.stats import ServerCounters
 from memcache_server.storage.clock import Clock
 from memcache_server.storage.crawler import Crawler
+from memcache_server.storage.metastore import MetaStore
 from memcache_server.storage.slabs import SlabTable
 from memcache_server.storage.store import Store, StoreLimits
 
@@ -52,14 +53,29 @@ class Node:
             C.value_header,
         )
         self.store.key_offset = C.VALUE_KEY_OFFSET
+        self.meta = MetaStore(self.store)
         self.counters = ServerCounters()
         self._conn_lock = threading.Lock()
         self._conns: dict[int, Connection] = {}
+        # Under a GIL, workers take turns serving batches (see server/worker.py for why).
+        gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+        self.worker_turns: threading.Lock | None = threading.Lock() if gil else None
         self.workers = [Worker(self, i) for i in range(config.threads)]
         self.listeners: list[Listener] = []
         self.acceptor: Acceptor | None = None
         self.port = config.port
-        self.crawler = Crawler(self.store, config.lru_crawler_sleep)
+        self.crawler = Crawler(self.store, config.lru_crawler_sleep, enabled=config.lru_crawler)
+        self.ops = ops.OpsState(self)
+        # Per-prefix stats while `stats detail` is on (or -D given); None keeps them off the
+        # request path at the cost of one attribute test.
+        self.detail: ops.PrefixStats | None = (
+            self.ops.prefix_stats if config.detail_enabled else None
+        )
+        self.logger = watch.Logger(self)
+        # True while per-prefix stats or an item log stream is on: the item request paths test
+        # only this attribute before doing any of that work.
+        self.observed = False
+        self.refresh_observed()
         self._stop = threading.Event()
         self._graceful = True
         # cluster discovery: the document this node serves, and its membership (with --join)
@@ -94,8 +110,7 @@ class Node:
         self.acceptor = Acceptor(self, self.listeners)
         self.acceptor.start()
         threading.Thread(target=self._ticker, name="clock", daemon=True).start()
-        if self.config.lru_crawler:
-            self.crawler.start()
+        self.crawler.start()  # idles while disabled, so `lru_crawler enable` can start it
         if self.config.join:
             self._start_membership(self.config.join)
 
@@ -142,6 +157,20 @@ class Node:
         for w in self.workers:
             w.join(10)
         self.crawler.stop()
+        self.logger.stop()
+
+    def refresh_observed(self) -> None:
+        """Recompute ``observed`` and the store's eviction hook after detail/watchers change."""
+        self.observed = self.detail is not None or bool(self.logger.mask & watch.ITEM_STREAMS)
+        if self.logger.mask & watch.EVICTIONS:
+            self.store.on_evict = self._log_eviction
+        else:
+            self.store.on_evict = None
+
+    def _log_eviction(
+        self, key: bytes, fetched: bool, exp: int, atime: int, cid: int, size: int
+    ) -> None:
+        watch.log_eviction(self, key, fetched, exp, atime, cid, size)
 
     # ------------------------------------------------------------------ connections
 
@@ -161,6 +190,8 @@ class Node:
     def conn_opened(self, conn: Connection) -> None:
         with self._conn_lock:
             self._conns[id(conn)] = conn
+        if self.logger.mask & watch.CONNEVENTS:
+            watch.log_conn(self, True, conn.peer, conn.fd)
         if self.verbosity > 1:
             print(f"<{conn.fd} new auto-negotiating client connection", file=sys.stderr)
 
@@ -168,6 +199,8 @@ class Node:
         with self._conn_lock:
             self._conns.pop(id(conn), None)
             self.counters.curr_connections -= 1
+        if self.logger.mask & watch.CONNEVENTS:
+            watch.log_conn(self, False, conn.peer, conn.fd)
         if self.verbosity > 1:
             print(f"<{conn.fd} connection closed.", file=sys.stderr)
 
@@ -227,6 +260,7 @@ class Node:
             for w in self.workers:
                 w.stats.reset()
             self.store.reset_stats()
+            self.ops.prefix_stats.clear()
             with self._conn_lock:
                 self.counters.total_connections = 0
                 self.counters.rejected_connections = 0
@@ -234,7 +268,7 @@ class Node:
         if sub == b"cachedump":
             return self._cachedump(args)
         if sub == b"detail":
-            return b"CLIENT_ERROR usage: stats detail on|off|dump\r\n" if len(args) < 2 else C.OK
+            return ops.stats_detail(self, args)
         return C.ERROR
 
     def _cachedump(self, args: list[bytes]) -> bytes:

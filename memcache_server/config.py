@@ -189,6 +189,7 @@ class ServerConfig:
     heartbeat_interval: float = 1.0
     drain_seconds: float = 5.0
     allow_config_writes: bool = False
+    debug_time: bool = False  # accept `debugtime <seconds>` (moves the clock; for tests)
 
     @property
     def memory_limit(self) -> int:
@@ -211,8 +212,8 @@ class ServerConfig:
             changes["idle_timeout"] = num("idle_timeout")
         if "slab_chunk_max" in ext:
             # memcached takes kilobytes here (it also accepts a byte count >= 1 MB's worth).
-            v = num("slab_chunk_max")
-            changes["slab_chunk_max"] = v * KB if v < KB * 2 else v
+            # memcached 1.6.18 takes this value in bytes (its help text says kilobytes)
+            changes["slab_chunk_max"] = num("slab_chunk_max")
         if "no_lru_crawler" in ext:
             changes["lru_crawler"] = False
         if "lru_crawler" in ext:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from discovery.document import LEGACY_KEY
 from discovery.view import LEGACY_READ_ONLY
 from memcache_server.protocol import constants as C
-from memcache_server.protocol.framer import CLOSE, CMD, REPLY, STORE, Framer, Request
+from memcache_server.protocol.framer import CLOSE, CMD, MSTORE, REPLY, STORE, Framer, Request
 from memcache_server.protocol.numbers import strtol32, strtoul32, strtoull
 from memcache_server.storage.store import Mode, Outcome
 
@@ -115,6 +115,8 @@ class Session:
             elif kind == CLOSE:
                 self.want_close = True
                 return False
+            elif kind == MSTORE:
+                meta_store(self, req)
             if self.close_after or self.want_close:
                 return False
         self.last_cmd = self.node.clock.now
@@ -128,11 +130,16 @@ class Session:
             if not noreply:
                 self.out += LEGACY_READ_ONLY  # the discovery key is not the clients' to write
             return
+        observed = self.node.observed
+        if observed:
+            observe_store(self, req, None)
         if body is None:
             # Over -I: memcached refuses it before reading and drops the old value of a set.
             self.stats.store_too_large += 1
             if tokens[0] == b"set":
                 self.store.drop(key)
+            if observed:
+                observe_store(self, req, Outcome.TOO_LARGE)
             if not noreply:
                 self.out += C.TOO_LARGE
             return
@@ -156,6 +163,8 @@ class Session:
                 self.stats.store_too_large += 1
             elif outcome == Outcome.NO_MEMORY:
                 self.stats.store_no_memory += 1
+        if observed:
+            observe_store(self, req, outcome)
         if not noreply:
             self.out += OUTCOME_REPLY[outcome]
 
@@ -165,6 +174,9 @@ class Session:
         n = len(tokens)
         if n < 2:
             self.out += C.ERROR
+            return
+        if self.node.observed:
+            self._get_with(tokens, False, False)  # the same reply, with stats detail/watchers
             return
         out = self.out
         get_into = self.store.get_into
@@ -220,12 +232,15 @@ class Session:
             first = 2
         stats = self.stats
         get_parts = self.store.get_parts
+        observed = self.node.observed
         for key in tokens[first:]:
             if len(key) > _GET_KEYS_MAX:
                 out.clear()  # memcached releases every reply still queued on the connection
                 out += C.BAD_FORMAT
                 return
             r = get_parts(key, exptime)
+            if observed:
+                observe_get(self, key, r)
             if touch:
                 stats.touch_cmds += 1
             else:
@@ -233,7 +248,7 @@ class Session:
             if isinstance(r, int):
                 if touch:
                     stats.touch_misses += 1
-                else:
+                elif not (key == LEGACY_KEY and not with_cas and self._legacy_get(key)):
                     self._miss(r)
                 continue
             header, body, cas = r
@@ -283,7 +298,12 @@ class Session:
             if not noreply:
                 self.out += C.BAD_FORMAT
             return
+        observed = self.node.observed
+        if observed:
+            observe_delete(self, key, None)
         if self.store.delete(key):
+            if observed:
+                observe_delete(self, key, b"delete")
             reply = C.DELETED
         else:
             self.stats.delete_misses += 1
@@ -465,3 +485,15 @@ def _wrong_arity(session: Session, tokens: list[bytes]) -> None:
 
 for _name in STORE_MODES:
     HANDLERS[_name] = _wrong_arity
+
+# Meta commands live in their own module; imported last because it refers back to Session.
+from memcache_server.meta_executor import META_HANDLERS, meta_store  # noqa: E402
+from memcache_server.ops import (  # noqa: E402
+    OPS_HANDLERS,
+    observe_delete,
+    observe_get,
+    observe_store,
+)
+
+HANDLERS.update(META_HANDLERS)
+HANDLERS.update(OPS_HANDLERS)
