@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from discovery.document import LEGACY_KEY
+from discovery.view import LEGACY_READ_ONLY
 from memcache_server import watch
 from memcache_server.protocol import constants as C
 from memcache_server.protocol import meta as M
@@ -209,6 +211,9 @@ def meta_store(s: Session, req: Request) -> None:
     f = M.parse_flags(tokens, 3)
     if f.error:
         out += f.error
+        return
+    if f.key == LEGACY_KEY and s.node.cluster.legacy_read_only:
+        out += LEGACY_READ_ONLY  # the discovery key is not the clients' to write
         return
     mode = _MS_MODES.get(f.mode)
     if mode is None:

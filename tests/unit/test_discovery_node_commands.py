@@ -63,10 +63,11 @@ def test_writes_are_refused_and_the_stream_stays_in_sync(bytewise: bool) -> None
         b"config delete cluster\r\n"
         b"set AmazonElastiCache:cluster 0 0 3\r\n1\nx\r\n"
         b"add AmazonElastiCache:cluster 0 0 3 noreply\r\n1\nx\r\n"
+        b"ms AmazonElastiCache:cluster 3 q\r\n1\nx\r\n"  # meta set too, even quiet
         b"set k 0 0 2\r\nhi\r\nget k AmazonElastiCache:cluster\r\nconfig get cluster\r\n",
         bytewise,
     )
-    assert got == (REFUSED * 2 + READ_ONLY + b"STORED\r\nVALUE k 0 2\r\nhi\r\nEND\r\nEND\r\n")
+    assert got == (REFUSED * 2 + READ_ONLY * 2 + b"STORED\r\nVALUE k 0 2\r\nhi\r\nEND\r\nEND\r\n")
     assert node.cluster.document is None
     assert node.cluster.stats() == []  # a standalone node's `stats` stays memcached's
 
