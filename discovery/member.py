@@ -182,8 +182,12 @@ class MembershipClient:
 
     def leave_and_drain(self, drain: float, hurry: Callable[[], bool]) -> None:
         """Leave, then keep serving for ``drain`` seconds (cut short once ``hurry()`` is true:
-        a flag a signal handler sets, so it is polled rather than waited on)."""
-        self.leave()
+        a flag a signal handler sets, so it is polled rather than waited on).
+
+        No drain when the leave failed (config node unreachable): no new list without this node
+        is published, so waiting would not tell any client; the heartbeat timeout removes it."""
+        if not self.leave():
+            return
         deadline = time.monotonic() + drain
         while not hurry():
             left = deadline - time.monotonic()

@@ -164,3 +164,14 @@ def test_second_sigterm_cuts_the_drain_short(cluster: Cluster) -> None:
     os.kill(node.proc.pid, signal.SIGTERM)
     assert node.proc.wait(15) == 0
     assert time.monotonic() - t0 < 10  # not the 60 s drain
+
+
+def test_no_drain_when_the_leave_cannot_be_published(cluster: Cluster) -> None:
+    assert cluster.config is not None
+    node = cluster.add_node(drain=60.0)
+    wait_for("the join", lambda: ports_in(config_get(cluster.config.port)) == {node.port})
+    assert cluster.config.stop() == 0  # nobody can publish the leave now
+    t0 = time.monotonic()
+    os.kill(node.proc.pid, signal.SIGTERM)
+    assert node.proc.wait(15) == 0
+    assert time.monotonic() - t0 < 10  # it did not wait out the 60 s drain
