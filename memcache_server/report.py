@@ -43,8 +43,10 @@ def format_stats(pairs: list[Stat]) -> bytes:
 
 
 def _rusage(t: float) -> str:
-    sec = int(t)
-    return f"{sec}.{int(round((t - sec) * 1_000_000)):06d}"
+    """memcached's ``%ld.%06ld``; rounding to whole microseconds first, so 1.9999996 is 2.000000
+    (memcached_exporter rejects anything but one dot between digits)."""
+    sec, usec = divmod(round(t * 1_000_000), 1_000_000)
+    return f"{sec}.{usec:06d}"
 
 
 def general_stats(node: Node) -> list[Stat]:
