@@ -182,6 +182,8 @@ class ServerConfig:
     max_line: int = 2048
     max_output_buffer: int = 4 * MB
     print_port: bool = False
+    # HOST:PORT for the Prometheus /metrics endpoint (metrics_http.parse_listen); None: off.
+    metrics_listen: str | None = None
 
     @property
     def memory_limit(self) -> int:
