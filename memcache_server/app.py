@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from memcache_server import report
 from memcache_server.config import EMULATED_VERSION, ServerConfig
@@ -23,6 +24,9 @@ from memcache_server.storage.clock import Clock
 from memcache_server.storage.crawler import Crawler
 from memcache_server.storage.slabs import SlabTable
 from memcache_server.storage.store import Store, StoreLimits
+
+if TYPE_CHECKING:
+    from memcache_server.metrics_http import MetricsServer
 
 __all__ = ["Node"]
 
@@ -59,6 +63,7 @@ class Node:
         self.crawler = Crawler(self.store, config.lru_crawler_sleep)
         self._stop = threading.Event()
         self._graceful = True
+        self.metrics: MetricsServer | None = None  # the /metrics endpoint, when configured
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -75,6 +80,11 @@ class Node:
         # memcached counts its listening sockets as connections too
         self.counters.total_connections = len(self.listeners)
         self.counters.connection_structures = len(self.listeners)
+        if self.config.metrics_listen is not None and self.metrics is None:
+            # imported here: a node without metrics never loads prometheus-client
+            from memcache_server.metrics_http import open_node_metrics
+
+            self.metrics = open_node_metrics(self)
 
     def start(self) -> None:
         if not self.listeners:
@@ -84,6 +94,8 @@ class Node:
         self.acceptor = Acceptor(self, self.listeners)
         self.acceptor.start()
         threading.Thread(target=self._ticker, name="clock", daemon=True).start()
+        if self.metrics is not None:
+            self.metrics.start()
         if self.config.lru_crawler:
             self.crawler.start()
 
@@ -110,6 +122,8 @@ class Node:
         for w in self.workers:
             w.join(10)
         self.crawler.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
 
     # ------------------------------------------------------------------ connections
 

@@ -243,7 +243,14 @@ def settings_stats(node: Node) -> list[Stat]:
         ("ssl_min_version", "tlsv1.2"),
         ("num_napi_ids", "(null)"),
         ("memory_file", "(null)"),
-    ]
+    ] + _metrics_settings(node)
+
+
+def _metrics_settings(node: Node) -> list[Stat]:
+    """Where /metrics is served (only when it is): how a caller of ``--metrics-listen :0``
+    learns the port that was picked."""
+    server = getattr(node, "metrics", None)
+    return [("metrics_listen", server.address)] if server is not None else []
 
 
 SLAB_COUNTERS = (
