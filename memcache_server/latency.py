@@ -10,7 +10,9 @@ most, which a histogram tolerates.
 
 What is timed is one *read batch* (see ``server/worker.py``): from the moment its requests are
 processed until their replies are handed to the kernel, labelled by the family of the batch's
-first request. For request/response clients a batch is one request.
+first request. For request/response clients a batch is one request. It is sampled: a worker
+times the first batch of one event-loop wake-up in ``SAMPLE_EVERY``, so the per-request cost is
+a test of a local variable, and it shrinks as load grows (a busy wake-up serves many batches).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ SLOT_OF_BITS: tuple[int, ...] = tuple(
 )
 SUM_SLOT = N_BUCKETS
 
-# One read batch in SAMPLE_EVERY is timed (a power of two: the worker tests ``n & SAMPLE_MASK``).
+# One event-loop wake-up in SAMPLE_EVERY times its first read batch (a power of two: the worker
+# keeps ``tick = (tick + 1) & SAMPLE_MASK`` in a local and times when it wraps to 0).
 SAMPLE_EVERY = 16
 SAMPLE_MASK = SAMPLE_EVERY - 1
 

@@ -33,7 +33,7 @@ from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from memcache_server import report
-from memcache_server.latency import LatencySnapshot, merge
+from memcache_server.latency import SAMPLE_EVERY, LatencySnapshot, merge
 
 # The formatter `stats` itself uses, so the text of every value is identical to the reply.
 from memcache_server.report import _fmt as stat_text
@@ -617,7 +617,7 @@ def _latency(lat: LatencySnapshot) -> HistogramMetricFamily:
     h = HistogramMetricFamily(
         "memcached_request_duration_seconds",
         "Time to process a read batch and hand its replies to the kernel, by the family of its "
-        "first command.",
+        f"first command (sampled: one event-loop wake-up in {SAMPLE_EVERY} times its first batch).",
         labels=["family"],
     )
     for name, hist in lat.families.items():

@@ -77,7 +77,6 @@ class Worker(threading.Thread):
         self.stats = ThreadStats()
         # per-family latency histogram (see latency.py), kept only when metrics are served
         self.latency = new_recorder() if node.config.metrics_listen is not None else None
-        self.batches = 0  # read batches run, modulo SAMPLE_EVERY, for latency sampling
         self.selector = selectors.DefaultSelector()
         self.inbox: collections.deque[tuple[socket.socket, str, str]] = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
@@ -128,9 +127,17 @@ class Worker(threading.Thread):
         node = self.node
         idle_timeout = node.config.idle_timeout
         next_idle_check = 0
+        sampling = self.latency is not None
+        tick = 0
         while not self.stopping:
             timeout = 0.0 if self.ready else 1.0
             events = select(timeout)
+            # Latency sampling: one wake-up in SAMPLE_EVERY times its first read batch. Deciding
+            # here, in locals, keeps the per-batch cost to one test of a local.
+            timed = False
+            if sampling:
+                tick = (tick + 1) & SAMPLE_MASK
+                timed = not tick
             for key, mask in events:
                 conn = key.data
                 if conn is None:
@@ -141,7 +148,11 @@ class Worker(threading.Thread):
                     if conn.fd not in self.conns:
                         continue
                 if mask & EV_READ:
-                    self._on_readable(conn)
+                    if timed:
+                        timed = False
+                        self._on_readable(conn, True)
+                    else:
+                        self._on_readable(conn)
             if self.ready:
                 ready = self.ready
                 self.ready = []
@@ -179,7 +190,7 @@ class Worker(threading.Thread):
         self.selector.register(sock, EV_READ, conn)
         self.node.conn_opened(conn)
 
-    def _on_readable(self, conn: Connection) -> None:
+    def _on_readable(self, conn: Connection, timed: bool = False) -> None:
         try:
             n = conn.sock.recv_into(self._rbuf)
         except (BlockingIOError, InterruptedError):
@@ -195,30 +206,24 @@ class Worker(threading.Thread):
         if self.node.verbosity > 1:
             self.node.log_input(conn.fd, data)
         conn.session.feed(data)
-        self._run(conn)
+        self._run(conn, 0, timed)
 
-    def _run(self, conn: Connection, limit: int = 0) -> None:
-        """Run requests (up to -R), then send everything they produced at once."""
+    def _run(self, conn: Connection, limit: int = 0, timed: bool = False) -> None:
+        """Run requests (up to -R), then send everything they produced at once. A ``timed``
+        batch is recorded in the latency histogram under the family of its first request."""
         session = conn.session
         fam = -1
-        lat = self.latency
-        if lat is not None:
-            # one batch in SAMPLE_EVERY is timed (a clock pair costs more than the 2% a
-            # request may spend on metrics), labelled by the family of its first request
-            self.batches = n = (self.batches + 1) & SAMPLE_MASK  # small ints: no allocation
-            if not n:
-                fr = session.framer
-                fam = PREFIX_OFFSET.get(fr.buf[fr.pos : fr.pos + 3], OTHER_OFFSET)
-                t0 = perf_counter_ns()
+        if timed:
+            fr = session.framer
+            fam = PREFIX_OFFSET.get(fr.buf[fr.pos : fr.pos + 3], OTHER_OFFSET)
+            t0 = perf_counter_ns()
         more = session.process(limit or self.node.config.reqs_per_event)
         out = session.out
         if out:
             self._send(conn, out)
             out.clear()
-            if fam >= 0 and lat is not None:
-                dt = perf_counter_ns() - t0
-                lat[fam + SLOT_OF_BITS[(dt - 1).bit_length()]] += 1
-                lat[fam + SUM_SLOT] += dt
+            if fam >= 0:
+                self._observe(fam, perf_counter_ns() - t0)
         if session.want_close:
             self._close(conn)
             return
@@ -233,6 +238,12 @@ class Worker(threading.Thread):
                 self.stats.conn_yields += 1
                 self.ready.append(conn)
             # else: resumed from _on_writable once the client reads
+
+    def _observe(self, fam: int, dt: int) -> None:
+        lat = self.latency
+        if lat is not None:
+            lat[fam + SLOT_OF_BITS[(dt - 1).bit_length()]] += 1
+            lat[fam + SUM_SLOT] += dt
 
     def _send(self, conn: Connection, out: bytearray) -> None:
         self.stats.bytes_written += len(out)

@@ -115,7 +115,9 @@ def test_latency_histogram_samples_batches_by_family(mnode: ServerProc) -> None:
                 buf += sock.recv(4096)
     after = scrape(url)
     got = value(after, name + "_count", family="get") - value(before, name + "_count", family="get")
-    assert got == rounds // SAMPLE_EVERY  # any run of SAMPLE_EVERY batches has exactly one timed
+    # one worker wake-up in SAMPLE_EVERY times its first read batch; here every wake-up brings
+    # one batch (an idle timeout on a stalled machine may shift the phase by one)
+    assert abs(got - rounds // SAMPLE_EVERY) <= 1
     assert value(after, name + "_bucket", family="get", le="+Inf") == value(
         after, name + "_count", family="get"
     )
