@@ -249,7 +249,7 @@ def settings_stats(node: Node) -> list[Stat]:
 def _metrics_settings(node: Node) -> list[Stat]:
     """Where /metrics is served (only when it is): how a caller of ``--metrics-listen :0``
     learns the port that was picked."""
-    server = getattr(node, "metrics", None)
+    server = node.metrics
     return [("metrics_listen", server.address)] if server is not None else []
 
 
