@@ -72,6 +72,7 @@ def _build_config(opts: dict[str, Any]) -> ServerConfig:
         drain_seconds=opts["drain_seconds"],
         allow_config_writes=opts["allow_config_writes"],
         debug_time=opts["debug_time"],
+        metrics_listen=opts["metrics_listen"],
     ).with_extended()
     if cfg.item_size_max < 1024:
         raise ConfigError("Item max size cannot be less than 1024 bytes.")
@@ -152,11 +153,36 @@ def run_node(cfg: ServerConfig) -> int:
     if cfg.verbosity:
         where = cfg.unix_socket or ",".join(f"{a}:{node.port}" for a in cfg.listen)
         click.echo(f"memcache-server {__version__} listening on {where}", err=True)
+        if node.metrics is not None:
+            click.echo(f"metrics on {node.metrics.url}", err=True)
     try:
         node.wait()
     finally:
         node.shutdown()
     return 0
+
+
+def _metrics_listen(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Validate ``--metrics-listen`` early and normalise it to HOST:PORT (loopback by default)."""
+    if value is None:
+        return None
+    from memcache_server.metrics_http import format_address, parse_listen
+
+    try:
+        return format_address(*parse_listen(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+# Shared by every command that runs a server process (the node, the config node).
+metrics_listen_option = click.option(
+    "--metrics-listen",
+    default=None,
+    metavar="HOST:PORT",
+    callback=_metrics_listen,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (no HOST: 127.0.0.1; port 0 "
+    "picks one, shown in `stats settings` as metrics_listen).",
+)
 
 
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -328,6 +354,7 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     is_flag=True,
     help="Accept 'debugtime <seconds>' to move the server clock (for tests of expiry).",
 )
+@metrics_listen_option
 @click.pass_context
 def main(ctx: click.Context, /, **opts: Any) -> None:
     """A memcached-compatible cache node. Takes memcached's flags."""

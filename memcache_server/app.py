@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from discovery.member import JoinSettings, MembershipClient, advertised_address
 from discovery.view import ClusterView
@@ -27,6 +28,9 @@ from memcache_server.storage.crawler import Crawler
 from memcache_server.storage.metastore import MetaStore
 from memcache_server.storage.slabs import SlabTable
 from memcache_server.storage.store import Store, StoreLimits
+
+if TYPE_CHECKING:
+    from memcache_server.metrics_http import MetricsServer
 
 __all__ = ["Node"]
 
@@ -85,6 +89,7 @@ class Node:
         # second signal landing while a handler holds an Event's lock would deadlock).
         self._stop_requested = False
         self._hurry_requested = False  # a second stop request cuts the drain short
+        self.metrics: MetricsServer | None = None  # the /metrics endpoint, when configured
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -101,6 +106,11 @@ class Node:
         # memcached counts its listening sockets as connections too
         self.counters.total_connections = len(self.listeners)
         self.counters.connection_structures = len(self.listeners)
+        if self.config.metrics_listen is not None and self.metrics is None:
+            # imported here: a node without metrics never loads prometheus-client
+            from memcache_server.metrics_http import open_node_metrics
+
+            self.metrics = open_node_metrics(self)
 
     def start(self) -> None:
         if not self.listeners:
@@ -110,6 +120,8 @@ class Node:
         self.acceptor = Acceptor(self, self.listeners)
         self.acceptor.start()
         threading.Thread(target=self._ticker, name="clock", daemon=True).start()
+        if self.metrics is not None:
+            self.metrics.start()
         self.crawler.start()  # idles while disabled, so `lru_crawler enable` can start it
         if self.config.join:
             self._start_membership(self.config.join)
@@ -157,6 +169,8 @@ class Node:
         for w in self.workers:
             w.join(10)
         self.crawler.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.logger.stop()
 
     def refresh_observed(self) -> None:

@@ -190,6 +190,8 @@ class ServerConfig:
     drain_seconds: float = 5.0
     allow_config_writes: bool = False
     debug_time: bool = False  # accept `debugtime <seconds>` (moves the clock; for tests)
+    # HOST:PORT for the Prometheus /metrics endpoint (metrics_http.parse_listen); None: off.
+    metrics_listen: str | None = None
 
     @property
     def memory_limit(self) -> int:

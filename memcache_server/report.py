@@ -43,8 +43,10 @@ def format_stats(pairs: list[Stat]) -> bytes:
 
 
 def _rusage(t: float) -> str:
-    sec = int(t)
-    return f"{sec}.{int(round((t - sec) * 1_000_000)):06d}"
+    """memcached's ``%ld.%06ld``; rounding to whole microseconds first, so 1.9999996 is 2.000000
+    (memcached_exporter rejects anything but one dot between digits)."""
+    sec, usec = divmod(round(t * 1_000_000), 1_000_000)
+    return f"{sec}.{usec:06d}"
 
 
 def general_stats(node: Node) -> list[Stat]:
@@ -242,7 +244,14 @@ def settings_stats(node: Node) -> list[Stat]:
         ("ssl_min_version", "tlsv1.2"),
         ("num_napi_ids", "(null)"),
         ("memory_file", "(null)"),
-    ]
+    ] + _metrics_settings(node)
+
+
+def _metrics_settings(node: Node) -> list[Stat]:
+    """Where /metrics is served (only when it is): how a caller of ``--metrics-listen :0``
+    learns the port that was picked."""
+    server = node.metrics
+    return [("metrics_listen", server.address)] if server is not None else []
 
 
 SLAB_COUNTERS = (

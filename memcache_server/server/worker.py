@@ -21,9 +21,18 @@ import selectors
 import socket
 import sys
 import threading
+from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
 from memcache_server.executor import Session
+from memcache_server.latency import (
+    OTHER_OFFSET,
+    PREFIX_OFFSET,
+    SAMPLE_MASK,
+    SLOT_OF_BITS,
+    SUM_SLOT,
+    new_recorder,
+)
 from memcache_server.stats import ThreadStats
 
 if TYPE_CHECKING:
@@ -73,6 +82,8 @@ class Worker(threading.Thread):
         self.node = node
         self.index = index
         self.stats = ThreadStats()
+        # per-family latency histogram (see latency.py), kept only when metrics are served
+        self.latency = new_recorder() if node.config.metrics_listen is not None else None
         self.selector = selectors.DefaultSelector()
         self.inbox: collections.deque[tuple[socket.socket, str, str]] = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
@@ -124,13 +135,21 @@ class Worker(threading.Thread):
         idle_timeout = node.config.idle_timeout
         next_idle_check = 0
         turns = node.worker_turns
+        sampling = self.latency is not None
+        tick = 0
         while not self.stopping:
             timeout = 0.0 if self.ready else 1.0
             events = select(timeout)
+            # Latency sampling: one wake-up in SAMPLE_EVERY times its first read batch. Deciding
+            # here, in locals, keeps the per-batch cost to one test of a local.
+            timed = False
+            if sampling:
+                tick = (tick + 1) & SAMPLE_MASK
+                timed = not tick
             if turns is not None:
                 turns.acquire()
             try:
-                self._handle(events)
+                self._handle(events, timed)
             finally:
                 if turns is not None:
                     turns.release()
@@ -144,8 +163,9 @@ class Worker(threading.Thread):
             if conn.fd in self.conns:
                 self._run(conn, limit=1 << 30)
 
-    def _handle(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
-        """Serve one batch of readiness events, then the connections that yielded."""
+    def _handle(self, events: list[tuple[selectors.SelectorKey, int]], timed: bool) -> None:
+        """Serve one batch of readiness events, then the connections that yielded. With
+        ``timed``, the first read batch is recorded in the latency histogram."""
         for key, mask in events:
             conn = key.data
             if conn is None:
@@ -156,7 +176,11 @@ class Worker(threading.Thread):
                 if conn.fd not in self.conns:
                     continue
             if mask & EV_READ:
-                self._on_readable(conn)
+                if timed:
+                    timed = False
+                    self._on_readable(conn, True)
+                else:
+                    self._on_readable(conn)
         if self.ready:
             ready = self.ready
             self.ready = []
@@ -185,7 +209,7 @@ class Worker(threading.Thread):
         self.selector.register(sock, EV_READ, conn)
         self.node.conn_opened(conn)
 
-    def _on_readable(self, conn: Connection) -> None:
+    def _on_readable(self, conn: Connection, timed: bool = False) -> None:
         if conn.backlog:
             # Requests already read are still waiting their turn (-R): read no more until they
             # have run, so a client pipelining faster than we execute is held back by TCP.
@@ -205,17 +229,25 @@ class Worker(threading.Thread):
         if self.node.verbosity > 1:
             self.node.log_input(conn.fd, data)
         conn.session.feed(data)
-        self._run(conn)
+        self._run(conn, 0, timed)
 
-    def _run(self, conn: Connection, limit: int = 0) -> None:
-        """Run requests (up to -R), then send everything they produced at once."""
+    def _run(self, conn: Connection, limit: int = 0, timed: bool = False) -> None:
+        """Run requests (up to -R), then send everything they produced at once. A ``timed``
+        batch is recorded in the latency histogram under the family of its first request."""
         session = conn.session
+        fam = -1
+        if timed:
+            fr = session.framer
+            fam = PREFIX_OFFSET.get(fr.buf[fr.pos : fr.pos + 3], OTHER_OFFSET)
+            t0 = perf_counter_ns()
         more = session.process(limit or self.node.config.reqs_per_event)
         conn.backlog = more
         out = session.out
         if out:
             self._send(conn, out)
             out.clear()
+            if fam >= 0:
+                self._observe(fam, perf_counter_ns() - t0)
         if session.want_close:
             self._close(conn)
             return
@@ -230,6 +262,12 @@ class Worker(threading.Thread):
                 self.stats.conn_yields += 1
                 self.ready.append(conn)
             # else: resumed from _on_writable once the client reads
+
+    def _observe(self, fam: int, dt: int) -> None:
+        lat = self.latency
+        if lat is not None:
+            lat[fam + SLOT_OF_BITS[(dt - 1).bit_length()]] += 1
+            lat[fam + SUM_SLOT] += dt
 
     def _send(self, conn: Connection, out: bytearray) -> None:
         self.stats.bytes_written += len(out)
