@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from discovery.config_node import ConfigNode, ConfigNodeSettings
+
+if TYPE_CHECKING:
+    from memcache_server.metrics_http import MetricsServer
 from discovery.statefile import StateError
 from discovery.wire import (
     NODES,
@@ -79,6 +83,12 @@ def _check_token(token: str | None) -> None:
     help="Max simultaneous connections.",
 )
 @click.option("-v", "--verbose", count=True, help="Log membership changes to stderr.")
+@click.option(
+    "--metrics-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics (memcached_up, memcached_cluster_*) at http://HOST:PORT/metrics.",
+)
 def config_node_command(
     port: int,
     listen: tuple[str, ...],
@@ -87,6 +97,7 @@ def config_node_command(
     cluster_token: str | None,
     conn_limit: int,
     verbose: int,
+    metrics_listen: str | None,
 ) -> None:
     """Run the cluster's configuration endpoint (ElastiCache-style auto discovery)."""
     _check_token(cluster_token)
@@ -129,8 +140,33 @@ def config_node_command(
             f"version {node.registry.version}",
             err=True,
         )
-    node.serve()
+    metrics = _open_metrics(node, metrics_listen, verbose) if metrics_listen else None
+    try:
+        node.serve()
+    finally:
+        if metrics is not None:
+            metrics.stop()
     sys.exit(0)
+
+
+def _open_metrics(node: ConfigNode, listen: str, verbose: int) -> MetricsServer:
+    """The config node's /metrics: the same collector as a cache node's, fed its `stats`."""
+    from memcache_server.metrics import StatsSnapshot, build_registry
+    from memcache_server.metrics_http import MetricsServer
+
+    try:
+        server = MetricsServer.from_listen(
+            listen, build_registry(lambda: StatsSnapshot.from_pairs(node.stats()))
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics-listen") from None
+    except OSError as exc:
+        click.echo(f"failed to listen for metrics: {exc.strerror or exc}", err=True)
+        sys.exit(71)
+    server.start()
+    if verbose:
+        click.echo(f"metrics at {server.url}", err=True)
+    return server
 
 
 def _connect(config: str) -> EndpointConnection:
