@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from discovery.commands import config_node_command, nodes_command, remove_command
 from memcache_server import __version__
 from memcache_server.config import (
     EMULATED_VERSION,
@@ -65,6 +66,14 @@ def _build_config(opts: dict[str, Any]) -> ServerConfig:
         prefix_delimiter=delimiter or ":",
         detail_enabled=delimiter is not None,
         extended=extended,
+        join=opts["join"],
+        advertise=opts["advertise"],
+        cluster_token=opts["cluster_token"],
+        heartbeat_interval=opts["heartbeat_interval"],
+        drain_seconds=opts["drain_seconds"],
+        allow_config_writes=opts["allow_config_writes"],
+        debug_time=opts["debug_time"],
+        metrics_listen=opts["metrics_listen"],
     ).with_extended()
     if cfg.item_size_max < 1024:
         raise ConfigError("Item max size cannot be less than 1024 bytes.")
@@ -73,6 +82,15 @@ def _build_config(opts: dict[str, Any]) -> ServerConfig:
             f"slab_chunk_max (bytes: {cfg.slab_chunk_max}) cannot be larger than -I "
             f"(item_size_max {cfg.item_size_max})"
         )
+    if cfg.slab_chunk_max <= 0:
+        raise ConfigError("slab_chunk_max must be greater than 0")
+    if cfg.item_size_max % cfg.slab_chunk_max != 0:
+        raise ConfigError(
+            f"-I (item_size_max: {cfg.item_size_max}) must be evenly divisible by "
+            f"slab_chunk_max (bytes: {cfg.slab_chunk_max})"
+        )
+    if (1024 * 1024) % cfg.slab_chunk_max != 0:
+        raise ConfigError(f"slab_chunk_max must divide evenly into {1024 * 1024} (slab_page_size)")
     if opts["enable_sasl"]:
         raise ConfigError("SASL (-S) is not supported: use -Y for ASCII authentication")
     if opts["memory_file"]:
@@ -143,11 +161,36 @@ def run_node(cfg: ServerConfig) -> int:
     if cfg.verbosity:
         where = cfg.unix_socket or ",".join(f"{a}:{node.port}" for a in cfg.listen)
         click.echo(f"memcache-server {__version__} listening on {where}", err=True)
+        if node.metrics is not None:
+            click.echo(f"metrics on {node.metrics.url}", err=True)
     try:
         node.wait()
     finally:
         node.shutdown()
     return 0
+
+
+def _metrics_listen(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Validate ``--metrics-listen`` early and normalise it to HOST:PORT (loopback by default)."""
+    if value is None:
+        return None
+    from memcache_server.metrics_http import format_address, parse_listen
+
+    try:
+        return format_address(*parse_listen(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+# Shared by every command that runs a server process (the node, the config node).
+metrics_listen_option = click.option(
+    "--metrics-listen",
+    default=None,
+    metavar="HOST:PORT",
+    callback=_metrics_listen,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (no HOST: 127.0.0.1; port 0 "
+    "picks one, shown in `stats settings` as metrics_listen).",
+)
 
 
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -293,6 +336,33 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
 @click.option(
     "-o", "--extended", multiple=True, help="Comma separated extended options (memcached's names)."
 )
+@click.option("--join", default=None, help="Join the cluster of this config node (HOST:PORT).")
+@click.option("--advertise", default=None, help="HOST[:PORT] published for this node.")
+@click.option(
+    "--cluster-token",
+    envvar="MEMCACHE_CLUSTER_TOKEN",
+    default=None,
+    help="Shared secret for joining (or set MEMCACHE_CLUSTER_TOKEN).",
+)
+@click.option("--heartbeat-interval", type=float, default=1.0, show_default=True, help="Seconds.")
+@click.option(
+    "--drain-seconds",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="After leaving on SIGTERM, keep serving this long.",
+)
+@click.option(
+    "--allow-config-writes",
+    is_flag=True,
+    help="Accept config set/delete and writes to AmazonElastiCache:cluster.",
+)
+@click.option(
+    "--debug-time",
+    is_flag=True,
+    help="Accept 'debugtime <seconds>' to move the server clock (for tests of expiry).",
+)
+@metrics_listen_option
 @click.pass_context
 def main(ctx: click.Context, /, **opts: Any) -> None:
     """A memcached-compatible cache node. Takes memcached's flags."""
@@ -305,6 +375,58 @@ def main(ctx: click.Context, /, **opts: Any) -> None:
         sys.exit(64)
     sys.exit(run_node(cfg))
 
+
+@main.group(context_settings=CONTEXT)
+def cluster() -> None:
+    """Look at a cluster the way its clients do; list and remove its nodes."""
+
+
+@cluster.command("owner", context_settings=CONTEXT)
+@click.option("--config", "endpoint", metavar="HOST:PORT", help="Configuration endpoint to ask.")
+@click.option("--nodes", metavar="HOST:PORT,...", help="A static node list instead.")
+@click.option(
+    "--scheme",
+    type=click.Choice(["ketama", "rendezvous"]),
+    default="ketama",
+    show_default=True,
+    help="ketama: libmemcached's placement; rendezvous: pymemcache HashClient's.",
+)
+@click.option(
+    "--naming",
+    type=click.Choice(["hostname", "ip"]),
+    default="hostname",
+    show_default=True,
+    help="Hash the nodes' hostnames or their IPs (what the clients were given).",
+)
+@click.option("--timeout", type=float, default=2.0, show_default=True, help="Fetch timeout (s).")
+@click.argument("keys", nargs=-1, required=True)
+def cluster_owner(
+    endpoint: str | None,
+    nodes: str | None,
+    scheme: str,
+    naming: str,
+    timeout: float,
+    keys: tuple[str, ...],
+) -> None:
+    """Print the node that owns each KEY: `KEY HOST:PORT IP` (IP `-` when unknown)."""
+    from discovery.client import owner_ring
+
+    if (endpoint is None) == (nodes is None):
+        raise click.UsageError("give exactly one of --config HOST:PORT or --nodes HOST:PORT,...")
+    try:
+        ring = owner_ring(endpoint, nodes, scheme=scheme, naming=naming, timeout=timeout)
+    except (OSError, ValueError) as exc:
+        click.echo(f"cannot build the ring: {exc}", err=True)
+        sys.exit(1)
+    for key in keys:
+        node = ring.owner(key)
+        click.echo(f"{key} {node.hostname}:{node.port} {node.ip or '-'}")
+
+
+# The cluster's own processes and operator commands (discovery/commands.py).
+main.add_command(config_node_command)
+cluster.add_command(nodes_command)
+cluster.add_command(remove_command)
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
+from load.bench_plots import write_plots
 from load.bench_report import render
 from load.bench_servers import (
     DEFAULT_OURS_CMD,
@@ -43,7 +45,7 @@ from load.bench_tools import (
 
 T = TypeVar("T")
 NAMES = ["ours", "memcached"]
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench.md"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
 def _log(msg: str) -> None:
@@ -217,6 +219,18 @@ class Bench:
         self.data["memory"] = mem
 
 
+def _cpu_model() -> str:
+    """The CPU's model name, for the report's machine section."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 @click.command()
 @click.option("--reps", default=3, show_default=True, type=click.IntRange(1, 20))
 @click.option(
@@ -266,6 +280,8 @@ def main(quick: bool, out: Path, skip: tuple[str, ...], thread_counts: str, **op
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_model": _cpu_model(),
         **{k: v for k, v in opts.items() if k != "probe"},
     }
     try:
@@ -278,12 +294,15 @@ def main(quick: bool, out: Path, skip: tuple[str, ...], thread_counts: str, **op
     except (FileNotFoundError, RuntimeError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     bench.data["meta"]["seconds"] = round(time.monotonic() - started, 1)
-    text = render(bench.data)
+    assets = out.parent / "benchmarks"
+    assets.mkdir(parents=True, exist_ok=True)
+    (assets / "bench.json").write_text(json.dumps(bench.data, indent=1, default=str) + "\n")
+    plots = write_plots(bench.data, assets)
+    text = render(bench.data, plots, assets.name)
     click.echo(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(bench.data, indent=1, default=str) + "\n")
-    _log(f"wrote {out} and {out.with_suffix('.json')} in {bench.data['meta']['seconds']} s")
+    _log(f"wrote {out} and {assets}/ in {bench.data['meta']['seconds']} s")
 
 
 if __name__ == "__main__":

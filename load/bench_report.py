@@ -19,10 +19,54 @@ def _errors(cell: dict[str, list[float]]) -> str:
     return f"{int(sum(errs)):,}" if errs else "n/a"
 
 
-def render(data: dict[str, Any]) -> str:
+METHOD = """\
+## Method
+
+- One machine, both servers on 127.0.0.1, started fresh by the bench with the same flags
+  (`-t {threads} -m {memory}`), each run alternating which server goes first; every figure
+  below is the median over repetitions, and every ratio is the median of *paired* ratios
+  (ours / memcached measured back to back), because absolute figures on a shared 2-core
+  machine drift from run to run.
+- Two load generators: ours (`python -m load run`: verifies every value, HDR latency) and
+  memcaslap from libmemcached-tools (a neutral C generator; it cannot pipeline and its TPS
+  counts each multi-get key).
+- CPU is the server's utime + stime over the run divided by its length (1.0 = one core).
+- Regenerate everything: `python -m load.bench` (about 15 minutes; `--quick` for a smoke run).
+"""
+
+LIMITS = """\
+## What limits us
+
+- System calls dominate: per request a non-pipelined client costs a recv and a send. Profiles
+  (py-spy, cProfile of a worker) show `send` on loopback as the largest single cost; our per-op
+  system time is close to memcached's, our per-op user time (the interpreter running the
+  protocol and store code, ~3 us per get and ~9 us per set measured in-process) is what
+  memcached does not pay.
+- The generator shares the 2 cores with the server, so server CPU per op decides throughput:
+  memcached's ~10 us of CPU per op against our ~15 us.
+- The GIL: threads add concurrency, not parallelism. Workers take turns serving batches, so
+  `-t 1/2/4` perform alike; a free-threaded Python would let them run in parallel.
+- Pipelining amortises the system calls over many requests, and answering a whole read batch
+  with one send is where we beat memcached 1.6.18, which sends each get reply on its own.
+- What would move it further: fewer Python calls per request (a specialised get fast path),
+  or the parser and store lookup in C.
+"""
+
+
+def render(
+    data: dict[str, Any], plots: list[tuple[str, str]] | None = None, assets: str = "benchmarks"
+) -> str:
     meta = data["meta"]
     lines = [
         "# Benchmark: our node vs memcached",
+        "",
+        "## Machine",
+        "",
+        f"- {meta.get('cpus')} CPUs ({meta.get('cpu_model', 'unknown')}), "
+        f"{meta.get('platform', '')}, Python {meta.get('python', '')}",
+        "",
+        METHOD.format(threads=meta["threads"], memory=meta["memory"]),
+        "## This run",
         "",
         f"- when: {meta['when']}; host: {meta['cpus']} CPUs; reps: {meta['reps']} "
         f"(alternating order); {meta['duration']} s per measurement",
@@ -106,6 +150,11 @@ def render(data: dict[str, Any]) -> str:
                 f"| {m['curr_items']:,} | {m['rss_before_kib'] / 1024:,.1f} "
                 f"| {m['rss_after_kib'] / 1024:,.1f} |"
             )
+    if plots:
+        lines += ["", "## Plots", ""]
+        for title, name in plots:
+            lines += [f"![{title}]({assets}/{name})", ""]
     if data.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in data["notes"]]
+    lines += ["", LIMITS]
     return "\n".join(lines) + "\n"

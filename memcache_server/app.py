@@ -11,8 +11,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from memcache_server import report
+from discovery.member import JoinSettings, MembershipClient, advertised_address
+from discovery.view import ClusterView
+from discovery.wire import split_host_port
+from memcache_server import ops, report, watch
 from memcache_server.auth import AuthTable
 from memcache_server.auth_session import AuthSession
 from memcache_server.config import EMULATED_VERSION, ServerConfig
@@ -25,8 +29,12 @@ from memcache_server.server.worker import Connection, Worker
 from memcache_server.stats import ServerCounters
 from memcache_server.storage.clock import Clock
 from memcache_server.storage.crawler import Crawler
+from memcache_server.storage.metastore import MetaStore
 from memcache_server.storage.slabs import SlabTable
 from memcache_server.storage.store import Store, StoreLimits
+
+if TYPE_CHECKING:
+    from memcache_server.metrics_http import MetricsServer
 
 __all__ = ["Node"]
 
@@ -53,6 +61,7 @@ class Node:
             C.value_header,
         )
         self.store.key_offset = C.VALUE_KEY_OFFSET
+        self.meta = MetaStore(self.store)
         self.counters = ServerCounters()
         # -Y: connections start unauthenticated (raises AuthError if the file is unusable)
         self.auth = AuthTable(config.auth_file) if config.auth_file else None
@@ -62,14 +71,36 @@ class Node:
         self.tls = TLSServer.from_config(config, self.clock) if config.enable_ssl else None
         self._conn_lock = threading.Lock()
         self._conns: dict[int, Connection] = {}
+        # Under a GIL, workers take turns serving batches (see server/worker.py for why).
+        gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+        self.worker_turns: threading.Lock | None = threading.Lock() if gil else None
         worker_class = TLSWorker if self.tls is not None else Worker
         self.workers = [worker_class(self, i) for i in range(config.threads)]
         self.listeners: list[Listener] = []
         self.acceptor: Acceptor | None = None
         self.port = config.port
-        self.crawler = Crawler(self.store, config.lru_crawler_sleep)
+        self.crawler = Crawler(self.store, config.lru_crawler_sleep, enabled=config.lru_crawler)
+        self.ops = ops.OpsState(self)
+        # Per-prefix stats while `stats detail` is on (or -D given); None keeps them off the
+        # request path at the cost of one attribute test.
+        self.detail: ops.PrefixStats | None = (
+            self.ops.prefix_stats if config.detail_enabled else None
+        )
+        self.logger = watch.Logger(self)
+        # True while per-prefix stats or an item log stream is on: the item request paths test
+        # only this attribute before doing any of that work.
+        self.observed = False
+        self.refresh_observed()
         self._stop = threading.Event()
         self._graceful = True
+        # cluster discovery: the document this node serves, and its membership (with --join)
+        self.cluster = ClusterView(config.allow_config_writes, member=config.join is not None)
+        self.membership: MembershipClient | None = None
+        # Set by request_shutdown, which runs inside signal handlers: plain flags, no lock (a
+        # second signal landing while a handler holds an Event's lock would deadlock).
+        self._stop_requested = False
+        self._hurry_requested = False  # a second stop request cuts the drain short
+        self.metrics: MetricsServer | None = None  # the /metrics endpoint, when configured
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -86,6 +117,11 @@ class Node:
         # memcached counts its listening sockets as connections too
         self.counters.total_connections = len(self.listeners)
         self.counters.connection_structures = len(self.listeners)
+        if self.config.metrics_listen is not None and self.metrics is None:
+            # imported here: a node without metrics never loads prometheus-client
+            from memcache_server.metrics_http import open_node_metrics
+
+            self.metrics = open_node_metrics(self)
 
     def start(self) -> None:
         if not self.listeners:
@@ -95,8 +131,22 @@ class Node:
         self.acceptor = Acceptor(self, self.listeners)
         self.acceptor.start()
         threading.Thread(target=self._ticker, name="clock", daemon=True).start()
-        if self.config.lru_crawler:
-            self.crawler.start()
+        if self.metrics is not None:
+            self.metrics.start()
+        self.crawler.start()  # idles while disabled, so `lru_crawler enable` can start it
+        if self.config.join:
+            self._start_membership(self.config.join)
+
+    def _start_membership(self, join: str) -> None:
+        """Register with the config node now that the node serves (never before)."""
+        cfg = self.config
+        host, port = split_host_port(join)
+        settings = JoinSettings(
+            host, port, cfg.cluster_token, cfg.heartbeat_interval, cfg.drain_seconds
+        )
+        address = advertised_address(cfg.advertise, cfg.listen, self.port)
+        self.membership = MembershipClient(self.cluster, settings, address, cfg.verbosity)
+        self.membership.start()
 
     def _ticker(self) -> None:
         while not self._stop.wait(1.0):
@@ -117,16 +167,25 @@ class Node:
             print(f"{error}; keeping the previous credentials", file=sys.stderr)
 
     def request_shutdown(self, graceful: bool = True) -> None:
+        """Ask the main thread to stop. Safe in a signal handler: it only sets flags."""
+        if self._stop_requested:
+            self._hurry_requested = True
         self._graceful = graceful
-        self._stop.set()
+        self._stop_requested = True
 
     def wait(self) -> None:
-        while not self._stop.wait(0.5):
-            pass
+        while not (self._stop_requested or self._stop.is_set()):
+            self._stop.wait(0.1)
+        self._stop.set()
 
     def shutdown(self) -> None:
-        """Stop accepting, finish what workers already read, close everything."""
+        """Leave the cluster and drain (members), stop accepting, finish what workers already
+        read, close everything."""
         self._stop.set()
+        if self.membership is not None:
+            drain = self.config.drain_seconds if self._graceful else 0.0
+            self.membership.leave_and_drain(drain, lambda: self._hurry_requested)
+            self.membership = None
         if self.acceptor is not None:
             self.acceptor.stop()
             self.acceptor.join(5)
@@ -135,6 +194,22 @@ class Node:
         for w in self.workers:
             w.join(10)
         self.crawler.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
+        self.logger.stop()
+
+    def refresh_observed(self) -> None:
+        """Recompute ``observed`` and the store's eviction hook after detail/watchers change."""
+        self.observed = self.detail is not None or bool(self.logger.mask & watch.ITEM_STREAMS)
+        if self.logger.mask & watch.EVICTIONS:
+            self.store.on_evict = self._log_eviction
+        else:
+            self.store.on_evict = None
+
+    def _log_eviction(
+        self, key: bytes, fetched: bool, exp: int, atime: int, cid: int, size: int
+    ) -> None:
+        watch.log_eviction(self, key, fetched, exp, atime, cid, size)
 
     # ------------------------------------------------------------------ connections
 
@@ -154,6 +229,8 @@ class Node:
     def conn_opened(self, conn: Connection) -> None:
         with self._conn_lock:
             self._conns[id(conn)] = conn
+        if self.logger.mask & watch.CONNEVENTS:
+            watch.log_conn(self, True, conn.peer, conn.fd)
         if self.verbosity > 1:
             print(f"<{conn.fd} new auto-negotiating client connection", file=sys.stderr)
 
@@ -161,6 +238,8 @@ class Node:
         with self._conn_lock:
             self._conns.pop(id(conn), None)
             self.counters.curr_connections -= 1
+        if self.logger.mask & watch.CONNEVENTS:
+            watch.log_conn(self, False, conn.peer, conn.fd)
         if self.verbosity > 1:
             print(f"<{conn.fd} connection closed.", file=sys.stderr)
 
@@ -224,6 +303,7 @@ class Node:
             for w in self.workers:
                 w.stats.reset()
             self.store.reset_stats()
+            self.ops.prefix_stats.clear()
             with self._conn_lock:
                 self.counters.total_connections = 0
                 self.counters.rejected_connections = 0
@@ -231,7 +311,7 @@ class Node:
         if sub == b"cachedump":
             return self._cachedump(args)
         if sub == b"detail":
-            return b"CLIENT_ERROR usage: stats detail on|off|dump\r\n" if len(args) < 2 else C.OK
+            return ops.stats_detail(self, args)
         return C.ERROR
 
     def _cachedump(self, args: list[bytes]) -> bytes:
@@ -253,7 +333,7 @@ class Node:
         return b"".join(lines)
 
     def config_reply(self, args: list[bytes]) -> bytes:
-        return C.ERROR
+        return self.cluster.config_reply(args)
 
     # ------------------------------------------------------------------ entry point
 

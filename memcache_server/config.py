@@ -193,6 +193,16 @@ class ServerConfig:
     max_line: int = 2048
     max_output_buffer: int = 4 * MB
     print_port: bool = False
+    # Cluster membership (discovery/member.py): the config node to join, if any.
+    join: str | None = None
+    advertise: str | None = None
+    cluster_token: str | None = None
+    heartbeat_interval: float = 1.0
+    drain_seconds: float = 5.0
+    allow_config_writes: bool = False
+    debug_time: bool = False  # accept `debugtime <seconds>` (moves the clock; for tests)
+    # HOST:PORT for the Prometheus /metrics endpoint (metrics_http.parse_listen); None: off.
+    metrics_listen: str | None = None
 
     @property
     def memory_limit(self) -> int:
@@ -215,8 +225,8 @@ class ServerConfig:
             changes["idle_timeout"] = num("idle_timeout")
         if "slab_chunk_max" in ext:
             # memcached takes kilobytes here (it also accepts a byte count >= 1 MB's worth).
-            v = num("slab_chunk_max")
-            changes["slab_chunk_max"] = v * KB if v < KB * 2 else v
+            # memcached 1.6.18 takes this value in bytes (its help text says kilobytes)
+            changes["slab_chunk_max"] = num("slab_chunk_max")
         if "no_lru_crawler" in ext:
             changes["lru_crawler"] = False
         if "lru_crawler" in ext:
@@ -301,6 +311,20 @@ class ServerConfig:
             raise ConfigError("slab_automove must be between 0 and 2")
         for addr in self.listen:
             check_listen_address(addr)
+        self._validate_cluster()
+
+    def _validate_cluster(self) -> None:
+        if not 0.01 <= self.heartbeat_interval <= 3600:
+            raise ConfigError("--heartbeat-interval must be between 0.01 and 3600 seconds")
+        if not 0 <= self.drain_seconds <= 86400:
+            raise ConfigError("--drain-seconds must be between 0 and 86400")
+        if self.cluster_token is not None and not _is_token(self.cluster_token):
+            raise ConfigError("--cluster-token must be 1-250 printable ASCII characters, no spaces")
+        for name, text in (("--join", self.join), ("--advertise", self.advertise)):
+            if text is not None and not _is_host_port(text, need_port=name == "--join"):
+                raise ConfigError(f"{name} expects HOST:PORT, got {text!r}")
+        if self.join and self.unix_socket and not (self.advertise and ":" in self.advertise):
+            raise ConfigError("--join with a UNIX socket needs --advertise HOST:PORT")
 
     @property
     def effective_chunk_max(self) -> int:
@@ -324,3 +348,20 @@ def check_listen_address(addr: str) -> None:
         socket.getaddrinfo(host, None)
     except OSError:
         raise ConfigError(f"getaddrinfo(): Name or service not known: {addr}") from None
+
+
+def _is_token(text: str) -> bool:
+    """A cluster token travels as one protocol token: printable ASCII, no spaces."""
+    return 0 < len(text) <= 250 and text.isascii() and text.isprintable() and " " not in text
+
+
+def _is_host_port(text: str, need_port: bool) -> bool:
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if not host or " " in host or (need_port and not port):
+        return False
+    return not port or (port.isdigit() and 0 < int(port) <= 65535)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from discovery.document import LEGACY_KEY
+from discovery.view import LEGACY_READ_ONLY
 from memcache_server.protocol import constants as C
-from memcache_server.protocol.framer import CLOSE, CMD, REPLY, STORE, Framer, Request
+from memcache_server.protocol.framer import CLOSE, CMD, MSTORE, REPLY, STORE, Framer, Request
 from memcache_server.protocol.numbers import strtol32, strtoul32, strtoull
 from memcache_server.storage.store import Mode, Outcome
 
@@ -132,6 +134,8 @@ class Session:
             elif kind == CLOSE:
                 self.want_close = True
                 return False
+            elif kind == MSTORE:
+                meta_store(self, req)
             if self.close_after or self.want_close:
                 return False
         self.last_cmd = self.node.clock.now
@@ -163,11 +167,20 @@ class Session:
 
     def _store(self, req: Request) -> None:
         _, tokens, key, flags, exptime, cas, body, noreply = req
+        if key == LEGACY_KEY and self.node.cluster.legacy_read_only:
+            if not noreply:
+                self.out += LEGACY_READ_ONLY  # the discovery key is not the clients' to write
+            return
+        observed = self.node.observed
+        if observed:
+            observe_store(self, req, None)
         if body is None:
             # Over -I: memcached refuses it before reading and drops the old value of a set.
             self.stats.store_too_large += 1
             if tokens[0] == b"set":
                 self.store.drop(key)
+            if observed:
+                observe_store(self, req, Outcome.TOO_LARGE)
             if not noreply:
                 self.out += C.TOO_LARGE
             return
@@ -191,6 +204,8 @@ class Session:
                 self.stats.store_too_large += 1
             elif outcome == Outcome.NO_MEMORY:
                 self.stats.store_no_memory += 1
+        if observed:
+            observe_store(self, req, outcome)
         if not noreply:
             self.out += OUTCOME_REPLY[outcome]
 
@@ -200,6 +215,9 @@ class Session:
         n = len(tokens)
         if n < 2:
             self.out += C.ERROR
+            return
+        if self.node.observed:
+            self._get_with(tokens, False, False)  # the same reply, with stats detail/watchers
             return
         out = self.out
         get_into = self.store.get_into
@@ -212,7 +230,7 @@ class Session:
                 return
             stats.get_cmds += 1
             r = get_into(key, out)
-            if r != 1:
+            if r != 1 and not (key == LEGACY_KEY and self._legacy_get(key)):
                 self._miss(r)
             out += C.END
             return
@@ -226,7 +244,7 @@ class Session:
                 return
             stats.get_cmds += 1
             r = get_into(key, out)
-            if r != 1:
+            if r != 1 and not (key == LEGACY_KEY and self._legacy_get(key)):
                 self._miss(r)
             elif len(out) > limit:
                 rest = list(keys)
@@ -234,6 +252,11 @@ class Session:
                     self._suspend(Session.cmd_get, tokens[:1], rest)
                     return
         out += C.END
+
+    def _legacy_get(self, key: bytes) -> bool:
+        """A miss on ``AmazonElastiCache:cluster``: the cluster document instead (checked only on
+        a miss, with one bytes comparison, so ordinary gets pay nothing for it)."""
+        return self.node.cluster.legacy_value_into(key, self.out)
 
     def _miss(self, r: int) -> None:
         stats = self.stats
@@ -258,6 +281,7 @@ class Session:
             first = 2
         stats = self.stats
         get_parts = self.store.get_parts
+        observed = self.node.observed
         keys = iter(tokens)
         for _ in range(first):
             next(keys)
@@ -268,6 +292,8 @@ class Session:
                 out += C.BAD_FORMAT
                 return
             r = get_parts(key, exptime)
+            if observed:
+                observe_get(self, key, r)
             if touch:
                 stats.touch_cmds += 1
             else:
@@ -275,7 +301,7 @@ class Session:
             if isinstance(r, int):
                 if touch:
                     stats.touch_misses += 1
-                else:
+                elif not (key == LEGACY_KEY and not with_cas and self._legacy_get(key)):
                     self._miss(r)
                 continue
             header, body, cas = r
@@ -330,7 +356,12 @@ class Session:
             if not noreply:
                 self.out += C.BAD_FORMAT
             return
+        observed = self.node.observed
+        if observed:
+            observe_delete(self, key, None)
         if self.store.delete(key):
+            if observed:
+                observe_delete(self, key, b"delete")
             reply = C.DELETED
         else:
             self.stats.delete_misses += 1
@@ -506,11 +537,13 @@ HANDLERS: dict[bytes, Handler] = {
     b"cache_memlimit": Session.cmd_cache_memlimit,
     b"shutdown": Session.cmd_shutdown,
     b"stats": Session.cmd_stats,
+    b"config": Session.cmd_config,
     b"refresh_certs": Session.cmd_refresh_certs,
 }
 
 
 _GET_WITH: dict[tuple[bool, bool], Handler] = {
+    (False, False): Session.cmd_get,  # a plain get takes this path when stats detail is on
     (True, False): Session.cmd_gets,
     (False, True): Session.cmd_gat,
     (True, True): Session.cmd_gats,
@@ -524,3 +557,15 @@ def _wrong_arity(session: Session, tokens: list[bytes]) -> None:
 
 for _name in STORE_MODES:
     HANDLERS[_name] = _wrong_arity
+
+# Meta commands live in their own module; imported last because it refers back to Session.
+from memcache_server.meta_executor import META_HANDLERS, meta_store  # noqa: E402
+from memcache_server.ops import (  # noqa: E402
+    OPS_HANDLERS,
+    observe_delete,
+    observe_get,
+    observe_store,
+)
+
+HANDLERS.update(META_HANDLERS)
+HANDLERS.update(OPS_HANDLERS)

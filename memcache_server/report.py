@@ -43,8 +43,10 @@ def format_stats(pairs: list[Stat]) -> bytes:
 
 
 def _rusage(t: float) -> str:
-    sec = int(t)
-    return f"{sec}.{int(round((t - sec) * 1_000_000)):06d}"
+    """memcached's ``%ld.%06ld``; rounding to whole microseconds first, so 1.9999996 is 2.000000
+    (memcached_exporter rejects anything but one dot between digits)."""
+    sec, usec = divmod(round(t * 1_000_000), 1_000_000)
+    return f"{sec}.{usec:06d}"
 
 
 def general_stats(node: Node) -> list[Stat]:
@@ -131,10 +133,10 @@ def general_stats(node: Node) -> list[Stat]:
         ("lru_maintainer_juggles", 0),
         ("malloc_fails", 0),
         ("log_worker_dropped", 0),
-        ("log_worker_written", 0),
-        ("log_watcher_skipped", 0),
-        ("log_watcher_sent", 0),
-        ("log_watchers", 0),
+        ("log_worker_written", node.logger.written),
+        ("log_watcher_skipped", node.logger.skipped),
+        ("log_watcher_sent", node.logger.sent),
+        ("log_watchers", len(node.logger.watchers)),
         *_tls_stats(node, th["ssl_handshake_errors"]),
         ("unexpected_napi_ids", 0),
         ("round_robin_fallback", 0),
@@ -156,6 +158,7 @@ def general_stats(node: Node) -> list[Stat]:
         ("direct_reclaims", 0),
         ("lru_bumps_dropped", 0),
     ]
+    pairs += node.cluster.stats()  # cluster members only: see ClusterView.stats
     return pairs
 
 
@@ -191,7 +194,7 @@ def settings_stats(node: Node) -> list[Stat]:
         ("num_threads", c.threads),
         ("num_threads_per_udp", c.threads),
         ("stat_key_prefix", c.prefix_delimiter),
-        ("detail_enabled", c.detail_enabled),
+        ("detail_enabled", node.detail is not None),
         ("reqs_per_event", c.reqs_per_event),
         ("cas_enabled", c.use_cas),
         ("tcp_backlog", c.backlog),
@@ -209,9 +212,9 @@ def settings_stats(node: Node) -> list[Stat]:
         ("slab_automove_ratio", c.slab_automove_ratio),
         ("slab_automove_window", c.slab_automove_window),
         ("slab_chunk_max", node.table.chunk_max),
-        ("lru_crawler", c.lru_crawler),
-        ("lru_crawler_sleep", c.lru_crawler_sleep),
-        ("lru_crawler_tocrawl", c.lru_crawler_tocrawl),
+        ("lru_crawler", node.crawler.enabled),
+        ("lru_crawler_sleep", node.ops.crawler_sleep),
+        ("lru_crawler_tocrawl", node.ops.crawler_tocrawl),
         ("tail_repair_time", c.tail_repair_time),
         ("flush_enabled", c.flush_enabled),
         ("dump_enabled", c.dump_enabled),
@@ -254,7 +257,14 @@ def settings_stats(node: Node) -> list[Stat]:
         ("ssl_min_version", node.tls.settings.min_version_name if node.tls else "tlsv1.2"),
         ("num_napi_ids", "(null)"),
         ("memory_file", "(null)"),
-    ]
+    ] + _metrics_settings(node)
+
+
+def _metrics_settings(node: Node) -> list[Stat]:
+    """Where /metrics is served (only when it is): how a caller of ``--metrics-listen :0``
+    learns the port that was picked."""
+    server = node.metrics
+    return [("metrics_listen", server.address)] if server is not None else []
 
 
 SLAB_COUNTERS = (

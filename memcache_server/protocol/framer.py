@@ -12,6 +12,8 @@ needed). Requests are plain tuples (cheap on the hot path):
 - ``(REPLY, reply_bytes)``: an error found while framing, with memcached's exact reply
   (empty when ``noreply`` suppressed it).
 - ``(CLOSE, reason)``: memcached would close the connection here.
+- ``(MSTORE, tokens, body)``: a meta set (``ms <key> <datalen> <flag>*``) whose data block
+  arrived; ``body`` as for STORE. Its flags are left to the meta layer.
 
 Bounds: a line without a newline may grow to MAX_LINE bytes (to MAX_GET_LINE for get/gets);
 a data block larger than ``max_value`` is refused and swallowed without being buffered.
@@ -24,12 +26,13 @@ from typing import Any
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.numbers import strtol32, strtoul32, strtoull
 
-__all__ = ["Framer", "CMD", "STORE", "REPLY", "CLOSE", "STORAGE_COMMANDS"]
+__all__ = ["Framer", "CMD", "STORE", "REPLY", "CLOSE", "MSTORE", "STORAGE_COMMANDS"]
 
 CMD = 0
 STORE = 1
 REPLY = 2
 CLOSE = 3
+MSTORE = 4
 
 # command -> number of tokens (without memcached's terminal token) with and without noreply
 STORAGE_COMMANDS: dict[bytes, int] = {
@@ -39,7 +42,14 @@ STORAGE_COMMANDS: dict[bytes, int] = {
     b"append": 5,
     b"prepend": 5,
     b"cas": 6,
+    b"ms": -2,  # meta set: never a classic token count, so _storage hands it to _meta_storage
 }
+META_MAX_TOKENS = 19  # memcached refuses a meta command with more tokens (before its data)
+META_TOO_LONG = b"CLIENT_ERROR options flags too long\r\n"
+
+# Lines that may carry a data block: the storage commands, and ElastiCache's
+# `config set <key> <flags> <bytes> [noreply]` (0: its layout differs, see _config).
+_BLOCK_LINES: dict[bytes, int] = {**STORAGE_COMMANDS, b"config": 0}
 
 Request = tuple[Any, ...]
 
@@ -94,6 +104,17 @@ class Framer:
             self.buf = data
         self.pos = 0
 
+    def discard_input(self) -> None:
+        """Drop what is buffered and everything fed from now on (a connection that became a
+        ``watch`` stream reads no more commands)."""
+        self.buf = b""
+        self.pos = 0
+        self.pending = []
+        self.pending_len = 0
+        self.need = 0
+        self.need_line = False
+        self.swallow = 1 << 62
+
     def buffered(self) -> int:
         """Bytes received but not yet consumed (for read-buffer accounting)."""
         return len(self.buf) - self.pos + self.pending_len
@@ -141,7 +162,7 @@ class Framer:
             # memcached stops tokenising at 23 tokens; the rest becomes one (uncounted) token
             tokens = tokens[: C.MAX_TOKENS - 1] + [b" ".join(tokens[C.MAX_TOKENS - 1 :])]
         if tokens:
-            ntok = STORAGE_COMMANDS.get(tokens[0])
+            ntok = _BLOCK_LINES.get(tokens[0])
             if ntok is not None:
                 return self._storage(tokens, ntok, eol + 1)
         self.pos = eol + 1
@@ -166,8 +187,12 @@ class Framer:
         return (CLOSE, b"line too long")
 
     def _storage(self, tokens: list[bytes], ntok: int, data_start: int) -> Request | None:
+        if not ntok:
+            return self._config(tokens, data_start)
         n = len(tokens)
         if n != ntok and n != ntok + 1:
+            if ntok < 0:
+                return self._meta_storage(tokens, data_start)
             self.pos = data_start
             return (CMD, tokens)  # wrong token count: the executor answers ERROR
         noreply = n == ntok + 1 and tokens[-1] == b"noreply"
@@ -211,3 +236,76 @@ class Framer:
         if body[-2:] != b"\r\n":
             return (STORE, tokens, key, flags, exptime, cas, b"", noreply)
         return (STORE, tokens, key, flags, exptime, cas, body, noreply)
+
+    def _meta_storage(self, tokens: list[bytes], data_start: int) -> Request | None:
+        """Frame ``ms``: header errors are answered before (and without) reading the data block,
+        exactly where memcached answers them; a header that parses waits for its data block."""
+        n = len(tokens)
+        if n < 2:
+            self.pos = data_start
+            return (REPLY, C.ERROR)
+        if len(tokens[1]) > C.KEY_MAX_LENGTH or n == 2:
+            self.pos = data_start
+            return (REPLY, C.BAD_FORMAT)
+        if n > META_MAX_TOKENS:
+            self.pos = data_start
+            return (REPLY, META_TOO_LONG)
+        vlen = strtol32(tokens[2])
+        if vlen is None or vlen < 0 or vlen > 0x7FFFFFFF - 2:
+            self.pos = data_start
+            return (REPLY, C.BAD_FORMAT)
+        total = vlen + 2
+        if vlen > self.max_value:
+            avail = len(self.buf) - data_start
+            if avail >= total:
+                self.pos = data_start + total
+            else:
+                self.buf = b""
+                self.pos = 0
+                self.swallow = total - avail
+            return (MSTORE, tokens, None)
+        end = data_start + total
+        if end > len(self.buf):
+            self._hold(end - self.pos)
+            return None
+        body = self.buf[data_start:end]
+        self.pos = end
+        if body[-2:] != b"\r\n":
+            return (MSTORE, tokens, b"")
+        return (MSTORE, tokens, body)
+
+    def _config(self, tokens: list[bytes], data_start: int) -> Request | None:
+        """``config set`` reads its data block like a storage command, so the stream stays in
+        sync whether the node accepts or refuses the write. It is delivered as a CMD whose tokens
+        are always ``[config, set, key, flags, bytes, noreply-or-empty, block]`` (``block`` with
+        its CRLF, as received). Other ``config`` lines are ordinary commands."""
+        if len(tokens) < 2 or tokens[1] != b"set":
+            self.pos = data_start
+            return (CMD, tokens)
+        n = len(tokens)
+        noreply = n == 6 and tokens[5] == b"noreply"
+        vlen = strtol32(tokens[4]) if n == 5 or n == 6 else None
+        if vlen is None or vlen < 0 or vlen > 0x7FFFFFFF - 2:
+            self.pos = data_start
+            return (REPLY, C.ERROR if n != 5 and n != 6 else b"" if noreply else C.BAD_FORMAT)
+        if len(tokens[2]) > C.KEY_MAX_LENGTH or strtoul32(tokens[3]) is None:
+            self.pos = data_start
+            return (REPLY, b"" if noreply else C.BAD_FORMAT)
+        total = vlen + 2
+        if vlen > self.max_value:
+            avail = len(self.buf) - data_start
+            if avail >= total:
+                self.pos = data_start + total
+            else:
+                self.buf = b""
+                self.pos = 0
+                self.swallow = total - avail
+            return (REPLY, b"" if noreply else C.TOO_LARGE)
+        end = data_start + total
+        if end > len(self.buf):
+            self._hold(end - self.pos)  # pos is still this line's start: it is parsed again
+            return None
+        self.pos = end
+        flag = b"noreply" if noreply else b""
+        block = self.buf[data_start:end]
+        return (CMD, [b"config", b"set", tokens[2], tokens[3], tokens[4], flag, block])

@@ -14,16 +14,28 @@ _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
 
 
+_SPACE = b" \t\n\v\f\r"
+
+
 def _c_digits(tok: bytes) -> tuple[bool, int] | None:
-    """(negative, magnitude) for an optional sign and ASCII digits; None if anything else."""
+    """(negative, magnitude) as strtol reads them; None where memcached's check fails.
+
+    strtol skips leading whitespace and stops at the first non-digit; memcached then accepts the
+    number only if that character is whitespace or the end (so ``5\t`` and ``5\tjunk`` read as
+    5, ``5x`` does not).
+    """
+    body = tok.lstrip(_SPACE)
     neg = False
-    body = tok
     if body[:1] in (b"-", b"+"):
         neg = body[:1] == b"-"
         body = body[1:]
-    if not body or not body.isdigit():
+    n = 0
+    end = len(body)
+    while n < end and 48 <= body[n] <= 57:
+        n += 1
+    if n == 0 or (n < end and body[n] not in _SPACE):
         return None
-    return neg, int(body)
+    return neg, int(body[:n])
 
 
 def strtoll(tok: bytes) -> int | None:

@@ -243,11 +243,13 @@ class TLSWorker(Worker):
         if conn is not None and tls is not None and peer.startswith("tcp"):
             conn.tls = tls.new_conn()
 
-    def _on_readable(self, conn: Connection) -> None:
+    def _on_readable(self, conn: Connection, timed: bool = False) -> None:
         tls: TLSConn | None = conn.tls
         if tls is None:
-            super()._on_readable(conn)
+            super()._on_readable(conn, timed)
             return
+        if conn.backlog:
+            return  # requests already read wait their turn (-R): read no more until they ran
         try:
             n = conn.sock.recv_into(self._rbuf)
         except (BlockingIOError, InterruptedError):
@@ -276,7 +278,7 @@ class TLSWorker(Worker):
             if self.node.verbosity > 1:
                 self.node.log_input(conn.fd, data)
             session.feed(data)
-        self._run(conn)
+        self._run(conn, 0, timed)
         if closed and self.conns.get(conn.fd) is conn:
             # the peer said goodbye: what came before it has been answered; flush, then close
             session.close_after = True

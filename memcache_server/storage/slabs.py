@@ -29,6 +29,7 @@ class SlabTable:
     chunk_max: int
     item_size_max: int
     use_cas: bool
+    lookup: bytes = b""  # class id by size in 8-byte units, up to chunk_max: O(1) class_for
 
     @classmethod
     def build(
@@ -56,7 +57,14 @@ class SlabTable:
         else:
             sizes.append(chunk_max)
             perslab.append(PAGE_SIZE // chunk_max)
-        return cls(tuple(sizes), tuple(perslab), chunk_max, item_size_max, use_cas)
+        lookup = bytearray(chunk_max // CHUNK_ALIGN + 1)
+        cid = 1
+        for unit in range(1, len(lookup)):
+            while sizes[cid] < unit * CHUNK_ALIGN:
+                cid += 1
+            lookup[unit] = cid
+        return cls(tuple(sizes), tuple(perslab), chunk_max, item_size_max, use_cas,
+                   bytes(lookup))
 
     @property
     def largest(self) -> int:
@@ -84,6 +92,9 @@ class SlabTable:
         """The class id for an allocation of ``size`` bytes; 0 if it is over -I."""
         if size == 0 or size > self.item_size_max:
             return 0
+        if size <= self.chunk_max:
+            # every class size is a multiple of 8, so rounding up to 8 keeps the answer
+            return self.lookup[(size + CHUNK_ALIGN - 1) >> 3]
         sizes = self.sizes
         lo, hi = 1, len(sizes) - 1
         if size > sizes[hi]:

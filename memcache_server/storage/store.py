@@ -18,7 +18,6 @@ seconds from the ``Clock``.
 
 from __future__ import annotations
 
-import sys
 import threading
 from array import array
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from memcache_server.storage.clock import Clock, exptime_to_abs
+from memcache_server.storage.index import KeyIndex
 from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE, SlabTable
 
 __all__ = ["Store", "Outcome", "Mode", "StoreLimits", "ClassStats"]
@@ -33,13 +33,6 @@ __all__ = ["Store", "Outcome", "Mode", "StoreLimits", "ClassStats"]
 UPDATE_INTERVAL = 60  # memcached's ITEM_UPDATE_INTERVAL: bump an item in the LRU at most this often
 TAIL_SEARCH = 5  # items examined at an LRU tail for an expired one before evicting
 SLOT_BYTES = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 1 + 1  # the per-chunk metadata columns below
-# Per indexed item: the key's bytes object (33-byte header, 8-byte aligned) and its handle int.
-# The dict's own table is measured (sys.getsizeof) rather than estimated: after churn CPython
-# sizes it to three times the live entries, about 110 bytes per item.
-KEY_OBJ_HEADER = 33
-HANDLE_INT_BYTES = 32
-INDEX_REFRESH = 4096  # re-measure the dict table every this many links
-DICT_SLOT_BYTES = 120  # what a churned dict's table costs per live entry, charged in advance
 NIL = -1
 
 # bits column
@@ -47,6 +40,11 @@ IN_USE = 1
 FETCHED = 2
 CHUNKED = 4
 DATA_CHUNK = 8
+# Meta-protocol item state, in the same byte (no extra memory): memcached's ITEM_STALE,
+# ITEM_TOKEN_SENT and ITEM_KEY_BINARY.
+STALE = 16
+TOKEN_SENT = 32
+KEY_BINARY = 64
 
 
 class Outcome(IntEnum):
@@ -226,14 +224,11 @@ class Store:
         self.classes = [
             SlabClass(i, table.sizes[i], table.perslab[i]) for i in range(len(table.sizes))
         ]
-        self.index: dict[bytes, int] = {}
+        self.index = KeyIndex(self._key_view)
         self.chunk_lists: dict[int, list[int]] = {}  # header handle -> data chunk handles
         self.memory_limit = limits.memory_limit
         self.malloced = 0  # bytes of pages handed to classes
         self.columns_bytes = 0  # metadata columns of every page
-        self.keys_bytes = 0  # key objects and handle ints of indexed items
-        self.index_bytes = sys.getsizeof(self.index)  # the dict table, re-measured now and then
-        self._links = 0
         self.next_cas = 0
         self.oldest_live = 0
         self.oldest_cas = 0
@@ -247,6 +242,9 @@ class Store:
         self.evicted_unfetched = 0
         self.crawler_reclaimed = 0
         self.crawler_items_checked = 0
+        # Called for each eviction (key, fetched, exp, atime, class, value length) while
+        # someone watches evictions; None otherwise, so evicting costs one test.
+        self.on_evict: Callable[[bytes, bool, int, int, int, int], None] | None = None
 
     # ------------------------------------------------------------------ allocation
 
@@ -262,11 +260,7 @@ class Store:
 
     def used_memory(self) -> int:
         """Real bytes held for items: pages, their metadata columns, and the index."""
-        return self.malloced + self.columns_bytes + self.keys_bytes + self.index_bytes
-
-    @staticmethod
-    def _key_cost(key: bytes) -> int:
-        return ((KEY_OBJ_HEADER + len(key) + 7) & ~7) + HANDLE_INT_BYTES
+        return self.malloced + self.columns_bytes + self.index.nbytes
 
     def _alloc(self, cid: int, now: int) -> int:
         """A free slot of class ``cid``, reclaiming or evicting at its LRU tail if needed."""
@@ -315,6 +309,15 @@ class Store:
             if not hc.bits[hs] & FETCHED:
                 cls.evicted_unfetched += 1
                 self.evicted_unfetched += 1
+            if self.on_evict is not None:
+                self.on_evict(
+                    self._key_of(hc, hs),
+                    bool(hc.bits[hs] & FETCHED),
+                    hc.exp[hs],
+                    hc.atime[hs],
+                    cls.cid,
+                    hc.blen[hs] - 2,
+                )
             self._unlink(h)
             slot = cls.pop_free()
             if slot != NIL:
@@ -336,12 +339,18 @@ class Store:
 
     # ------------------------------------------------------------------ linking
 
-    def _link(self, key: bytes, h: int, lru_cid: int, ntotal: int, nbytes: int) -> None:
-        """Put a fully written item into the index and at the head of its class's LRU."""
-        old = self.index.get(key)
-        if old is not None:
+    def _link(self, key: bytes, h: int, lru_cid: int, ntotal: int, nbytes: int,
+              old: int | None = None) -> None:
+        """Put a fully written item into the index and at the head of its class's LRU.
+
+        ``old``: the key's current live handle (NIL for none) when the caller already looked
+        it up, to spare a second index probe on the set path.
+        """
+        if old is None:
+            old = self.index.get(key)
+        if old is not None and old != NIL:
             self._unlink(old)
-        self.index[key] = h
+        self.index.put(key, h)
         c = self.classes[h & 63]
         s = h >> 6
         lru = self.classes[lru_cid]
@@ -357,12 +366,6 @@ class Store:
         self.curr_items += 1
         self.total_items += 1
         self.bytes += ntotal
-        self.keys_bytes += self._key_cost(key)
-        self._links += 1
-        if self._links % INDEX_REFRESH == 0:
-            # Charge the table the dict will grow to, not just the one it has now, so pages are
-            # not handed out against memory the index is about to take.
-            self.index_bytes = max(sys.getsizeof(self.index), self.curr_items * DICT_SLOT_BYTES)
         _ = nbytes
 
     def _lru_cid(self, c: SlabClass, s: int) -> int:
@@ -381,13 +384,19 @@ class Store:
 
     key_offset = 6  # set by the protocol layer; the header embeds the key at this offset
 
+    def _key_view(self, h: int) -> memoryview:
+        """The key of handle ``h`` as a view into its chunk (no copy): the index compares it."""
+        c = self.classes[h & 63]
+        s = h >> 6
+        base = (s % c.perslab) * c.size + self.key_offset
+        return c.views[s // c.perslab][base : base + c.klen[s]]
+
     def _unlink(self, h: int) -> None:
         """Remove an item from the index and its LRU and free its chunks."""
         c = self.classes[h & 63]
         s = h >> 6
         key = self._key_of(c, s)
-        if self.index.get(key) == h:
-            del self.index[key]
+        self.index.remove(key, h)
         lru = self.classes[self._lru_cid(c, s)]
         p = c.prev[s]
         n = c.nxt[s]
@@ -404,7 +413,6 @@ class Store:
         lru.mem_requested -= ntotal
         self.curr_items -= 1
         self.bytes -= ntotal
-        self.keys_bytes -= self._key_cost(key)
         if c.bits[s] & CHUNKED:
             for dh in self.chunk_lists.pop(h, ()):
                 self.classes[dh & 63].push_free(dh >> 6)
@@ -474,12 +482,28 @@ class Store:
         caller can count memcached's get_expired / get_flushed).
         """
         now = self.clock.now
+        hv = hash(key)
+        koff = self.key_offset
+        classes = self.classes
         with self.lock:
-            h = self.index.get(key)
-            if h is None:
-                return 0
-            c = self.classes[h & 63]
-            s = h >> 6
+            # The index probe, inlined: this is the hottest path of the server.
+            index = self.index
+            mask = index.mask
+            i = hv & mask
+            handles = index.handles
+            hashes = index.hashes
+            while True:
+                h = handles[i]
+                if h == -1:
+                    return 0
+                if hashes[i] == hv:
+                    c = classes[h & 63]
+                    s = h >> 6
+                    view = c.views[s // c.perslab]
+                    base = (s % c.perslab) * c.size
+                    if view[base + koff : base + koff + c.klen[s]] == key:
+                        break
+                i = (i + 1) & mask
             exp = c.exp[s]
             if exp and exp <= now:
                 self._unlink(h)
@@ -496,8 +520,7 @@ class Store:
                 cs.bits[s] = bits | FETCHED
                 self._bump(cs, s, h, now)
                 return 1
-            base = (s % c.perslab) * c.size
-            out += c.views[s // c.perslab][base : base + c.plen[s] + c.blen[s]]
+            out += view[base : base + c.plen[s] + c.blen[s]]
             c.get_hits += 1
             c.bits[s] = bits | FETCHED
             if c.atime[s] + UPDATE_INTERVAL <= now:
@@ -556,13 +579,15 @@ class Store:
         return self.next_cas
 
     def _write_item(
-        self, key: bytes, flags: int, exp_abs: int, body: bytes | bytearray | memoryview, now: int
+        self, key: bytes, flags: int, exp_abs: int, body: bytes | bytearray | memoryview, now: int,
+        ntotal: int = 0,
     ) -> tuple[Outcome, int]:
         """Allocate and fill an item (not yet linked). Returns (outcome, handle)."""
         table = self.table
         nbytes = len(body)
         nkey = len(key)
-        ntotal = table.item_size(nkey, flags, nbytes)
+        if not ntotal:
+            ntotal = table.item_size(nkey, flags, nbytes)
         cid = table.class_for(ntotal)
         if cid == 0:
             return Outcome.TOO_LARGE, NIL
@@ -634,7 +659,10 @@ class Store:
         with self.lock:
             old = self._find(key, now)
             table = self.table
-            self._count_set(len(key), flags, len(body))
+            ntotal = table.item_size(len(key), flags, len(body))
+            cid = table.class_for(ntotal)
+            if cid:  # memcached counts every set whose item could be sized
+                self.classes[cid].cmd_set += 1
             if mode == Mode.SET:
                 pass
             elif mode == Mode.ADD:
@@ -651,7 +679,8 @@ class Store:
                 oc = self.classes[old & 63]
                 os_ = old >> 6
                 lru = self.classes[self._lru_cid(oc, os_)]
-                if oc.cas[os_] != cas_unique:
+                # With -C every item's CAS is 0, which memcached never treats as a match.
+                if oc.cas[os_] != cas_unique or not self.limits.use_cas:
                     lru.cas_badval += 1
                     return Outcome.EXISTS
                 lru.cas_hits += 1
@@ -677,15 +706,16 @@ class Store:
                 lru_cid = self._lru_cid(c, h >> 6)
                 self._link(key, h, lru_cid, ntotal, len(body))
                 return Outcome.STORED
-            outcome, h = self._write_item(key, flags, exptime_to_abs(exptime, clock), body, now)
+            outcome, h = self._write_item(
+                key, flags, exptime_to_abs(exptime, clock), body, now, ntotal
+            )
             if outcome != Outcome.STORED:
                 if old != NIL and mode == Mode.SET:
                     # memcached drops the old value when a set of the same key is too large
                     self._unlink(old)
                 return outcome
-            c = self.classes[h & 63]
-            lru_cid = self._lru_cid(c, h >> 6)
-            self._link(key, h, lru_cid, table.item_size(len(key), flags, len(body)), len(body))
+            lru_cid = cid if ntotal <= table.chunk_max else table.largest
+            self._link(key, h, lru_cid, ntotal, len(body), old)
             return Outcome.STORED
 
     def _count_set(self, nkey: int, flags: int, nbytes: int) -> None:
@@ -774,7 +804,7 @@ class Store:
         clock = self.clock
         with self.lock:
             now = clock.now
-            new_oldest = exptime_to_abs(exptime, clock) - 1 if exptime > 0 else now
+            new_oldest = exptime_to_abs(exptime, clock) if exptime > 0 else now
             if self.limits.use_cas:
                 self.oldest_live = new_oldest - 1
                 if self.oldest_live <= now:

@@ -46,7 +46,7 @@ def test_a_queued_dead_connection_does_not_touch_its_fds_successor(worker: Worke
         worker._add(server_b, "unix:b", "unix:test")
         conn_b = worker.conns[fd]
         counted = worker.node.counters.curr_connections
-        worker._run_ready()
+        worker._handle([], False)  # runs the ready list
         assert worker.conns.get(fd) is conn_b
         assert worker.node.counters.curr_connections == counted  # nothing closed twice
         client_b.sendall(b"version\r\n")

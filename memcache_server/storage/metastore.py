@@ -1,0 +1,482 @@
+"""Item operations of the meta protocol (mg/ms/md/ma/me) on the slab store.
+
+Why a separate module: the meta commands need more than the classic verbs (no-bump reads, TTL
+changes in flag order, vivify-on-miss, stale items and win tokens, CAS compare on delete and
+arithmetic), and they must not slow the classic get/set path. These functions take the store's
+lock themselves, like every public ``Store`` method, and work on its columns directly.
+
+TTL events: a meta request may change an item's expiry and report it in the same line, in the
+order the client gave its flags (``mg k t T30 t`` shows the old TTL, then the new one). Callers
+pass that order as a tuple of ``(event, absolute time)`` pairs; each ``EV_SHOW_TTL`` records the
+item's expiry at that point in ``MetaHit.ttls``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from memcache_server.storage.store import (
+    CHUNKED,
+    DATA_CHUNK,
+    FETCHED,
+    IN_USE,
+    KEY_BINARY,
+    NIL,
+    STALE,
+    TOKEN_SENT,
+    Mode,
+    Outcome,
+    Store,
+    parse_u64,
+)
+
+__all__ = [
+    "MetaStore",
+    "MetaHit",
+    "MetaResult",
+    "EV_SET_TTL",
+    "EV_VIVIFY_TTL",
+    "EV_RECACHE",
+    "EV_SHOW_TTL",
+]
+
+EV_SET_TTL = 1  # T: set the expiry
+EV_VIVIFY_TTL = 2  # N: set the expiry if this request created the item
+EV_RECACHE = 3  # R: win the recache token if the expiry is before this time
+EV_SHOW_TTL = 4  # t: record the expiry as it is now
+
+Events = tuple[tuple[int, int], ...]
+
+
+class MetaResult(IntEnum):
+    OK = 0
+    NOT_FOUND = 1
+    EXISTS = 2
+    NOT_STORED = 3
+    NON_NUMERIC = 4
+    NO_MEMORY = 5
+
+
+class MetaHit:
+    """What a meta read saw of an item, captured under the lock (before its LRU bump)."""
+
+    __slots__ = (
+        "key",
+        "key_binary",
+        "value",
+        "nbytes",
+        "flags",
+        "cas",
+        "ttls",
+        "la",
+        "fetched",
+        "token_sent",
+        "stale",
+        "won",
+        "cid",
+        "ntotal",
+        "exp",
+        "created",
+    )
+
+    def __init__(self) -> None:
+        self.key = b""
+        self.key_binary = False
+        self.value = b""  # the value and its CRLF, when asked for
+        self.nbytes = 0  # value length without CRLF
+        self.flags = 0
+        self.cas = 0
+        self.ttls: list[int] = []  # absolute expiry (0: never) at each EV_SHOW_TTL
+        self.la = 0  # seconds since last access
+        self.fetched = False
+        self.token_sent = False
+        self.stale = False
+        self.won = False
+        self.cid = 0
+        self.ntotal = 0
+        self.exp = 0
+        self.created = False
+
+
+class MetaStore:
+    """The meta operations of one ``Store``. Stateless apart from the store it wraps."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------------ helpers (lock held)
+
+    def _lookup(self, key: bytes, now: int) -> int:
+        """Handle of a live item; or 0 (miss), -1 (expired), -2 (flushed), unlinking dead ones."""
+        st = self.store
+        h = st.index.get(key)
+        if h is None:
+            return 0
+        c = st.classes[h & 63]
+        s = h >> 6
+        exp = c.exp[s]
+        if exp and exp <= now:
+            st._unlink(h)
+            return -1
+        if st._is_flushed(c, s, now):
+            st._unlink(h)
+            return -2
+        return h
+
+    def _create(self, key: bytes, flags: int, exp: int, body: bytes, now: int) -> int:
+        """Write and link a new item; NIL when memory is exhausted."""
+        st = self.store
+        outcome, h = st._write_item(key, flags, exp, body, now)
+        if outcome != Outcome.STORED:
+            return NIL
+        c = st.classes[h & 63]
+        st._link(key, h, st._lru_cid(c, h >> 6), st._ntotal(c, h >> 6), len(body))
+        return int(h)
+
+    # ------------------------------------------------------------------ mg
+
+    def get(
+        self,
+        key: bytes,
+        events: Events,
+        bump: bool,
+        vivify: bool,
+        want_value: bool,
+        touch: bool,
+        count: bool = True,
+    ) -> MetaHit | int:
+        """``mg``: a ``MetaHit``, or a miss code as ``Store.get_into`` gives (0, -1, -2).
+
+        ``count`` False: the request failed after the lookup (memcached then neither counts the
+        hit nor bumps the item)."""
+        st = self.store
+        now = st.clock.now
+        with st.lock:
+            h = self._lookup(key, now)
+            created = False
+            if h <= 0 and vivify:
+                nh = self._create(key, 0, 0, b"\r\n", now)
+                if nh != NIL:
+                    h = nh
+                    created = True
+            if h <= 0:
+                return h
+            c = st.classes[h & 63]
+            s = h >> 6
+            bits = c.bits[s]
+            hit = MetaHit()
+            hit.created = created
+            token_sent = bool(bits & TOKEN_SENT)
+            exp = c.exp[s]
+            won = False
+            for ev, t in events:
+                if ev == EV_SHOW_TTL:
+                    hit.ttls.append(exp)
+                elif ev == EV_SET_TTL:
+                    exp = t
+                elif ev == EV_VIVIFY_TTL:
+                    if created:
+                        exp = t
+                        won = True
+                elif not token_sent and not created and exp != 0 and exp < t:
+                    won = True  # EV_RECACHE
+            c.exp[s] = exp
+            if bits & STALE and not token_sent:
+                won = True
+            if won:
+                bits |= TOKEN_SENT
+            hit.won = won
+            hit.token_sent = token_sent
+            hit.stale = bool(bits & STALE)
+            hit.fetched = bool(bits & FETCHED)
+            hit.key_binary = bool(bits & KEY_BINARY)
+            hit.key = st._key_of(c, s)
+            hit.flags = c.flags[s]
+            hit.cas = c.cas[s]
+            hit.nbytes = c.blen[s] - 2
+            hit.la = now - c.atime[s]
+            hit.exp = exp
+            if want_value:
+                plen = c.plen[s]
+                hit.value = st._read(c, s, h, plen, c.blen[s])
+            if not count:
+                c.bits[s] = bits
+                return hit
+            lru = st.classes[st._lru_cid(c, s)]
+            if touch:
+                lru.touch_hits += 1
+            else:
+                lru.get_hits += 1
+            if bump:
+                bits |= FETCHED
+                c.bits[s] = bits
+                st._bump(c, s, h, now)
+            else:
+                c.bits[s] = bits
+            return hit
+
+    # ------------------------------------------------------------------ ms
+
+    def set(
+        self,
+        mode: Mode,
+        key: bytes,
+        key_binary: bool,
+        flags: int,
+        exp: int,
+        body: bytes,
+        req_cas: int,
+        set_stale: bool,
+    ) -> tuple[Outcome, int]:
+        """``ms``: memcached's do_store_item with the meta extensions. Returns (outcome, cas).
+
+        ``mode`` CAS compares ``req_cas``; with ``set_stale`` an older CAS still stores, but the
+        item keeps the old expiry and becomes stale (memcached's invalidation).
+        """
+        st = self.store
+        table = st.table
+        now = st.clock.now
+        nkey = len(key)
+        with st.lock:
+            if table.class_for(table.item_size(nkey, flags, len(body))) == 0:
+                h = st.index.get(key)
+                if h is not None:
+                    st._unlink(h)  # memcached drops the old value when the new one cannot fit
+                return Outcome.TOO_LARGE, 0
+            st._count_set(nkey, flags, len(body))
+            old = self._lookup(key, now)
+            extra_bits = 0
+            if old > 0:
+                oc = st.classes[old & 63]
+                os_ = old >> 6
+                old_cas = oc.cas[os_]
+                if req_cas == 0:
+                    cas_res = 0  # none
+                elif req_cas == old_cas:
+                    cas_res = 1  # match
+                elif set_stale and req_cas < old_cas:
+                    cas_res = 2  # stale
+                else:
+                    cas_res = 3  # bad value
+                lru = st.classes[st._lru_cid(oc, os_)]
+                if mode == Mode.ADD:
+                    st._bump(oc, os_, old, now)
+                    return Outcome.NOT_STORED, 0
+                if mode == Mode.CAS:
+                    if cas_res == 1:
+                        lru.cas_hits += 1
+                    elif cas_res == 2:
+                        exp = oc.exp[os_]
+                        extra_bits = STALE | (oc.bits[os_] & TOKEN_SENT)
+                        lru.cas_hits += 1
+                    else:
+                        lru.cas_badval += 1
+                        return Outcome.EXISTS, 0
+                elif mode == Mode.APPEND or mode == Mode.PREPEND:
+                    if cas_res > 1:
+                        return Outcome.EXISTS, 0
+                    value = st._read(oc, os_, old, oc.plen[os_], oc.blen[os_])
+                    if mode == Mode.APPEND:
+                        body = value[:-2] + body
+                    else:
+                        body = body[:-2] + value
+                    flags = oc.flags[os_]
+                    exp = oc.exp[os_]
+                    if table.class_for(table.item_size(nkey, flags, len(body))) == 0:
+                        return Outcome.NOT_STORED, 0
+            elif mode == Mode.CAS:
+                return Outcome.NOT_FOUND, 0
+            elif mode != Mode.SET and mode != Mode.ADD:
+                return Outcome.NOT_STORED, 0
+            outcome, h = st._write_item(key, flags, exp, body, now)
+            if outcome != Outcome.STORED:
+                hold = st.index.get(key)
+                if hold is not None:
+                    st._unlink(hold)
+                return outcome, 0
+            c = st.classes[h & 63]
+            s = h >> 6
+            st._link(key, h, st._lru_cid(c, s), st._ntotal(c, s), len(body))
+            if key_binary:
+                extra_bits |= KEY_BINARY
+            c.bits[s] |= extra_bits
+            return Outcome.STORED, c.cas[s]
+
+    # ------------------------------------------------------------------ md
+
+    def delete(
+        self, key: bytes, req_cas: int | None, set_stale: bool, new_exp: int | None
+    ) -> MetaResult:
+        """``md``: delete, or with ``set_stale`` mark stale (new CAS, win token reset).
+
+        ``req_cas`` (when given, even 0) must equal the item's CAS."""
+        st = self.store
+        now = st.clock.now
+        with st.lock:
+            h = self._lookup(key, now)
+            if h <= 0:
+                return MetaResult.NOT_FOUND
+            c = st.classes[h & 63]
+            s = h >> 6
+            if req_cas is not None and c.cas[s] != req_cas:
+                return MetaResult.EXISTS
+            if set_stale:
+                if new_exp is not None:
+                    c.exp[s] = new_exp
+                c.bits[s] = (c.bits[s] | STALE) & ~TOKEN_SENT
+                c.cas[s] = st._next_cas()
+            else:
+                st.classes[st._lru_cid(c, s)].delete_hits += 1
+                st._unlink(h)
+            return MetaResult.OK
+
+    # ------------------------------------------------------------------ ma
+
+    def arith(
+        self,
+        key: bytes,
+        incr: bool,
+        delta: int,
+        req_cas: int,
+        vivify: bool,
+        initial: int,
+        events: Events,
+    ) -> tuple[MetaResult, MetaHit | None]:
+        """``ma``: memcached's do_add_delta plus vivify. The hit's ``value`` holds the digits.
+
+        As in memcached, a result longer than the stored value becomes a new item, and TTL
+        flags then change the old, unlinked one: the stored item keeps its expiry.
+        """
+        st = self.store
+        now = st.clock.now
+        with st.lock:
+            h = self._lookup(key, now)
+            created = False
+            replaced = False
+            if h <= 0:
+                if not vivify:
+                    return MetaResult.NOT_FOUND, None
+                digits = b"%d" % initial
+                h = self._create(key, 0, 0, digits + b"\r\n", now)
+                if h == NIL:
+                    return MetaResult.NOT_STORED, None  # vivify found no memory
+                created = True
+            else:
+                c = st.classes[h & 63]
+                s = h >> 6
+                nbytes = c.blen[s]
+                if nbytes <= 2 or c.bits[s] & CHUNKED:
+                    return MetaResult.NON_NUMERIC, None
+                if req_cas and c.cas[s] != req_cas:
+                    return MetaResult.EXISTS, None
+                plen = c.plen[s]
+                value = parse_u64(st._read(c, s, h, plen, nbytes - 2))
+                if value is None:
+                    return MetaResult.NON_NUMERIC, None
+                lru = st.classes[st._lru_cid(c, s)]
+                if incr:
+                    value = (value + delta) & 0xFFFFFFFFFFFFFFFF
+                    lru.incr_hits += 1
+                else:
+                    value = max(value - delta, 0)
+                    lru.decr_hits += 1
+                digits = b"%d" % value
+                res = len(digits)
+                if res + 2 <= nbytes:
+                    base = (s % c.perslab) * c.size + plen
+                    c.pages[s // c.perslab][base : base + nbytes - 2] = digits + b" " * (
+                        nbytes - 2 - res
+                    )
+                    c.cas[s] = st._next_cas()
+                    st._bump(c, s, h, now)
+                else:
+                    nh = self._create(key, c.flags[s], c.exp[s], digits + b"\r\n", now)
+                    if nh == NIL:
+                        return MetaResult.NO_MEMORY, None
+                    h = nh
+                    replaced = True
+            c = st.classes[h & 63]
+            s = h >> 6
+            hit = MetaHit()
+            hit.created = created
+            hit.value = digits
+            hit.cas = c.cas[s]
+            exp = c.exp[s]
+            for ev, t in events:
+                if ev == EV_SHOW_TTL:
+                    hit.ttls.append(exp)
+                elif ev == EV_SET_TTL or (ev == EV_VIVIFY_TTL and created):
+                    exp = t
+            if not replaced:
+                c.exp[s] = exp
+            return MetaResult.OK, hit
+
+    # ------------------------------------------------------------------ me
+
+    def debug(self, key: bytes) -> MetaHit | None:
+        """``me``: an item's metadata without bumping it or marking it fetched."""
+        st = self.store
+        now = st.clock.now
+        with st.lock:
+            h = self._lookup(key, now)
+            if h <= 0:
+                return None
+            c = st.classes[h & 63]
+            s = h >> 6
+            hit = MetaHit()
+            hit.key = st._key_of(c, s)
+            hit.key_binary = bool(c.bits[s] & KEY_BINARY)
+            hit.exp = c.exp[s]
+            hit.la = now - c.atime[s]
+            hit.cas = c.cas[s]
+            hit.fetched = bool(c.bits[s] & FETCHED)
+            hit.cid = st._lru_cid(c, s)  # a chunked item reports the largest class, as memcached
+            hit.ntotal = st._ntotal(c, s)
+            return hit
+
+    # ------------------------------------------------------------------ metadump
+
+    def walk(
+        self, cids: list[int], batch: int = 1000
+    ) -> list[tuple[bytes, int, int, int, bool, int, int]]:
+        """(key, exp, last access, cas, fetched, class, size) of every live item of ``cids``.
+
+        Each class is walked in slot order (oldest pages first), the lock taken once per
+        ``batch`` slots so writers are not stalled for the whole walk; classes are then
+        interleaved one item at a time, as memcached's crawler advances one item per class per
+        step. Chunked items are reported once, by their header chunk."""
+        st = self.store
+        per_class: list[list[tuple[bytes, int, int, int, bool, int, int]]] = []
+        for cid in cids:
+            out: list[tuple[bytes, int, int, int, bool, int, int]] = []
+            per_class.append(out)
+            if cid >= len(st.classes):
+                continue
+            start = 0
+            while True:
+                now = st.clock.now
+                with st.lock:
+                    c = st.classes[cid]
+                    end = min(start + batch, len(c.bits))
+                    for s in range(start, end):
+                        b = c.bits[s]
+                        if not b & IN_USE or b & DATA_CHUNK or st._is_dead(c, s, now):
+                            continue
+                        out.append(
+                            (
+                                st._key_of(c, s),
+                                c.exp[s],
+                                c.atime[s],
+                                c.cas[s],
+                                bool(b & FETCHED),
+                                st._lru_cid(c, s),
+                                st._ntotal(c, s),
+                            )
+                        )
+                if end >= len(c.bits):
+                    break
+                start = end
+        merged = []
+        for i in range(max((len(lst) for lst in per_class), default=0)):
+            merged += [lst[i] for lst in per_class if i < len(lst)]
+        return merged
