@@ -56,8 +56,8 @@ class Suspended(Exception):
 
 
 def vlen_of(req: Request) -> int:
-    """The declared data length (with CRLF) of a storage request."""
-    return int(req[1][4]) + 2 if req[1][4].isdigit() else 2
+    """The declared data length (with CRLF) of a storage request, read as the framer read it."""
+    return (strtol32(req[1][4]) or 0) + 2
 
 
 class Session:

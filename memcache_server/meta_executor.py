@@ -16,6 +16,7 @@ from discovery.view import LEGACY_READ_ONLY
 from memcache_server import watch
 from memcache_server.protocol import constants as C
 from memcache_server.protocol import meta as M
+from memcache_server.protocol.numbers import strtol32
 from memcache_server.storage.clock import exptime_to_abs
 from memcache_server.storage.metastore import (
     EV_RECACHE,
@@ -232,7 +233,8 @@ def meta_store(s: Session, req: Request) -> None:
         out += C.TOO_LARGE
         return
     if not body:
-        s.store.count_set(len(f.key), f.client_flags, int(tokens[2]) + 2)
+        # the framer accepted the length as memcached's strtol does ("1\t" is 1), not int()
+        s.store.count_set(len(f.key), f.client_flags, (strtol32(tokens[2]) or 0) + 2)
         out += C.BAD_CHUNK
         return
     exp = exptime_to_abs(f.exptime, s.node.clock) if f.exptime else 0

@@ -125,6 +125,20 @@ CASES: dict[str, list[bytes]] = {
         b"set {k} 0 0 1 noreply\r\nv\r\nincr {k} 1 noreply\r\nappend {k} 0 0 1 noreply\r\nw\r\n"
         b"touch {k} 10 noreply\r\nset {k} 0 0 x noreply\r\nget {k}\r\n"
     ],
+    "meta_garbage_flags": [
+        b"mg {k} \x01\x02 zz\r\n",
+        b"ms {k} abc\r\n",
+        b"md\r\nma {k} N-1\r\nmn\r\nme {k}\r\n",
+        b"mg " + b"x" * 300 + b" v\r\n",
+        b"mg !!!! b v\r\nmg {k} " + b"v " * 30 + b"\r\n",
+        b"ma {k} MX\r\nma {k} D18446744073709551616\r\nms {k} 5 MZ\r\nhello\r\n",
+        b"mg {k} O" + b"x" * 40 + b" v\r\nmg\r\nms\r\nms {k}\r\nms {k} -1\r\n",
+    ],
+    "meta_lengths": [
+        b"ms {k} 4294967296\r\n\r\nmg {k} v\r\n",
+        b"ms {k} 2147483648\r\n",
+        b"ms {k} 1\t\x01\r\nab\r\nset {k} 0 0 2\t\r\nabc\r\nmg {k} v\r\n",
+    ],
     "many_keys_get": [
         b"set {k}-3 0 0 1\r\na\r\nset {k}-7777 0 0 1\r\nb\r\n",
         b"get " + b" ".join(b"{k}-%d" % i for i in range(10_000)) + b"\r\n",
