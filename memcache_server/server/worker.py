@@ -23,6 +23,7 @@ import selectors
 import socket
 import sys
 import threading
+import traceback
 from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
@@ -254,7 +255,11 @@ class Worker(threading.Thread):
             fr = session.framer
             fam = PREFIX_OFFSET.get(fr.buf[fr.pos : fr.pos + 3], OTHER_OFFSET)
             t0 = perf_counter_ns()
-        more = session.process(limit or self.node.config.reqs_per_event)
+        try:
+            more = session.process(limit or self.node.config.reqs_per_event)
+        except Exception:  # a bug in one command must cost one connection, not the thread
+            self._internal_error(conn)
+            return
         conn.backlog = more
         out = session.out
         if out:
@@ -278,6 +283,17 @@ class Worker(threading.Thread):
                 self.stats.conn_yields += 1
                 self.ready.append(conn)
             # else: resumed from _on_writable once the client reads
+
+    def _internal_error(self, conn: Connection) -> None:
+        """A request raised: log it and close that connection (its stream state is unknown).
+
+        Without this the exception would end the worker thread and strand every connection it
+        owns; one malformed request would take a quarter of the node (all of it with -t 1).
+        """
+        print(f"worker {self.index}: request from {conn.peer} failed:", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        conn.session.out.clear()
+        self._close(conn)
 
     def _observe(self, fam: int, dt: int) -> None:
         lat = self.latency

@@ -2,7 +2,8 @@
 
 A connection that yielded (-R) waits in the ready list. If it closes and the next accepted
 connection gets the same fd number (the OS hands out the lowest free one), running the ready
-list must not mistake the dead connection for the live one.
+list must not mistake the dead connection for the live one. And a request that raises costs
+its own connection, not the worker.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from memcache_server.app import Node
 from memcache_server.config import ServerConfig
+from memcache_server.executor import HANDLERS, Session
 from memcache_server.server.worker import Worker
 
 
@@ -55,3 +57,31 @@ def test_a_queued_dead_connection_does_not_touch_its_fds_successor(worker: Worke
         assert client_b.recv(100) == b"VERSION 1.6.18\r\n"
     finally:
         client_b.close()
+
+
+def test_a_failing_request_costs_its_connection_only(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug in one command must not end the worker thread and strand its other clients."""
+
+    def broken(session: Session, tokens: list[bytes]) -> None:
+        raise RuntimeError("a bug in a command handler")
+
+    monkeypatch.setitem(HANDLERS, b"broken", broken)
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        for i, (server, _) in enumerate(pairs):
+            worker._add(server, f"unix:{i}", "unix:test")
+        (bad_server, bad_client), (good_server, good_client) = pairs
+        bad_client.sendall(b"version\r\nbroken\r\nversion\r\n")
+        worker._on_readable(worker.conns[bad_server.fileno()])
+        bad_client.settimeout(2)
+        assert bad_client.recv(100) == b""  # closed, nothing half-written
+        assert "a bug in a command handler" in capsys.readouterr().err
+        good_client.sendall(b"version\r\n")
+        worker._on_readable(worker.conns[good_server.fileno()])
+        good_client.settimeout(2)
+        assert good_client.recv(100) == b"VERSION 1.6.18\r\n"
+    finally:
+        for _, client in pairs:
+            client.close()
