@@ -104,7 +104,8 @@ def _reason(exc: Exception) -> str:
 
 
 def _load_identity(ctx: ssl.SSLContext, s: TLSSettings) -> None:
-    """Certificate chain then key, with memcached's message naming whichever failed."""
+    """Certificate chain then key, with memcached's message naming whichever failed (a path
+    that was not given prints as C's "(null)", as in memcached's message)."""
     chain = s.chain_cert
     try:
         if chain is None:
@@ -113,14 +114,15 @@ def _load_identity(ctx: ssl.SSLContext, s: TLSSettings) -> None:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=chain)
     except (OSError, ssl.SSLError) as exc:
         raise TLSError(
-            f"Error loading the certificate chain: {chain} : {_reason(exc)}", EX_USAGE
+            f"Error loading the certificate chain: {chain or '(null)'} : {_reason(exc)}", EX_USAGE
         ) from None
+    key = s.key or "(null)"
     if s.keyformat != PEM:
-        raise TLSError(f"Error loading the key: {s.key} : only PEM keys are supported", EX_USAGE)
+        raise TLSError(f"Error loading the key: {key} : only PEM keys are supported", EX_USAGE)
     try:
         ctx.load_cert_chain(chain, s.key)  # no ssl_key: the key may follow the chain's certs
     except (OSError, ssl.SSLError) as exc:
-        raise TLSError(f"Error loading the key: {s.key} : {_reason(exc)}", EX_USAGE) from None
+        raise TLSError(f"Error loading the key: {key} : {_reason(exc)}", EX_USAGE) from None
     if s.ca_cert is not None:
         try:
             ctx.load_verify_locations(cafile=s.ca_cert)

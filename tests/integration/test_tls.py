@@ -307,6 +307,7 @@ def test_unusable_settings_refuse_to_start_like_memcached(certs: Certs, tmp_path
         "verify_mode": (tls_args(c, "ssl_verify_mode=5"), None),
         "min_version": (tls_args(c, "ssl_min_version=7"), None),
         "ciphers": (tls_args(c, "ssl_ciphers=BOGUS"), None),
+        "no_chain": (["-Z"], "Error loading the certificate chain: (null) : "),
         "missing_chain": (
             tls_args(c, chain=tmp_path / "nope.pem"),
             f"Error loading the certificate chain: {tmp_path / 'nope.pem'} : ",
