@@ -74,6 +74,9 @@ def _junk_cases() -> dict[str, list[bytes]]:
     cases: dict[str, list[bytes]] = {}
     for name, template in templates.items():
         for i, junk in enumerate(JUNK):
+            if junk == b"+1" and name in ("touch_exptime", "gat_exptime"):
+                # a 1-second TTL races the servers' once-a-second clock: either may expire it
+                continue
             cases[f"{name}_{i}"] = [b"set {k} 0 0 1\r\n5\r\n", template % junk, b"get {k}\r\n"]
     return cases
 
