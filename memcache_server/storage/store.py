@@ -74,6 +74,28 @@ class StoreLimits:
     use_cas: bool
 
 
+# Per-class counters (memcached's slab and item stats), named once for snapshots and resets.
+CLASS_COUNTERS: tuple[str, ...] = (
+    "get_hits",
+    "cmd_set",
+    "delete_hits",
+    "incr_hits",
+    "decr_hits",
+    "cas_hits",
+    "cas_badval",
+    "touch_hits",
+    "evicted",
+    "evicted_nonzero",
+    "evicted_time",
+    "outofmemory",
+    "reclaimed",
+    "expired_unfetched",
+    "evicted_unfetched",
+    "crawler_reclaimed",
+    "crawler_items_checked",
+)
+
+
 class SlabClass:
     """One slab class: its pages, metadata columns, free list, LRU and counters."""
 
@@ -862,28 +884,7 @@ class Store:
                 if c.lru_tail != NIL:
                     t = c.lru_tail
                     age = now - self.classes[t & 63].atime[t >> 6]
-                counters = {
-                    name: getattr(c, name)
-                    for name in (
-                        "get_hits",
-                        "cmd_set",
-                        "delete_hits",
-                        "incr_hits",
-                        "decr_hits",
-                        "cas_hits",
-                        "cas_badval",
-                        "touch_hits",
-                        "evicted",
-                        "evicted_nonzero",
-                        "evicted_time",
-                        "outofmemory",
-                        "reclaimed",
-                        "expired_unfetched",
-                        "evicted_unfetched",
-                        "crawler_reclaimed",
-                        "crawler_items_checked",
-                    )
-                }
+                counters = {name: getattr(c, name) for name in CLASS_COUNTERS}
                 out.append(
                     ClassStats(
                         cid=c.cid,
@@ -925,11 +926,8 @@ class Store:
             self.expired_unfetched = self.evicted_unfetched = 0
             self.crawler_reclaimed = self.crawler_items_checked = 0
             for c in self.classes:
-                c.get_hits = c.cmd_set = c.delete_hits = c.incr_hits = 0
-                c.decr_hits = c.cas_hits = c.cas_badval = c.touch_hits = 0
-                c.evicted = c.evicted_nonzero = c.evicted_time = c.outofmemory = 0
-                c.reclaimed = c.expired_unfetched = c.evicted_unfetched = 0
-                c.crawler_reclaimed = c.crawler_items_checked = 0
+                for name in CLASS_COUNTERS:
+                    setattr(c, name, 0)
 
 
 def parse_u64(raw: bytes) -> int | None:
