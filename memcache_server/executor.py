@@ -369,7 +369,15 @@ class Session:
         if not noreply:
             self.out += reply
 
-    def _arith(self, tokens: list[bytes], incr: bool) -> None:
+    def _key_number(
+        self,
+        tokens: list[bytes],
+        parse: Callable[[bytes], int | None],
+        bad_number: bytes,
+        act: Callable[[bytes, int], bytes],
+    ) -> None:
+        """``<cmd> <key> <number> [noreply]`` (incr, decr, touch): memcached's shared checks, in
+        its order (token count, key length, the number), then ``act(key, number)``'s reply."""
         n = len(tokens)
         if n != 3 and n != 4:
             self.out += C.ERROR
@@ -379,54 +387,40 @@ class Session:
         if len(key) > C.KEY_MAX_LENGTH:
             reply = C.BAD_FORMAT
         else:
-            delta = strtoull(tokens[2])
-            if delta is None:
-                reply = C.BAD_DELTA
-            else:
-                outcome, value = self.store.incr_decr(key, delta, incr)
-                if outcome == Outcome.DELTA_OK:
-                    reply = b"%d\r\n" % value
-                elif outcome == Outcome.NOT_FOUND:
-                    if incr:
-                        self.stats.incr_misses += 1
-                    else:
-                        self.stats.decr_misses += 1
-                    reply = C.NOT_FOUND
-                elif outcome == Outcome.NON_NUMERIC:
-                    reply = C.NON_NUMERIC
-                else:
-                    reply = C.DELTA_NO_MEMORY
+            number = parse(tokens[2])
+            reply = bad_number if number is None else act(key, number)
         if not noreply:
             self.out += reply
+
+    def _delta(self, key: bytes, delta: int, incr: bool) -> bytes:
+        outcome, value = self.store.incr_decr(key, delta, incr)
+        if outcome == Outcome.DELTA_OK:
+            return b"%d\r\n" % value
+        if outcome == Outcome.NOT_FOUND:
+            if incr:
+                self.stats.incr_misses += 1
+            else:
+                self.stats.decr_misses += 1
+            return C.NOT_FOUND
+        if outcome == Outcome.NON_NUMERIC:
+            return C.NON_NUMERIC
+        return C.DELTA_NO_MEMORY
+
+    def _touch(self, key: bytes, exptime: int) -> bytes:
+        self.stats.touch_cmds += 1
+        if self.store.touch(key, exptime):
+            return C.TOUCHED
+        self.stats.touch_misses += 1
+        return C.NOT_FOUND
 
     def cmd_incr(self, tokens: list[bytes]) -> None:
-        self._arith(tokens, True)
+        self._key_number(tokens, strtoull, C.BAD_DELTA, lambda k, d: self._delta(k, d, True))
 
     def cmd_decr(self, tokens: list[bytes]) -> None:
-        self._arith(tokens, False)
+        self._key_number(tokens, strtoull, C.BAD_DELTA, lambda k, d: self._delta(k, d, False))
 
     def cmd_touch(self, tokens: list[bytes]) -> None:
-        n = len(tokens)
-        if n != 3 and n != 4:
-            self.out += C.ERROR
-            return
-        noreply = n == 4 and tokens[3] == b"noreply"
-        key = tokens[1]
-        if len(key) > C.KEY_MAX_LENGTH:
-            reply = C.BAD_FORMAT
-        else:
-            exptime = strtol32(tokens[2])
-            if exptime is None:
-                reply = C.BAD_EXPTIME
-            else:
-                self.stats.touch_cmds += 1
-                if self.store.touch(key, exptime):
-                    reply = C.TOUCHED
-                else:
-                    self.stats.touch_misses += 1
-                    reply = C.NOT_FOUND
-        if not noreply:
-            self.out += reply
+        self._key_number(tokens, strtol32, C.BAD_EXPTIME, self._touch)
 
     # ------------------------------------------------------------------ server commands
 
