@@ -186,6 +186,16 @@ class Framer:
         self.closed = True
         return (CLOSE, b"line too long")
 
+    def _discard_block(self, data_start: int, total: int) -> None:
+        """Skip a refused data block: what has arrived now, the rest as it streams in."""
+        avail = len(self.buf) - data_start
+        if avail >= total:
+            self.pos = data_start + total
+        else:
+            self.buf = b""
+            self.pos = 0
+            self.swallow = total - avail
+
     def _storage(self, tokens: list[bytes], ntok: int, data_start: int) -> Request | None:
         if not ntok:
             return self._config(tokens, data_start)
@@ -219,13 +229,7 @@ class Framer:
         total = vlen + 2
         if vlen > self.max_value:
             # Certainly over -I: refuse now and discard the block as it streams in.
-            avail = len(self.buf) - data_start
-            if avail >= total:
-                self.pos = data_start + total
-            else:
-                self.buf = b""
-                self.pos = 0
-                self.swallow = total - avail
+            self._discard_block(data_start, total)
             return (STORE, tokens, key, flags, exptime, cas, None, noreply)
         end = data_start + total
         if end > len(self.buf):
@@ -256,13 +260,7 @@ class Framer:
             return (REPLY, C.BAD_FORMAT)
         total = vlen + 2
         if vlen > self.max_value:
-            avail = len(self.buf) - data_start
-            if avail >= total:
-                self.pos = data_start + total
-            else:
-                self.buf = b""
-                self.pos = 0
-                self.swallow = total - avail
+            self._discard_block(data_start, total)
             return (MSTORE, tokens, None)
         end = data_start + total
         if end > len(self.buf):
@@ -293,13 +291,7 @@ class Framer:
             return (REPLY, b"" if noreply else C.BAD_FORMAT)
         total = vlen + 2
         if vlen > self.max_value:
-            avail = len(self.buf) - data_start
-            if avail >= total:
-                self.pos = data_start + total
-            else:
-                self.buf = b""
-                self.pos = 0
-                self.swallow = total - avail
+            self._discard_block(data_start, total)
             return (REPLY, b"" if noreply else C.TOO_LARGE)
         end = data_start + total
         if end > len(self.buf):

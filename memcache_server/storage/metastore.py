@@ -108,20 +108,7 @@ class MetaStore:
 
     def _lookup(self, key: bytes, now: int) -> int:
         """Handle of a live item; or 0 (miss), -1 (expired), -2 (flushed), unlinking dead ones."""
-        st = self.store
-        h = st.index.get(key)
-        if h is None:
-            return 0
-        c = st.classes[h & 63]
-        s = h >> 6
-        exp = c.exp[s]
-        if exp and exp <= now:
-            st._unlink(h)
-            return -1
-        if st._is_flushed(c, s, now):
-            st._unlink(h)
-            return -2
-        return h
+        return self.store._live(key, now)
 
     def _create(self, key: bytes, flags: int, exp: int, body: bytes, now: int) -> int:
         """Write and link a new item; NIL when memory is exhausted."""

@@ -475,6 +475,23 @@ class Store:
             return NIL
         return h
 
+    def _live(self, key: bytes, now: int) -> int:
+        """Handle of the live item for ``key``; else 0 (miss), -1 (expired) or -2 (flushed),
+        unlinking a dead item on the way. The caller holds the lock."""
+        h = self.index.get(key)
+        if h is None:
+            return 0
+        c = self.classes[h & 63]
+        s = h >> 6
+        exp = c.exp[s]
+        if exp and exp <= now:
+            self._unlink(h)
+            return -1
+        if self._is_flushed(c, s, now):
+            self._unlink(h)
+            return -2
+        return h
+
     def _read(self, c: SlabClass, s: int, h: int, start: int, length: int) -> bytes:
         """Bytes ``start..start+length`` of the item's header+value, across chunks if needed."""
         if not c.bits[s] & CHUNKED:
@@ -556,18 +573,11 @@ class Store:
         """
         now = self.clock.now
         with self.lock:
-            h = self.index.get(key)
-            if h is None:
-                return 0
+            h = self._live(key, now)
+            if h <= 0:
+                return h
             c = self.classes[h & 63]
             s = h >> 6
-            exp = c.exp[s]
-            if exp and exp <= now:
-                self._unlink(h)
-                return -1
-            if self._is_flushed(c, s, now):
-                self._unlink(h)
-                return -2
             if exptime is not None:
                 c.exp[s] = exptime_to_abs(exptime, self.clock)
                 self.classes[self._lru_cid(c, s)].touch_hits += 1
