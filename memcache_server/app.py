@@ -30,6 +30,7 @@ from memcache_server.stats import ServerCounters
 from memcache_server.storage.clock import Clock
 from memcache_server.storage.crawler import Crawler
 from memcache_server.storage.metastore import MetaStore
+from memcache_server.storage.rebalancer import Rebalancer
 from memcache_server.storage.slabs import SlabTable
 from memcache_server.storage.store import Store, StoreLimits
 
@@ -80,6 +81,14 @@ class Node:
         self.acceptor: Acceptor | None = None
         self.port = config.port
         self.crawler = Crawler(self.store, config.lru_crawler_sleep, enabled=config.lru_crawler)
+        self.rebalancer = Rebalancer(
+            self.store,
+            config.slab_reassign,
+            config.slab_automove,
+            config.slab_automove_ratio,
+            config.slab_automove_window,
+            maintainer="no_lru_maintainer" not in config.extended,
+        )
         self.ops = ops.OpsState(self)
         # Per-prefix stats while `stats detail` is on (or -D given); None keeps them off the
         # request path at the cost of one attribute test.
@@ -134,6 +143,8 @@ class Node:
         if self.metrics is not None:
             self.metrics.start()
         self.crawler.start()  # idles while disabled, so `lru_crawler enable` can start it
+        if self.config.slab_reassign:  # memcached starts no mover without slab_reassign
+            self.rebalancer.start()
         if self.config.join:
             self._start_membership(self.config.join)
 
@@ -194,6 +205,7 @@ class Node:
         for w in self.workers:
             w.join(10)
         self.crawler.stop()
+        self.rebalancer.stop()
         if self.metrics is not None:
             self.metrics.stop()
         self.logger.stop()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from memcache_server import watch
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.numbers import strtoll, strtoul32
+from memcache_server.slab_commands import cmd_slabs
 
 if TYPE_CHECKING:
     from memcache_server.app import Node
@@ -280,6 +281,7 @@ OPS_HANDLERS = {
     b"lru_crawler": cmd_lru_crawler,
     b"debugtime": cmd_debugtime,
     b"watch": watch.cmd_watch,
+    b"slabs": cmd_slabs,
 }
 
 

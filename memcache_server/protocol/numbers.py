@@ -8,7 +8,10 @@ looks negative. Clients and fuzzers hit these edges, so we reproduce them rather
 
 from __future__ import annotations
 
-__all__ = ["strtol32", "strtoul32", "strtoull", "strtoll"]
+import math
+import re
+
+__all__ = ["strtol32", "strtoul32", "strtoull", "strtoll", "strtod"]
 
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
@@ -87,3 +90,45 @@ def strtoul32(tok: bytes) -> int | None:
     if v is None:
         return None
     return v & 0xFFFFFFFF
+
+
+_DBL_MIN = 2.2250738585072014e-308  # below it glibc's strtod reports ERANGE
+_FLOAT = re.compile(
+    rb"[+-]?(?:"
+    rb"0[xX](?P<hex>(?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?)"
+    rb"|(?P<dec>(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+    rb"|(?P<inf>(?i:infinity|inf))"
+    rb"|(?P<nan>(?i:nan)(?:\([0-9A-Za-z_]*\))?)"
+    rb")"
+)
+
+
+def strtod(tok: bytes) -> float | None:
+    """safe_strtod: strtod (decimal, hex, inf, nan), then only whitespace may follow; an
+    out-of-range value (overflow or underflow, glibc's ERANGE) is refused."""
+    body = tok.lstrip(_SPACE)
+    m = _FLOAT.match(body)
+    if m is None:
+        return None
+    rest = body[m.end() :]
+    if rest and rest[0] not in _SPACE:
+        return None
+    text = m.group(0)
+    neg = text[:1] == b"-"
+    if m.group("inf") is not None:
+        return -math.inf if neg else math.inf
+    if m.group("nan") is not None:
+        return math.nan
+    hexpart = m.group("hex")
+    if hexpart is not None:
+        mant, _, exp = hexpart.lower().partition(b"p")
+        if b"." not in mant:
+            mant += b"."
+        v = float.fromhex(("-" if neg else "") + "0x" + (mant + b"p" + (exp or b"0")).decode())
+        digits = mant
+    else:
+        v = float(text)
+        digits = m.group("dec").lower().partition(b"e")[0]
+    if math.isinf(v) or (v == 0.0 and digits.strip(b"0.")) or 0 < abs(v) < _DBL_MIN:
+        return None
+    return v

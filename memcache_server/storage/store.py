@@ -34,6 +34,7 @@ UPDATE_INTERVAL = 60  # memcached's ITEM_UPDATE_INTERVAL: bump an item in the LR
 TAIL_SEARCH = 5  # items examined at an LRU tail for an expired one before evicting
 SLOT_BYTES = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 1 + 1  # the per-chunk metadata columns below
 NIL = -1
+KILL_NONE = 1 << 62  # SlabClass.kill_lo while no page of the class is being emptied
 
 # bits column
 IN_USE = 1
@@ -139,6 +140,7 @@ class SlabClass:
         "crawler_reclaimed",
         "crawler_items_checked",
         "used_chunks",
+        "kill_lo",
     )
 
     def __init__(self, cid: int, size: int, perslab: int) -> None:
@@ -169,6 +171,9 @@ class SlabClass:
         self.evicted = self.evicted_nonzero = self.evicted_time = self.outofmemory = 0
         self.reclaimed = self.expired_unfetched = self.evicted_unfetched = 0
         self.crawler_reclaimed = self.crawler_items_checked = 0
+        # First slot of the page being emptied by a page move (KILL_NONE when none is): freed
+        # slots from there on are not handed out again.
+        self.kill_lo = KILL_NONE
 
     def add_page(self, page: bytearray) -> None:
         base = len(self.pages) * self.perslab
@@ -186,30 +191,64 @@ class SlabClass:
         self.plen.frombytes(bytes(2 * n))
         self.klen.frombytes(bytes(n))
         self.bits.extend(bytes(n))
-        # Push in reverse so the page's first chunk is handed out first.
-        nxt = self.nxt
+        # Chain the page's slots in order (so its first chunk is handed out first) in front of
+        # the free list; the list is doubly linked so a page move can unlist any slot in O(1).
         head = self.free_head
-        for slot in range(base + n - 1, base - 1, -1):
-            nxt[slot] = head
-            head = slot
-        self.free_head = head
+        self.nxt[base : base + n] = array("q", range(base + 1, base + n + 1))
+        self.nxt[base + n - 1] = head
+        self.prev[base : base + n] = array("q", range(base - 1, base + n - 1))
+        self.prev[base] = NIL
+        if head != NIL:
+            self.prev[head] = base + n - 1
+        self.free_head = base
         self.free_count += n
+
+    def drop_last_page(self) -> None:
+        """Forget the last page and its slots (a page move emptied it first)."""
+        lo = (len(self.pages) - 1) * self.perslab
+        self.pages.pop()
+        self.views.pop()
+        for col in (self.cas, self.exp, self.atime, self.prev, self.nxt, self.blen, self.flags,
+                    self.plen, self.klen):
+            del col[lo:]
+        del self.bits[lo:]
 
     def pop_free(self) -> int:
         slot = self.free_head
         if slot == NIL:
             return NIL
-        self.free_head = self.nxt[slot]
+        head = self.nxt[slot]
+        self.free_head = head
+        if head != NIL:
+            self.prev[head] = NIL
         self.free_count -= 1
         self.used_chunks += 1
         return slot
 
     def push_free(self, slot: int) -> None:
         self.bits[slot] = 0
-        self.nxt[slot] = self.free_head
+        self.used_chunks -= 1
+        if slot >= self.kill_lo:
+            return  # on the page being emptied: never handed out again
+        head = self.free_head
+        self.nxt[slot] = head
+        self.prev[slot] = NIL
+        if head != NIL:
+            self.prev[head] = slot
         self.free_head = slot
         self.free_count += 1
-        self.used_chunks -= 1
+
+    def unlist_free(self, slot: int) -> None:
+        """Take a free slot off the free list (it stays free, but is no longer handed out)."""
+        p = self.prev[slot]
+        n = self.nxt[slot]
+        if p != NIL:
+            self.nxt[p] = n
+        else:
+            self.free_head = n
+        if n != NIL:
+            self.prev[n] = p
+        self.free_count -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +303,16 @@ class Store:
         self.evicted_unfetched = 0
         self.crawler_reclaimed = 0
         self.crawler_items_checked = 0
+        # Page moving (memcached's slab rebalancer): pages held in the global pool, and the
+        # mover's counters. See pagemover.py.
+        self.pool_pages = 0
+        self.slabs_moved = 0
+        self.reassign_rescues = 0
+        self.reassign_chunk_rescues = 0
+        self.reassign_evictions_nomem = 0
+        # Called with the class id after an allocation had to evict (slab_automove=2 moves a
+        # page towards that class); None otherwise.
+        self.on_class_evict: Callable[[int], None] | None = None
         # Called for each eviction (key, fetched, exp, atime, class, value length) while
         # someone watches evictions; None otherwise, so evicting costs one test.
         self.on_evict: Callable[[bytes, bool, int, int, int, int], None] | None = None
@@ -271,14 +320,32 @@ class Store:
     # ------------------------------------------------------------------ allocation
 
     def _grow(self, cls: SlabClass) -> bool:
-        """Give ``cls`` a new page if memory allows (a class with no page always gets one)."""
+        """Give ``cls`` a new page if memory allows (a class with no page always gets one).
+
+        A page in the global pool is already counted as allocated, so taking it only needs room
+        for the new class's metadata columns."""
         cost = PAGE_SIZE + cls.perslab * SLOT_BYTES
-        if cls.pages and self.used_memory() + cost > self.memory_limit:
+        pooled = PAGE_SIZE if self.pool_pages else 0
+        if cls.pages and self.used_memory() - pooled + cost > self.memory_limit:
             return False
+        if pooled:
+            self.pool_pages -= 1
+            self.malloced -= PAGE_SIZE
+        self.add_page(cls)
+        return True
+
+    def add_page(self, cls: SlabClass) -> None:
+        """Hand ``cls`` one more page and charge it (the caller checked the budget)."""
         cls.add_page(bytearray(cls.perslab * cls.size))
         self.malloced += PAGE_SIZE
         self.columns_bytes += cls.perslab * SLOT_BYTES
-        return True
+
+    def release_pool(self) -> None:
+        """Free pooled pages while the store holds more than its limit (memcached's
+        memory_release: a lowered cache_memlimit is honoured as pages reach the pool)."""
+        while self.pool_pages and self.used_memory() > self.memory_limit:
+            self.pool_pages -= 1
+            self.malloced -= PAGE_SIZE
 
     def used_memory(self) -> int:
         """Real bytes held for items: pages, their metadata columns, and the index."""
@@ -343,6 +410,8 @@ class Store:
             self._unlink(h)
             slot = cls.pop_free()
             if slot != NIL:
+                if self.on_class_evict is not None:
+                    self.on_class_evict(cid)
                 return slot
         cls.outofmemory += 1
         return NIL
@@ -847,6 +916,7 @@ class Store:
     def set_memory_limit(self, limit: int) -> None:
         with self.lock:
             self.memory_limit = limit
+            self.release_pool()
 
     # ------------------------------------------------------------------ background reclaim
 
@@ -935,6 +1005,8 @@ class Store:
             self.evictions = self.reclaimed = 0
             self.expired_unfetched = self.evicted_unfetched = 0
             self.crawler_reclaimed = self.crawler_items_checked = 0
+            self.slabs_moved = self.reassign_rescues = 0
+            self.reassign_chunk_rescues = self.reassign_evictions_nomem = 0
             for c in self.classes:
                 for name in CLASS_COUNTERS:
                     setattr(c, name, 0)

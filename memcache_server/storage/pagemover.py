@@ -1,0 +1,230 @@
+"""Moving one slab page from a class to another (memcached's slab rebalancer).
+
+Why this shape: a class's metadata columns are indexed by slot, and slots are page-major, so
+removing a page from the middle would renumber every later item. The mover therefore always
+empties the class's *last* page, and the columns are simply truncated when it is done.
+
+memcached empties the oldest page and evicts whatever lives on it that no free chunk can take.
+Emptying the last page that way would throw away the items allocated most recently, so here the
+page's live items are *rescued* into free chunks elsewhere in the class, and when the class has
+no free chunk, room is made by evicting from the class's LRU tail first: a move costs the
+coldest items of the class, never the ones that happen to sit on the page. Expired and flushed
+items on the page are dropped. Data chunks of large items are rescued the same way and their
+item's chunk list repointed.
+
+The page is emptied in batches (``step``), each under the store lock, so requests are never
+stalled for a whole page: while a move runs, slots of the page are off the free list (taken off
+at ``begin``; ``SlabClass.push_free`` keeps freed ones off), so nothing new lands on it.
+The emptied page goes to the destination class, or to the global page pool (class 0), from
+which any class that needs a page takes it before allocating. A move never takes the store
+past its memory limit: if the destination's metadata columns cost more than the source page
+freed, the page is released, and the destination grows once the budget allows it.
+
+Callers (the rebalancer thread) hold no lock; every method here takes ``store.lock`` itself.
+"""
+
+from __future__ import annotations
+
+from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE
+from memcache_server.storage.store import (
+    CHUNKED,
+    DATA_CHUNK,
+    IN_USE,
+    KILL_NONE,
+    NIL,
+    SLOT_BYTES,
+    SlabClass,
+    Store,
+)
+
+__all__ = ["PageMove", "POOL"]
+
+POOL = 0  # memcached's SLAB_GLOBAL_PAGE_POOL: class id 0 holds unassigned pages
+ROOM_TRIES = 50  # LRU-tail evictions tried to free one chunk for a rescue
+
+
+class PageMove:
+    """One page on its way from class ``src`` to class ``dst`` (``POOL`` for the pool)."""
+
+    def __init__(self, store: Store, src: int, dst: int) -> None:
+        self.store = store
+        self.src = src
+        self.dst = dst
+        self.lo = self.hi = self.pos = 0
+        self.done = False
+        self._owners: dict[int, int] | None = None  # data chunk handle -> item handle
+
+    def begin(self) -> bool:
+        """Fence off the source's last page; False if the source has no page to spare."""
+        st = self.store
+        with st.lock:
+            if self.src == POOL:
+                if st.pool_pages < 2:
+                    return False
+                st.pool_pages -= 1
+                st.malloced -= PAGE_SIZE
+                self._give()
+                self.done = True
+                return True
+            c = st.classes[self.src]
+            if len(c.pages) < 2:
+                return False
+            self.lo = self.pos = (len(c.pages) - 1) * c.perslab
+            self.hi = self.lo + c.perslab
+            c.kill_lo = self.lo
+            bits = c.bits
+            for s in range(self.lo, self.hi):
+                if not bits[s] & IN_USE:
+                    c.unlist_free(s)
+            return True
+
+    def step(self, batch: int) -> bool:
+        """Empty up to ``batch`` more slots of the page; True once the move is finished."""
+        if self.done:
+            return True
+        st = self.store
+        with st.lock:
+            c = st.classes[self.src]
+            now = st.clock.now
+            end = min(self.pos + batch, self.hi)
+            self._owners = None
+            for s in range(self.pos, end):
+                b = c.bits[s]
+                if not b & IN_USE:
+                    continue
+                if b & DATA_CHUNK:
+                    self._rescue_chunk(c, s)
+                    continue
+                h = (s << 6) | self.src
+                if st._is_dead(c, s, now):
+                    st._unlink(h)
+                else:
+                    self._rescue_item(c, s, h)
+            self.pos = end
+            if self.pos < self.hi:
+                return False
+            if any(c.bits[self.lo : self.hi]):  # cannot happen: the page is fenced off
+                self.pos = self.lo
+                return False
+            c.drop_last_page()
+            c.kill_lo = KILL_NONE
+            st.malloced -= PAGE_SIZE
+            st.columns_bytes -= c.perslab * SLOT_BYTES
+            self._give()
+            self.done = True
+            return True
+
+    # ------------------------------------------------------------------ under the lock
+
+    def _give(self) -> None:
+        st = self.store
+        st.slabs_moved += 1
+        if self.dst == POOL:
+            st.pool_pages += 1
+            st.malloced += PAGE_SIZE
+            st.release_pool()
+        else:
+            d = st.classes[self.dst]
+            if not d.pages or (
+                st.used_memory() + PAGE_SIZE + d.perslab * SLOT_BYTES <= st.memory_limit
+            ):
+                st.add_page(d)
+
+    def _room(self, c: SlabClass, moving: int) -> int:
+        """A free slot of ``c`` off the page, evicting from the class's LRU tail if need be."""
+        st = self.store
+        for _ in range(ROOM_TRIES):
+            t = c.pop_free()
+            if t != NIL:
+                return t
+            tail = c.lru_tail
+            if tail in (NIL, moving):
+                return NIL
+            st.reassign_evictions_nomem += 1
+            st._unlink(tail)
+            self._owners = None  # chunk lists may have changed
+        return NIL
+
+    def _rescue_item(self, c: SlabClass, s: int, h: int) -> None:
+        st = self.store
+        t = self._room(c, h)
+        if t == NIL:
+            if c.bits[s] & IN_USE:
+                st.reassign_evictions_nomem += 1
+                st._unlink(h)
+            return
+        if not c.bits[s] & IN_USE:  # evicted while making room
+            c.push_free(t)
+            return
+        n = c.plen[s] + (0 if c.bits[s] & CHUNKED else c.blen[s])
+        sb = (s % c.perslab) * c.size
+        tb = (t % c.perslab) * c.size
+        c.pages[t // c.perslab][tb : tb + n] = c.views[s // c.perslab][sb : sb + n]
+        c.cas[t] = c.cas[s]
+        c.exp[t] = c.exp[s]
+        c.atime[t] = c.atime[s]
+        c.blen[t] = c.blen[s]
+        c.flags[t] = c.flags[s]
+        c.plen[t] = c.plen[s]
+        c.klen[t] = c.klen[s]
+        c.bits[t] = c.bits[s]
+        nh = (t << 6) | c.cid
+        lru = st.classes[st._lru_cid(c, s)]
+        p = c.prev[s]
+        nx = c.nxt[s]
+        c.prev[t] = p
+        c.nxt[t] = nx
+        if p != NIL:
+            st.classes[p & 63].nxt[p >> 6] = nh
+        else:
+            lru.lru_head = nh
+        if nx != NIL:
+            st.classes[nx & 63].prev[nx >> 6] = nh
+        else:
+            lru.lru_tail = nh
+        st.index.replace_handle(st._key_of(c, t), h, nh)
+        if c.bits[t] & CHUNKED:
+            st.chunk_lists[nh] = st.chunk_lists.pop(h)
+            self._owners = None
+        c.bits[s] = 0
+        c.used_chunks -= 1
+        st.reassign_rescues += 1
+
+    def _owner_of(self, dh: int) -> int | None:
+        if self._owners is None:
+            self._owners = {
+                d: hh for hh, chunks in self.store.chunk_lists.items() for d in chunks
+            }
+        return self._owners.get(dh)
+
+    def _rescue_chunk(self, c: SlabClass, s: int) -> None:
+        st = self.store
+        dh = (s << 6) | c.cid
+        owner = self._owner_of(dh)
+        if owner is None:  # not reachable from any item: free it rather than keep the page
+            c.bits[s] = 0
+            c.used_chunks -= 1
+            return
+        t = self._room(c, NIL)
+        if t == NIL:
+            if c.bits[s] & IN_USE:
+                st.reassign_evictions_nomem += 1
+                st._unlink(owner)
+            return
+        if not c.bits[s] & IN_USE:  # its item was evicted while making room
+            c.push_free(t)
+            return
+        n = c.size - CHUNK_HEADER
+        sb = (s % c.perslab) * c.size
+        tb = (t % c.perslab) * c.size
+        c.pages[t // c.perslab][tb : tb + n] = c.views[s // c.perslab][sb : sb + n]
+        c.bits[t] = c.bits[s]
+        chunks = st.chunk_lists[owner]
+        nd = (t << 6) | c.cid
+        chunks[chunks.index(dh)] = nd
+        if self._owners is not None:
+            del self._owners[dh]
+            self._owners[nd] = owner
+        c.bits[s] = 0
+        c.used_chunks -= 1
+        st.reassign_chunk_rescues += 1

@@ -1,0 +1,269 @@
+"""Page moves between slab classes, on a real Store and a ManualClock (no threads).
+
+What a move must keep: every live item readable with its value, flags, CAS and expiry; the LRU
+order; large (chunked) items whole; the accounting that ``stats slabs`` prints; and the memory
+limit. What it may drop: expired items, and (when the class is full) the class's coldest items.
+"""
+
+from __future__ import annotations
+
+import random
+
+from memcache_server.storage.automove import Automover, ClassSample
+from memcache_server.storage.clock import ManualClock
+from memcache_server.storage.pagemover import POOL, PageMove
+from memcache_server.storage.slabs import PAGE_SIZE
+from memcache_server.storage.store import IN_USE, NIL, SLOT_BYTES, Mode, Store
+from tests.unit.test_store import KB, MB, T0, get, make, put
+
+SMALL = b"v" * 100
+
+
+def class_of(store: Store, nbytes: int, nkey: int = 8) -> int:
+    return store.table.class_for(store.table.item_size(nkey, 0, nbytes + 2))
+
+
+def move(store: Store, src: int, dst: int, batch: int = 97) -> PageMove:
+    m = PageMove(store, src, dst)
+    assert m.begin()
+    steps = 0
+    while not m.step(batch):
+        steps += 1
+        assert steps < 10_000
+    return m
+
+
+def lru_keys(store: Store, cid: int) -> list[bytes]:
+    return [k for k, _, _ in store.dump_class(cid, 0)]
+
+
+def check_free_list(store: Store, cid: int) -> None:
+    """The free list is a well-formed doubly linked list of exactly the free slots."""
+    c = store.classes[cid]
+    seen = []
+    prev = NIL
+    s = c.free_head
+    while s != NIL:
+        assert c.prev[s] == prev
+        assert not c.bits[s] & IN_USE
+        seen.append(s)
+        prev, s = s, c.nxt[s]
+        assert len(seen) <= len(c.bits)
+    assert len(seen) == c.free_count
+    assert c.used_chunks + c.free_count == len(c.pages) * c.perslab
+
+
+def fill(store: Store, n: int, value: bytes = SMALL, prefix: bytes = b"k") -> list[bytes]:
+    keys = [b"%s%07d" % (prefix, i) for i in range(n)]
+    for k in keys:
+        assert put(store, k, value, flags=7) == 0
+    return keys
+
+
+def test_move_rescues_every_item_when_the_class_has_room() -> None:
+    store = make()
+    cid = class_of(store, 100)
+    per = store.classes[cid].perslab
+    keys = fill(store, per * 2 + per // 2)  # 3 pages, the last half full
+    for k in keys[: per // 2]:
+        store.delete(k)  # free room on the first page
+    live = keys[per // 2 :]
+    order = lru_keys(store, cid)
+    cas_before = {k: store.get_parts(k)[2] for k in live[:50]}  # type: ignore[index]
+    dst = class_of(store, 10 * KB)
+    move(store, cid, dst)
+    c = store.classes[cid]
+    assert len(c.pages) == 2 and len(store.classes[dst].pages) == 1
+    assert len(c.bits) == 2 * per
+    assert store.reassign_rescues == per // 2 and store.reassign_evictions_nomem == 0
+    assert store.slabs_moved == 1
+    assert lru_keys(store, cid) == order
+    for k in live:
+        assert get(store, k) == SMALL
+    for k, cas in cas_before.items():
+        assert store.get_parts(k)[2] == cas  # type: ignore[index]
+    check_free_list(store, cid)
+    check_free_list(store, dst)
+    assert store.curr_items == len(live)
+
+
+def test_a_full_class_loses_its_coldest_items_not_the_page() -> None:
+    clock = ManualClock(T0)
+    store = make(clock=clock)
+    cid = class_of(store, 100)
+    per = store.classes[cid].perslab
+    keys = fill(store, per * 3)  # exactly 3 full pages, no free chunk
+    clock.advance(120)
+    hot = keys[-per:]  # the last page's items, read recently: the LRU head
+    for k in hot:
+        assert get(store, k) == SMALL
+    move(store, cid, POOL)
+    assert store.reassign_evictions_nomem == per
+    assert store.reassign_rescues == per
+    for k in hot:
+        assert get(store, k) == SMALL
+    assert sum(get(store, k) is None for k in keys[:per]) == per  # the coldest went
+    assert store.pool_pages == 1 and store.slabs_moved == 1
+    check_free_list(store, cid)
+
+
+def test_expired_items_on_the_page_are_dropped_not_rescued() -> None:
+    clock = ManualClock(T0)
+    store = make(clock=clock)
+    cid = class_of(store, 100)
+    per = store.classes[cid].perslab
+    keys = [b"k%07d" % i for i in range(per * 2)]
+    for i, k in enumerate(keys):
+        store.store(Mode.SET, k, 0, 10 if i >= per else 0, SMALL + b"\r\n")
+    clock.advance(11)
+    move(store, cid, POOL)
+    assert store.reassign_rescues == 0 and store.reassign_evictions_nomem == 0
+    assert all(get(store, k) == SMALL for k in keys[:per])
+    assert store.curr_items == per
+
+
+def test_chunked_items_survive_moves_of_their_header_and_data_pages() -> None:
+    store = make()
+    rng = random.Random(1)
+    big = rng.randbytes(700 * KB)
+    keys = [b"big%d" % i for i in range(6)]
+    for k in keys:
+        assert put(store, k, big) == 0
+    for k in keys[:2]:
+        store.delete(k)  # room on the first pages for what the last pages hold
+    largest = store.table.largest
+    data_classes = {dh & 63 for chunks in store.chunk_lists.values() for dh in chunks}
+    assert largest in data_classes
+    for cid in sorted(data_classes):
+        if len(store.classes[cid].pages) > 1:
+            move(store, cid, POOL, batch=1)
+    assert store.reassign_chunk_rescues >= 2 and store.reassign_evictions_nomem == 0
+    for k in keys[2:]:
+        assert get(store, k) == big
+    # now the header chunks' class: long keys put the headers of new big items there
+    long_keys = [b"L" * 200 + b"%d" % i for i in range(40)]
+    for k in long_keys:
+        assert put(store, k, big[: 520 * KB]) == 0
+    header_cid = store.classes[next(h & 63 for h in store.chunk_lists)].cid
+    store.delete(long_keys[0])
+    for k in long_keys[1:]:
+        assert get(store, k) == big[: 520 * KB]
+    pages = len(store.classes[header_cid].pages)
+    if pages > 1:
+        move(store, header_cid, POOL)
+    for k in keys[2:]:
+        assert get(store, k) == big
+    for k in long_keys[1:]:
+        v = get(store, k)
+        assert v is None or v == big[: 520 * KB]
+    check_free_list(store, largest)
+
+
+def test_pool_pages_are_taken_first_and_counted_as_allocated() -> None:
+    store = make(limit=8 * MB)
+    cid = class_of(store, 100)
+    fill(store, 200_000)  # fills the limit with one class
+    pages = len(store.classes[cid].pages)
+    malloced = store.malloced
+    move(store, cid, POOL)
+    assert store.pool_pages == 1
+    assert store.malloced == malloced  # the pooled page is still ours
+    big = class_of(store, 10 * KB)
+    for i in range(300):
+        put(store, b"b%d" % i, b"x" * 10 * KB)
+    assert store.pool_pages == 0
+    assert len(store.classes[big].pages) == 2  # its first page, then the pooled one
+    assert len(store.classes[cid].pages) == pages - 1
+    assert store.used_memory() <= store.memory_limit
+
+
+def test_pool_to_class_and_lowered_limit_releases_pooled_pages() -> None:
+    store = make(limit=16 * MB)
+    cid = class_of(store, 100)
+    fill(store, 400_000)
+    for _ in range(3):
+        move(store, cid, POOL)
+    assert store.pool_pages == 3
+    dst = class_of(store, 10 * KB)
+    m = PageMove(store, POOL, dst)
+    assert m.begin() and m.step(1)
+    assert store.pool_pages == 2 and len(store.classes[dst].pages) == 1
+    store.set_memory_limit(store.used_memory() - PAGE_SIZE)
+    assert store.pool_pages == 1  # one released, the store back under its limit
+    assert store.used_memory() <= store.memory_limit
+
+
+def test_move_refused_without_a_spare_page_and_columns_truncated() -> None:
+    store = make()
+    cid = class_of(store, 100)
+    fill(store, 10)
+    assert not PageMove(store, cid, POOL).begin()
+    assert not PageMove(store, POOL, cid).begin()
+    per = store.classes[cid].perslab
+    fill(store, per + 1, prefix=b"m")
+    cols = store.columns_bytes
+    move(store, cid, POOL)
+    assert store.columns_bytes == cols - per * SLOT_BYTES
+    assert len(store.classes[cid].cas) == per
+
+
+def test_writes_between_batches_never_land_on_the_page_being_emptied() -> None:
+    store = make()
+    cid = class_of(store, 100)
+    per = store.classes[cid].perslab
+    keys = fill(store, per * 2 + 10)
+    for k in keys[:per]:
+        store.delete(k)
+    m = PageMove(store, cid, POOL)
+    assert m.begin()
+    i = 0
+    while not m.step(50):
+        # deletes and new sets while the move runs
+        store.delete(keys[per + i])
+        put(store, b"new%d" % i, SMALL)
+        i += 1
+    c = store.classes[cid]
+    assert len(c.pages) == 2
+    for j in range(i):
+        assert get(store, b"new%d" % j) == SMALL
+        assert get(store, keys[per + j]) is None
+    for k in keys[per + i :]:
+        assert get(store, k) == SMALL
+    check_free_list(store, cid)
+
+
+def sample(evicted: int = 0, age: int = 0, pages: int = 0, free: int = 0, per: int = 100,
+           oom: int = 0) -> ClassSample:
+    return ClassSample(evicted, oom, age, pages, free, per)
+
+
+def test_automover_moves_from_the_oldest_to_the_young_evicting_class() -> None:
+    window = 4
+    auto = Automover(window, 0.8, {1: sample(pages=10), 5: sample(pages=1)})
+    decisions = []
+    for t in range(1, 12):
+        d = auto.run({1: sample(age=100 + t, pages=10), 5: sample(evicted=t * 10, age=2, pages=1)})
+        decisions.append(d)
+    # nothing until the window has filled once, then old class 1 feeds evicting class 5
+    assert decisions[:window] == [None] * window
+    assert decisions[window] == (1, 5)
+
+
+def test_automover_leaves_balanced_classes_alone() -> None:
+    auto = Automover(3, 0.8, {1: sample(pages=10), 5: sample(pages=10)})
+    for t in range(1, 20):
+        assert auto.run({1: sample(evicted=t, age=50, pages=10),
+                         5: sample(evicted=t, age=45, pages=10)}) is None
+
+
+def test_automover_reclaims_a_quiet_class_with_free_pages_to_the_pool() -> None:
+    auto = Automover(3, 0.8, {2: sample(pages=10, free=500)})
+    first = auto.run({2: sample(pages=10, free=500)})
+    assert first == (2, 0)
+    auto2 = Automover(3, 0.8, {2: sample(pages=9, free=500)})
+    # memcached sums the window before recording this check, so growth counts from the next
+    assert auto2.run({2: sample(pages=10, free=500)}) == (2, 0)
+    # ...and a class that grew within the window is not reclaimed until it has been quiet
+    assert auto2.run({2: sample(pages=10, free=500)}) is None
+    assert auto2.run({2: sample(pages=10, free=500)}) is None
+    assert auto2.run({2: sample(pages=10, free=500)}) == (2, 0)
