@@ -503,6 +503,68 @@ def _misc_command_cases() -> list[Case]:
     ]
 
 
+def _slabs_cases() -> list[Case]:
+    """``slabs reassign`` / ``slabs automove``: every reply that does not depend on timing."""
+    lines = [
+        b"slabs", b"slabs ", b"slabs foo", b"slabs foo bar", b"SLABS reassign 1 2",
+        b"slabs reassign", b"slabs reassign 1", b"slabs reassign 1 2", b"slabs reassign 1 1",
+        b"slabs reassign 0 0", b"slabs reassign 0 1", b"slabs reassign 1 0",
+        b"slabs reassign -1 1", b"slabs reassign 1 -1", b"slabs reassign 64 1",
+        b"slabs reassign 1 64", b"slabs reassign 39 1", b"slabs reassign 1 40",
+        b"slabs reassign a b", b"slabs reassign 1x 2", b"slabs reassign 1 0x2",
+        b"slabs reassign 99999999999 1", b"slabs reassign 4294967297 1",
+        b"slabs reassign 1 2 3", b"slabs reassign 1 2 noreply", b"slabs reassign 1 noreply",
+        b"slabs reassign 01 +2", b"slabs  reassign  1  2", b"slabs Reassign 1 2",
+        b"slabs automove", b"slabs automove noreply", b"slabs automove 3",
+        b"slabs automove -1", b"slabs automove x", b"slabs automove 1.0",
+        b"slabs automove x noreply", b"slabs automove ratio", b"slabs automove ratio x",
+        b"slabs automove ratio .5x", b"slabs automove ratio 1e999",
+        b"slabs automove ratio noreply",
+    ]
+    settings = [
+        b"slabs automove 0", b"slabs automove 2", b"slabs automove 1 noreply",
+        b"slabs automove 2 x", b"slabs automove 00", b"slabs automove +1",
+        b"slabs automove 4294967296", b"slabs automove 4294967298",
+        b"slabs automove 0 1 2 3 4 5", b"slabs automove ratio 0.5",
+        b"slabs automove ratio 1e0", b"slabs automove ratio inf", b"slabs automove ratio nan",
+        b"slabs automove ratio 0x10", b"slabs automove ratio -1", b"slabs automove ratio -0",
+        b"slabs automove ratio 0.25 extra", b"slabs automove ratio 0.5 noreply",
+        b"slabs automove ratio 1e-400", b"slabs automove ratio 0x1p-2",
+    ]
+    fill = b"".join(setcmd(b"fill%05d" % i, b"v" * 100) for i in range(12000))
+    return [
+        *(case("slabs_" + ln.decode().replace(" ", "_"), ln + CRLF) for ln in lines),
+        *(
+            case(
+                "slabs_settings_" + ln.decode().replace(" ", "_"),
+                ln + b"\r\nstats settings\r\n",
+                fresh=True,
+            )
+            for ln in settings
+        ),
+        case(
+            "slabs_reassign_disabled",
+            b"slabs reassign 1 2\r\nslabs reassign a b\r\nslabs reassign 1 1\r\n"
+            b"slabs reassign\r\nslabs automove 2\r\nstats settings\r\n",
+            fresh=True,
+            server_args=("-o", "no_slab_reassign"),
+        ),
+        case(
+            "slabs_settings_from_options",
+            b"stats settings\r\n",
+            fresh=True,
+            server_args=("-o", "slab_automove=2,slab_automove_window=7,slab_automove_ratio=0.6"),
+        ),
+        steps(
+            "slabs_reassign_a_spare_page",
+            fill,
+            b"slabs reassign 4 0\r\n",
+            fresh=True,
+            server_args=("-o", "slab_automove=0"),
+        ),
+    ]
+
+
 def _stats_cases() -> list[Case]:
     # incr/decr come before any get of the same key: memcached updates a counter in place only
     # while no pending get response still references the item, otherwise it links a new item
@@ -778,6 +840,7 @@ def build_corpus() -> list[Case]:
         + _touch_cases()
         + _flush_cases()
         + _misc_command_cases()
+        + _slabs_cases()
         + _stats_cases()
         + _framing_cases()
         + _boundary_cases()
