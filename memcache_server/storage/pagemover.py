@@ -118,7 +118,7 @@ class PageMove:
 
     def _give(self) -> None:
         st = self.store
-        st.slabs_moved += 1
+        st.moves.slabs_moved += 1
         if self.dst == POOL:
             st.pool_pages += 1
             st.malloced += PAGE_SIZE
@@ -140,7 +140,7 @@ class PageMove:
             tail = c.lru_tail
             if tail in (NIL, moving):
                 return NIL
-            st.reassign_evictions_nomem += 1
+            st.moves.evictions_nomem += 1
             st._unlink(tail)
             self._owners = None  # chunk lists may have changed
         return NIL
@@ -150,7 +150,7 @@ class PageMove:
         t = self._room(c, h)
         if t == NIL:
             if c.bits[s] & IN_USE:
-                st.reassign_evictions_nomem += 1
+                st.moves.evictions_nomem += 1
                 st._unlink(h)
             return
         if not c.bits[s] & IN_USE:  # evicted while making room
@@ -188,7 +188,7 @@ class PageMove:
             self._owners = None
         c.bits[s] = 0
         c.used_chunks -= 1
-        st.reassign_rescues += 1
+        st.moves.rescues += 1
 
     def _owner_of(self, dh: int) -> int | None:
         if self._owners is None:
@@ -208,7 +208,7 @@ class PageMove:
         t = self._room(c, NIL)
         if t == NIL:
             if c.bits[s] & IN_USE:
-                st.reassign_evictions_nomem += 1
+                st.moves.evictions_nomem += 1
                 st._unlink(owner)
             return
         if not c.bits[s] & IN_USE:  # its item was evicted while making room
@@ -227,4 +227,4 @@ class PageMove:
             self._owners[nd] = owner
         c.bits[s] = 0
         c.used_chunks -= 1
-        st.reassign_chunk_rescues += 1
+        st.moves.chunk_rescues += 1

@@ -75,8 +75,8 @@ def test_move_rescues_every_item_when_the_class_has_room() -> None:
     c = store.classes[cid]
     assert len(c.pages) == 2 and len(store.classes[dst].pages) == 1
     assert len(c.bits) == 2 * per
-    assert store.reassign_rescues == per // 2 and store.reassign_evictions_nomem == 0
-    assert store.slabs_moved == 1
+    assert store.moves.rescues == per // 2 and store.moves.evictions_nomem == 0
+    assert store.moves.slabs_moved == 1
     assert lru_keys(store, cid) == order
     for k in live:
         assert get(store, k) == SMALL
@@ -98,12 +98,12 @@ def test_a_full_class_loses_its_coldest_items_not_the_page() -> None:
     for k in hot:
         assert get(store, k) == SMALL
     move(store, cid, POOL)
-    assert store.reassign_evictions_nomem == per
-    assert store.reassign_rescues == per
+    assert store.moves.evictions_nomem == per
+    assert store.moves.rescues == per
     for k in hot:
         assert get(store, k) == SMALL
     assert sum(get(store, k) is None for k in keys[:per]) == per  # the coldest went
-    assert store.pool_pages == 1 and store.slabs_moved == 1
+    assert store.pool_pages == 1 and store.moves.slabs_moved == 1
     check_free_list(store, cid)
 
 
@@ -117,7 +117,7 @@ def test_expired_items_on_the_page_are_dropped_not_rescued() -> None:
         store.store(Mode.SET, k, 0, 10 if i >= per else 0, SMALL + b"\r\n")
     clock.advance(11)
     move(store, cid, POOL)
-    assert store.reassign_rescues == 0 and store.reassign_evictions_nomem == 0
+    assert store.moves.rescues == 0 and store.moves.evictions_nomem == 0
     assert all(get(store, k) == SMALL for k in keys[:per])
     assert store.curr_items == per
 
@@ -137,7 +137,7 @@ def test_chunked_items_survive_moves_of_their_header_and_data_pages() -> None:
     for cid in sorted(data_classes):
         if len(store.classes[cid].pages) > 1:
             move(store, cid, POOL, batch=1)
-    assert store.reassign_chunk_rescues >= 2 and store.reassign_evictions_nomem == 0
+    assert store.moves.chunk_rescues >= 2 and store.moves.evictions_nomem == 0
     for k in keys[2:]:
         assert get(store, k) == big
     # now the header chunks' class: long keys put the headers of new big items there
