@@ -145,16 +145,24 @@ class PageMove:
             self._owners = None  # chunk lists may have changed
         return NIL
 
-    def _rescue_item(self, c: SlabClass, s: int, h: int) -> None:
-        st = self.store
-        t = self._room(c, h)
+    def _claim(self, c: SlabClass, s: int, moving: int, item: int) -> int:
+        """A slot to copy slot ``s`` to; NIL once the item owning it (``item``) is gone: dropped
+        for want of room, or evicted itself while room was made."""
+        t = self._room(c, moving)
         if t == NIL:
             if c.bits[s] & IN_USE:
-                st.moves.evictions_nomem += 1
-                st._unlink(h)
-            return
-        if not c.bits[s] & IN_USE:  # evicted while making room
+                self.store.moves.evictions_nomem += 1
+                self.store._unlink(item)
+            return NIL
+        if not c.bits[s] & IN_USE:
             c.push_free(t)
+            return NIL
+        return t
+
+    def _rescue_item(self, c: SlabClass, s: int, h: int) -> None:
+        st = self.store
+        t = self._claim(c, s, h, h)
+        if t == NIL:
             return
         n = c.plen[s] + (0 if c.bits[s] & CHUNKED else c.blen[s])
         sb = (s % c.perslab) * c.size
@@ -205,14 +213,8 @@ class PageMove:
             c.bits[s] = 0
             c.used_chunks -= 1
             return
-        t = self._room(c, NIL)
+        t = self._claim(c, s, NIL, owner)
         if t == NIL:
-            if c.bits[s] & IN_USE:
-                st.moves.evictions_nomem += 1
-                st._unlink(owner)
-            return
-        if not c.bits[s] & IN_USE:  # its item was evicted while making room
-            c.push_free(t)
             return
         n = c.size - CHUNK_HEADER
         sb = (s % c.perslab) * c.size
