@@ -332,7 +332,10 @@ class Store:
         """Give ``cls`` a new page if memory allows (a class with no page always gets one).
 
         A page in the global pool is already counted as allocated, so taking it only needs room
-        for the new class's metadata columns."""
+        for the new class's metadata columns. A class giving a page away gets none meanwhile
+        (the page being emptied must stay its last)."""
+        if cls.kill_lo != KILL_NONE:
+            return False
         cost = PAGE_SIZE + cls.perslab * SLOT_BYTES
         pooled = PAGE_SIZE if self.pool_pages else 0
         if cls.pages and self.used_memory() - pooled + cost > self.memory_limit:
@@ -448,6 +451,8 @@ class Store:
         """
         if old is None:
             old = self.index.get(key)
+        elif old != NIL and not self._still_linked(old, h):
+            old = NIL
         if old is not None and old != NIL:
             self._unlink(old)
         self.index.put(key, h)
@@ -467,6 +472,12 @@ class Store:
         self.total_items += 1
         self.bytes += ntotal
         _ = nbytes
+
+    def _still_linked(self, old: int, h: int) -> bool:
+        """Whether ``old``, looked up before an allocation, survived it: the allocation may have
+        evicted it from the LRU tail, and even reused its chunk for the new item ``h`` or one
+        of its data chunks (nothing else allocates in between)."""
+        return old != h and self.classes[old & 63].bits[old >> 6] & (IN_USE | DATA_CHUNK) == IN_USE
 
     def _lru_cid(self, c: SlabClass, s: int) -> int:
         """The class whose LRU holds the item at (c, s): its own, or the largest if chunked."""
@@ -820,7 +831,7 @@ class Store:
                 key, flags, exptime_to_abs(exptime, clock), body, now, ntotal
             )
             if outcome != Outcome.STORED:
-                if old != NIL and mode == Mode.SET:
+                if old != NIL and mode == Mode.SET and self._still_linked(old, NIL):
                     # memcached drops the old value when a set of the same key is too large
                     self._unlink(old)
                 return outcome

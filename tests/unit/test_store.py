@@ -829,3 +829,28 @@ def test_store_never_returns_a_wrong_value_under_eviction() -> None:
             latest.pop(k, None)
     assert s.evictions > 1000
     assert s.curr_items == sum(1 for k in keys if get(s, k) is not None)
+
+
+def test_a_set_that_evicts_the_item_it_replaces() -> None:
+    """At the memory limit, overwriting the key at the LRU tail makes the allocation evict that
+    very item (and often reuse its chunk): the old item must be unlinked once, not twice."""
+    store = make(limit=2 * MB)
+    keys = [b"key%06d" % i for i in range(40_000)]
+    for k in keys:
+        put(store, k, b"v" * 100)
+    assert store.evictions > 0
+    cid = store.classes[store.index.get(keys[-1]) & 63].cid  # type: ignore[operator]
+    for _ in range(3):
+        tail = store.classes[cid].lru_tail
+        key = store._key_of(store.classes[tail & 63], tail >> 6)
+        assert put(store, key, b"w" * 100) == Outcome.STORED
+        assert get(store, key) == b"w" * 100
+    items = sum(cl.items for cl in store.classes)
+    assert items == store.curr_items
+    walked = 0
+    for cl in store.classes:
+        h = cl.lru_head
+        while h != -1:
+            walked += 1
+            h = store.classes[h & 63].nxt[h >> 6]
+    assert walked == store.curr_items
