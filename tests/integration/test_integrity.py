@@ -213,3 +213,75 @@ def test_threads_do_not_see_each_others_replies(node4: ServerProc) -> None:
             assert got == {k: (k, b"") for k in mine}
 
     race(node4, body)
+
+
+def test_values_stay_whole_while_pages_move_under_them() -> None:
+    """Clients write and read checksummed values of many sizes while a page is moved between
+    classes again and again (rescuing items and chunks of large items as they are read)."""
+    server = start_node("-t", "4", "-m", "16", "-o", "slab_automove=0")
+    keys = [b"moving:%d" % i for i in range(400)]
+    checked = [0] * THREADS
+    deadline = time.monotonic() + 4.0
+    moves = [0]
+
+    def mover() -> None:
+        c = Client(server)
+        rng = random.Random(99)
+        try:
+            while time.monotonic() < deadline:
+                reply = c.call(b"slabs reassign -1 %d\r\n" % rng.randrange(1, 40))
+                assert reply.startswith((b"OK", b"BUSY", b"BADCLASS", b"NOSPARE")), reply
+                moves[0] += reply == b"OK"
+                time.sleep(0.01)
+        finally:
+            c.close()
+
+    def body(c: Client, i: int) -> None:
+        rng = random.Random(i)
+        while time.monotonic() < deadline:
+            key = rng.choice(keys)
+            if rng.random() < 0.5:
+                size = rng.choice([10, 100, 1000, 10_000, 100_000, 700_000])
+                body = rng.randbytes(size)
+                header = b"%s|%d|" % (key, size)
+                value = header + hashlib.sha256(header + body).digest() + body
+                reply = c.call(b"set %s 0 0 %d\r\n%s\r\n" % (key, len(value), value))
+                assert reply in (b"STORED", b"SERVER_ERROR out of memory storing object"), reply
+            else:
+                for got, (value, _) in c.get_many(b"get", [key]).items():
+                    assert got == key
+                    _check(key, value)
+                    checked[i] += 1
+
+    try:
+        t = threading.Thread(target=mover)
+        t.start()
+        race(server, body)
+        t.join(30)
+        c = Client(server)
+        c.sock.sendall(b"stats\r\nstats slabs\r\nstats items\r\n")
+        stat: dict[bytes, int] = {}
+        ends = 0
+        while ends < 3:
+            line = c.line()
+            if line == b"END":
+                ends += 1
+            elif line.startswith(b"STAT "):
+                _, name, value = line.split(b" ", 2)
+                stat[name] = int(value) if value.isdigit() else -1
+        c.close()
+        assert stat[b"slabs_moved"] >= 3 and moves[0] >= 3, (stat[b"slabs_moved"], moves[0])
+        assert stat[b"slab_reassign_rescues"] + stat[b"slab_reassign_chunk_rescues"] > 0
+        cids = {int(k.split(b":")[0]) for k in stat if k.endswith(b":total_pages")}
+        for cid in cids:
+            total = stat[b"%d:total_pages" % cid] * stat[b"%d:chunks_per_page" % cid]
+            used, free = stat[b"%d:used_chunks" % cid], stat[b"%d:free_chunks" % cid]
+            assert used + free == total, (cid, used, free, total)
+        items = sum(
+            v for k, v in stat.items() if k.startswith(b"items:") and k.endswith(b":number")
+        )
+        assert items == stat[b"curr_items"]
+        assert sum(checked) > 100
+        print(f"\npages moved: {stat[b'slabs_moved']}, values verified: {sum(checked)}")
+    finally:
+        server.stop()

@@ -267,3 +267,24 @@ def test_automover_reclaims_a_quiet_class_with_free_pages_to_the_pool() -> None:
     assert auto2.run({2: sample(pages=10, free=500)}) is None
     assert auto2.run({2: sample(pages=10, free=500)}) is None
     assert auto2.run({2: sample(pages=10, free=500)}) == (2, 0)
+
+
+def test_the_class_giving_a_page_gets_no_new_page_meanwhile() -> None:
+    store = make(limit=64 * MB)
+    cid = class_of(store, 100)
+    per = store.classes[cid].perslab
+    fill(store, per * 2)  # two full pages, memory to spare
+    m = PageMove(store, cid, POOL)
+    assert m.begin()
+    m.step(10)
+    # sets that need a chunk now evict from the class's LRU instead of growing it
+    for i in range(50):
+        put(store, b"late%d" % i, SMALL)
+    while not m.step(500):
+        pass
+    c = store.classes[cid]
+    assert len(c.pages) == 1
+    for i in range(50):
+        assert get(store, b"late%d" % i) == SMALL
+    check_free_list(store, cid)
+    assert put(store, b"after", SMALL) == 0  # and it grows again once the move is done
