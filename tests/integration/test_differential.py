@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import os
 import signal
+import socket
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -100,7 +102,24 @@ def shared_pair() -> Iterator[list[Pair]]:
 
 def _replay(srv: ServerProc, c: Case) -> list[bytes]:
     with srv.connect() as sock:
+        if any(b"stats conns" in chunk for st in c.steps for chunk in st.chunks):
+            _settle_connections(sock)
         return run_case(sock, c)
+
+
+def _settle_connections(sock: socket.socket, timeout: float = 3.0) -> None:
+    """Wait until the server has reaped the readiness probe's connection: a server that is
+    slow to notice that close (a loaded machine) would list it in ``stats conns``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock.sendall(b"stats\r\n")
+        reply = b""
+        while not reply.endswith(b"END\r\n"):
+            reply += sock.recv(65536)
+        current = int(reply.split(b"STAT curr_connections ")[1].split(b"\r\n")[0])
+        if current <= 2 or time.monotonic() > deadline:  # the listener and this connection
+            return
+        time.sleep(0.02)
 
 
 def _show(b: bytes, limit: int = 700) -> str:

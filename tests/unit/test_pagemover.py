@@ -288,3 +288,25 @@ def test_the_class_giving_a_page_gets_no_new_page_meanwhile() -> None:
         assert get(store, b"late%d" % i) == SMALL
     check_free_list(store, cid)
     assert put(store, b"after", SMALL) == 0  # and it grows again once the move is done
+
+
+def test_a_move_never_takes_the_store_past_its_limit() -> None:
+    """Small classes carry more metadata per page than large ones: a page moved from a 10 KB
+    class to a 100-byte class at the limit is released rather than overspending."""
+    store = make(limit=8 * MB)
+    small = class_of(store, 100)
+    big = class_of(store, 10 * KB)
+    put(store, b"first-small", SMALL)
+    for i in range(2000):
+        put(store, b"b%d" % i, b"x" * 10 * KB)
+    assert store.evictions > 0  # at the limit
+    limit = store.memory_limit
+    assert store.used_memory() <= limit
+    for _ in range(3):
+        move(store, big, small)
+        assert store.used_memory() <= limit
+        for i in range(20_000):
+            put(store, b"s%d" % i, SMALL)
+        assert store.used_memory() <= limit
+    assert store.moves.slabs_moved == 3
+    assert len(store.classes[small].pages) >= 2  # the freed budget reached the small class
