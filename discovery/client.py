@@ -29,7 +29,7 @@ from pymemcache.client.base import PooledClient
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
 from discovery import patterns
-from discovery._wire import CONFIG_GET, LEGACY_GET, DocumentError, parse_document, parse_reply
+from discovery.document import CONFIG_GET, LEGACY_GET, DocumentError, node_tuples, parse_reply
 from discovery.ring import HashRing, Naming, Node, Scheme
 
 __all__ = [
@@ -538,7 +538,7 @@ class ClusterClient:
         two nodes hashing under one name). Only ``"updated"`` changes the ring.
         """
         try:
-            version, tuples = parse_document(document)
+            version, tuples = node_tuples(document)
             nodes = tuple(sorted({Node(*t) for t in tuples}))
             HashRing(nodes, scheme=self.scheme, naming=self.naming)
         except ValueError as exc:
@@ -667,7 +667,7 @@ def owner_ring(
         document = fetch_document(parse_address(endpoint), timeout)
         if document is None:
             raise ValueError(f"{endpoint} has no cluster document")
-        members = [Node(*t) for t in parse_document(document)[1]]
+        members = [Node(*t) for t in node_tuples(document)[1]]
     else:
         members = [_seed_node(spec) for spec in (nodes or "").split(",") if spec.strip()]
         if not members:

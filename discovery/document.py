@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "CONFIG_GET",
+    "LEGACY_GET",
     "MAX_VERSION",
     "LEGACY_KEY",
     "DocumentError",
@@ -26,6 +28,9 @@ __all__ = [
     "config_reply",
     "legacy_value",
     "parse_config_reply",
+    "parse_reply",
+    "Reply",
+    "node_tuples",
     "supersedes",
     "NO_DOCUMENT",
 ]
@@ -40,6 +45,10 @@ NO_DOCUMENT = b"END\r\n"
 # Bounds on what the parser accepts: a hostname is a DNS name, a document a few thousand nodes.
 MAX_HOSTNAME = 253
 MAX_DOCUMENT = 1 << 20
+# What a client sends: `config get` first, the legacy key when the server answers ERROR.
+CONFIG_GET = b"config get cluster\r\n"
+LEGACY_GET = b"get " + LEGACY_KEY + b"\r\n"
+_MAX_HEADER = 512  # a reply header line longer than this is not a discovery reply
 
 
 class DocumentError(ValueError):
@@ -159,25 +168,84 @@ def legacy_value(key: bytes, document: bytes) -> bytes:
     return b"VALUE %b 0 %d\r\n%b\r\n" % (key, len(document), document)
 
 
+def node_tuples(data: bytes) -> tuple[int, list[tuple[str, str, int]]]:
+    """A client's view of a document: ``(version, [(hostname, ip, port), ...])`` in canonical
+    order. A document without a node is refused here: a client must keep what it has."""
+    doc = parse_document(data)
+    if not doc.nodes:
+        raise DocumentError("the document lists no node")
+    return doc.version, [(n.hostname, n.ip, n.port) for n in doc.nodes]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a discovery request got back, once the whole reply has arrived.
+
+    ``document`` is the payload (``None`` for ``END``, no document), ``unsupported`` is set when
+    the server answered ``ERROR`` (a plain memcached: retry with the legacy ``get``), and
+    ``consumed`` is how many bytes of the buffer the reply took.
+    """
+
+    document: bytes | None
+    unsupported: bool
+    consumed: int
+
+
+def parse_reply(buf: bytes) -> Reply | None:
+    """Frame one reply to ``config get cluster`` or ``get AmazonElastiCache:cluster``, as it
+    arrives: ``None`` while more bytes are needed.
+
+    Raises ``DocumentError`` on anything that is not ``CONFIG cluster <flags> <n>`` or
+    ``VALUE <key> <flags> <n>``, then n bytes, CRLF and ``END``; a bare ``END``; or
+    ``ERROR``. The byte count is trusted, as libmemcached and the Java client trust it, rather
+    than scanning for an end marker.
+    """
+    eol = buf.find(b"\r\n")
+    if eol < 0:
+        if len(buf) > _MAX_HEADER:
+            raise DocumentError("reply header too long")
+        return None
+    line = buf[:eol]
+    if line == b"END":
+        return Reply(None, False, eol + 2)
+    if line == b"ERROR":
+        return Reply(None, True, eol + 2)
+    tokens = line.split(b" ")
+    if (
+        len(tokens) != 4
+        or tokens[0] not in (b"CONFIG", b"VALUE")
+        or not tokens[2].isdigit()
+        or not tokens[3].isdigit()
+    ):
+        raise DocumentError(f"unexpected reply {line[:80]!r}")
+    size = int(tokens[3])
+    if size > MAX_DOCUMENT:
+        raise DocumentError(f"document of {size} bytes is too large")
+    start = eol + 2
+    end = start + size
+    trailer = b"\r\nEND\r\n"
+    if len(buf) < end + len(trailer):
+        return None
+    if buf[end : end + len(trailer)] != trailer:
+        raise DocumentError("document not followed by CRLF END CRLF (wrong byte count?)")
+    return Reply(buf[start:end], False, end + len(trailer))
+
+
 def parse_config_reply(reply: bytes) -> ClusterDocument | None:
     """Parse a complete ``config get cluster`` reply strictly; ``None`` for a bare ``END``.
 
-    Strict on framing (the count must be exact and followed by CRLF ``END`` CRLF) because the
-    clients that read by count (Java, libmemcached, .NET, emcache) are strict too.
+    Strict on framing (the count must be exact and followed by CRLF ``END`` CRLF, and nothing
+    after it) because the clients that read by count (Java, libmemcached, .NET, emcache) are
+    strict too.
     """
-    if reply == NO_DOCUMENT:
-        return None
-    eol = reply.find(b"\r\n")
-    if eol < 0:
-        raise DocumentError("no header line")
-    head = reply[:eol].split(b" ")
-    if len(head) != 4 or head[0] != b"CONFIG" or not head[2].isdigit() or not head[3].isdigit():
-        raise DocumentError(f"not a CONFIG header: {reply[:eol][:80]!r}")
-    n = int(head[3])
-    start = eol + 2
-    if reply[start + n :] != b"\r\nEND\r\n":
+    if not reply.startswith((b"CONFIG ", b"END\r\n")):
+        raise DocumentError(f"not a CONFIG reply: {reply[:80]!r}")
+    framed = parse_reply(reply)
+    if framed is None or framed.consumed != len(reply):
         raise DocumentError("byte count does not match, or no CRLF END after the document")
-    return parse_document(reply[start : start + n])
+    if framed.document is None:
+        return None
+    return parse_document(framed.document)
 
 
 def supersedes(new: ClusterDocument, old: ClusterDocument | None) -> bool:

@@ -18,8 +18,8 @@ from client_endpoint import Endpoint, encode
 from procs import ROOT, ServerProc, free_port, start_node, wait_listening
 from pymemcache.exceptions import MemcacheServerError
 
-from discovery._wire import DocumentError
 from discovery.client import CONNECTION_ERRORS, ClusterClient, ClusterUnavailable, fetch_document
+from discovery.document import DocumentError
 from discovery.ring import HashRing, Node
 
 GOLDEN = encode(

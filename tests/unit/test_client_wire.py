@@ -1,4 +1,4 @@
-"""The client's private document parser and reply framer, on exact bytes (spec §1)."""
+"""The client's view of the document codec and the reply framer, on exact bytes (spec §1)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discovery._wire import DocumentError, Reply, parse_document, parse_reply
+from discovery.document import DocumentError, Reply, node_tuples, parse_reply
 
 GOLDEN_DOC = b"12\nnode-a.cache.local|127.0.0.1|11311 node-b.cache.local|127.0.0.1|11312\n"
 GOLDEN_REPLY = (
@@ -21,7 +21,7 @@ GOLDEN_NODES = [
 
 def test_golden_document() -> None:
     assert len(GOLDEN_DOC) == 73
-    assert parse_document(GOLDEN_DOC) == (12, GOLDEN_NODES)
+    assert node_tuples(GOLDEN_DOC) == (12, GOLDEN_NODES)
 
 
 def test_golden_reply_whole_and_byte_by_byte() -> None:
@@ -41,13 +41,13 @@ def test_golden_reply_whole_and_byte_by_byte() -> None:
     ],
 )
 def test_lenient_forms(doc: bytes) -> None:
-    assert parse_document(doc) == (12, GOLDEN_NODES)
+    assert node_tuples(doc) == (12, GOLDEN_NODES)
 
 
-def test_empty_ip_and_order_kept() -> None:
-    assert parse_document(b"3\nb||11212 a|10.0.0.1|11211\n") == (
+def test_empty_ip_and_canonical_order() -> None:
+    assert node_tuples(b"3\nb||11212 a|10.0.0.1|11211\n") == (
         3,
-        [("b", "", 11212), ("a", "10.0.0.1", 11211)],
+        [("a", "10.0.0.1", 11211), ("b", "", 11212)],
     )
 
 
@@ -69,11 +69,12 @@ def test_empty_ip_and_order_kept() -> None:
         b"12\nh|1.2.3.4|65536\n",
         b"12\n|1.2.3.4|11211\n",  # no hostname
         b"12\nh\xff|1.2.3.4|11211\n",
+        b"12\nh|1.2.3.4|11211 h|1.2.3.5|11211\n",  # the same node twice
     ],
 )
 def test_rejected(doc: bytes) -> None:
     with pytest.raises(DocumentError):
-        parse_document(doc)
+        node_tuples(doc)
 
 
 def test_other_replies() -> None:
@@ -106,7 +107,12 @@ ips = st.sampled_from(["", "127.0.0.1", "10.0.0.12", "::1"])
 @settings(max_examples=100, derandomize=True)
 @given(
     version=st.integers(1, 2**31 - 1),
-    nodes=st.lists(st.tuples(hosts, ips, st.integers(1, 65535)), min_size=1, max_size=20),
+    nodes=st.lists(
+        st.tuples(hosts, ips, st.integers(1, 65535)),
+        min_size=1,
+        max_size=20,
+        unique_by=lambda n: (n[0], n[2]),
+    ),
     sep=st.sampled_from([" ", "  ", "\t", "\n"]),
     newline=st.sampled_from(["\n", "\r\n"]),
 )
@@ -114,6 +120,6 @@ def test_round_trip(
     version: int, nodes: list[tuple[str, str, int]], sep: str, newline: str
 ) -> None:
     doc = f"{version}{newline}{sep.join(f'{h}|{i}|{p}' for h, i, p in nodes)}\n".encode()
-    assert parse_document(doc) == (version, nodes)
+    assert node_tuples(doc) == (version, sorted(nodes, key=lambda n: (n[0], n[2])))
     framed = b"CONFIG cluster 0 %d\r\n%s\r\nEND\r\n" % (len(doc), doc)
     assert parse_reply(framed) == Reply(doc, False, len(framed))
