@@ -23,7 +23,10 @@ from memcache_server.storage.store import Store
 
 __all__ = ["Rebalancer", "Reassign"]
 
-BATCH = 256  # slots emptied per lock hold
+# Slots emptied per lock hold, so a move adds little to request latency. Measured in-process
+# on a full class of 100-byte items (5,461 a page, each needing an eviction and a copy): 256
+# slots held the lock 2.3 ms, 64 slots 0.56 ms; a whole page takes about 50 ms of CPU either way.
+BATCH = 32
 PAUSE = 0.0005  # seconds between batches, so a move never monopolises the lock or the GIL
 
 
