@@ -62,6 +62,8 @@ class Node:
             C.value_header,
         )
         self.store.key_offset = C.VALUE_KEY_OFFSET
+        if config.track_sizes:
+            self.store.track_sizes(True)
         self.meta = MetaStore(self.store)
         self.counters = ServerCounters()
         # -Y: connections start unauthenticated (raises AuthError if the file is unusable)
@@ -305,7 +307,18 @@ class Node:
         if sub == b"slabs":
             return report.format_stats(report.slabs_stats(self))
         if sub == b"sizes":
-            return b"STAT sizes_status disabled\r\nEND\r\n"
+            counts = self.store.size_counts()
+            if counts is None:
+                return b"STAT sizes_status disabled\r\nEND\r\n"
+            return report.format_stats([(str(size), n) for size, n in counts])
+        if sub == b"sizes_enable":  # memcached answers these two with one line and no END
+            if not self.config.use_cas:  # it needs CAS to tell old items from new
+                return b"STAT sizes_status error\r\nSTAT sizes_error cas_support_disabled\r\n"
+            self.store.track_sizes(True)
+            return b"STAT sizes_status enabled\r\n"
+        if sub == b"sizes_disable":
+            self.store.track_sizes(False)
+            return b"STAT sizes_status disabled\r\n"
         if sub == b"conns":
             fd = getattr(session, "fd", -1)
             for conn in self.connections():

@@ -231,7 +231,7 @@ def settings_stats(node: Node) -> list[Stat]:
         ("watcher_logbuf_size", c.watcher_logbuf_size),
         ("worker_logbuf_size", c.worker_logbuf_size),
         ("read_buf_mem_limit", c.read_buf_mem_limit),
-        ("track_sizes", c.track_sizes),
+        ("track_sizes", node.store.sizes is not None),
         ("inline_ascii_response", False),
         ("ext_item_size", 512),
         ("ext_item_age", 4294967295),

@@ -21,14 +21,16 @@ from __future__ import annotations
 import threading
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from memcache_server.storage.clock import Clock, exptime_to_abs
 from memcache_server.storage.index import KeyIndex
 from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE, SlabTable
 
-__all__ = ["Store", "Outcome", "Mode", "StoreLimits", "ClassStats", "MoveCounters"]
+__all__ = [
+    "Store", "Outcome", "Mode", "StoreLimits", "ClassStats", "MoveCounters", "SizeHistogram"
+]
 
 UPDATE_INTERVAL = 60  # memcached's ITEM_UPDATE_INTERVAL: bump an item in the LRU at most this often
 TAIL_SEARCH = 5  # items examined at an LRU tail for an expired one before evicting
@@ -261,6 +263,31 @@ class MoveCounters:
     evictions_nomem: int = 0
 
 
+@dataclass(slots=True)
+class SizeHistogram:
+    """``stats sizes`` (memcached's track_sizes): live items per 32-byte size bucket.
+
+    Items stored before tracking was turned on (a CAS below ``cas_min``) are left out, as
+    memcached leaves them out, so the counts never go negative."""
+
+    cas_min: int
+    counts: dict[int, int] = field(default_factory=dict)
+
+    def add(self, ntotal: int, cas: int) -> None:
+        if cas >= self.cas_min:
+            bucket = (ntotal + 31) >> 5
+            self.counts[bucket] = self.counts.get(bucket, 0) + 1
+
+    def remove(self, ntotal: int, cas: int) -> None:
+        if cas >= self.cas_min:
+            bucket = (ntotal + 31) >> 5
+            left = self.counts.get(bucket, 0) - 1
+            if left > 0:
+                self.counts[bucket] = left
+            else:
+                self.counts.pop(bucket, None)
+
+
 @dataclass(frozen=True, slots=True)
 class ClassStats:
     """A snapshot of one class for `stats slabs` / `stats items`."""
@@ -442,20 +469,16 @@ class Store:
 
     # ------------------------------------------------------------------ linking
 
-    def _link(self, key: bytes, h: int, lru_cid: int, ntotal: int, nbytes: int,
-              old: int | None = None) -> None:
-        """Put a fully written item into the index and at the head of its class's LRU.
+    def _link(self, key: bytes, h: int, lru_cid: int, ntotal: int, nbytes: int) -> None:
+        """Put a fully written item into the index and at the head of its class's LRU,
+        replacing the key's current item if it has one.
 
-        ``old``: the key's current live handle (NIL for none) when the caller already looked
-        it up, to spare a second index probe on the set path.
-        """
-        if old is None:
-            old = self.index.get(key)
-        elif old != NIL and not self._still_linked(old, h):
-            old = NIL
-        if old is not None and old != NIL:
-            self._unlink(old)
-        self.index.put(key, h)
+        The index entry is swapped in place, and what it held is the item to unlink: one probe
+        for a set, and exact even when the allocation for ``h`` evicted the old item (its
+        entry is gone then, and its chunk may be ``h`` itself)."""
+        old = self.index.put(key, h)
+        if old is not None:
+            self._unlink(old, False)
         c = self.classes[h & 63]
         s = h >> 6
         lru = self.classes[lru_cid]
@@ -471,6 +494,8 @@ class Store:
         self.curr_items += 1
         self.total_items += 1
         self.bytes += ntotal
+        if self.sizes is not None:
+            self.sizes.add(ntotal, c.cas[s])
         _ = nbytes
 
     def _still_linked(self, old: int, h: int) -> bool:
@@ -484,8 +509,7 @@ class Store:
         return self.table.largest if c.bits[s] & CHUNKED else c.cid
 
     def _ntotal(self, c: SlabClass, s: int) -> int:
-        if c.bits[s] & CHUNKED:
-            return self.table.item_size(c.klen[s], c.flags[s], c.blen[s])
+        """memcached's ITEM_ntotal (a chunked item counts its whole value, as there)."""
         return self.table.item_size(c.klen[s], c.flags[s], c.blen[s])
 
     def _key_of(self, c: SlabClass, s: int) -> bytes:
@@ -494,6 +518,8 @@ class Store:
         return bytes(c.views[s // c.perslab][base : base + c.klen[s]])
 
     key_offset = 6  # set by the protocol layer; the header embeds the key at this offset
+    # While track_sizes is on; a class attribute until then, so the instance dict stays small.
+    sizes: SizeHistogram | None = None
 
     def _key_view(self, h: int) -> memoryview:
         """The key of handle ``h`` as a view into its chunk (no copy): the index compares it."""
@@ -502,31 +528,39 @@ class Store:
         base = (s % c.perslab) * c.size + self.key_offset
         return c.views[s // c.perslab][base : base + c.klen[s]]
 
-    def _unlink(self, h: int) -> None:
-        """Remove an item from the index and its LRU and free its chunks."""
-        c = self.classes[h & 63]
+    def _unlink(self, h: int, indexed: bool = True) -> None:
+        """Remove an item from the index (unless ``_link`` already replaced its entry) and its
+        LRU, and free its chunks."""
+        # _key_of, _lru_cid and _ntotal inlined: every overwrite and delete comes through here.
+        classes = self.classes
+        c = classes[h & 63]
         s = h >> 6
-        key = self._key_of(c, s)
-        self.index.remove(key, h)
-        lru = self.classes[self._lru_cid(c, s)]
+        klen = c.klen[s]
+        if indexed:
+            base = (s % c.perslab) * c.size + self.key_offset
+            self.index.remove(bytes(c.views[s // c.perslab][base : base + klen]), h)
+        bits = c.bits[s]
+        lru = classes[self.table.largest] if bits & CHUNKED else c
         p = c.prev[s]
         n = c.nxt[s]
         if p != NIL:
-            self.classes[p & 63].nxt[p >> 6] = n
+            classes[p & 63].nxt[p >> 6] = n
         else:
             lru.lru_head = n
         if n != NIL:
-            self.classes[n & 63].prev[n >> 6] = p
+            classes[n & 63].prev[n >> 6] = p
         else:
             lru.lru_tail = p
-        ntotal = self._ntotal(c, s)
+        ntotal = self.table.item_size(klen, c.flags[s], c.blen[s])
         lru.items -= 1
         lru.mem_requested -= ntotal
         self.curr_items -= 1
         self.bytes -= ntotal
-        if c.bits[s] & CHUNKED:
+        if self.sizes is not None:
+            self.sizes.remove(ntotal, c.cas[s])
+        if bits & CHUNKED:
             for dh in self.chunk_lists.pop(h, ()):
-                self.classes[dh & 63].push_free(dh >> 6)
+                classes[dh & 63].push_free(dh >> 6)
         c.push_free(s)
 
     def _bump(self, c: SlabClass, s: int, h: int, now: int) -> None:
@@ -836,7 +870,7 @@ class Store:
                     self._unlink(old)
                 return outcome
             lru_cid = cid if ntotal <= table.chunk_max else table.largest
-            self._link(key, h, lru_cid, ntotal, len(body), old)
+            self._link(key, h, lru_cid, ntotal, len(body))
             return Outcome.STORED
 
     def _count_set(self, nkey: int, flags: int, nbytes: int) -> None:
@@ -932,6 +966,25 @@ class Store:
                     self.oldest_cas = self.next_cas + 1
             else:
                 self.oldest_live = new_oldest
+
+    def track_sizes(self, on: bool) -> bool:
+        """``stats sizes_enable``/``sizes_disable`` (and ``-o track_sizes``). Turning tracking
+        on counts items stored from then on, and takes a CAS value to mark where, as memcached
+        does; turning it on again changes nothing. Returns whether it was already on."""
+        with self.lock:
+            was = self.sizes is not None
+            if on and not was:
+                self.sizes = SizeHistogram(self._next_cas() if self.limits.use_cas else 0)
+            elif not on:
+                self.sizes = None
+            return was
+
+    def size_counts(self) -> list[tuple[int, int]] | None:
+        """(bucket size in bytes, live items) in size order; None while tracking is off."""
+        with self.lock:
+            if self.sizes is None:
+                return None
+            return [(b << 5, n) for b, n in sorted(self.sizes.counts.items())]
 
     def set_memory_limit(self, limit: int) -> None:
         with self.lock:

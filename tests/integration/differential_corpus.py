@@ -621,6 +621,41 @@ def _stats_cases() -> list[Case]:
             fresh=True,
         ),
         case("stats_sizes", b"stats sizes\r\n", fresh=True),
+        steps(
+            "stats_sizes_enable_disable",
+            setcmd(b"a", b"hello") + b"gets a\r\nstats sizes_enable\r\n",
+            setcmd(b"b", b"hello") + b"gets b\r\nstats sizes_enable\r\nstats sizes\r\n",
+            setcmd(b"a", b"hello12") + b"stats sizes\r\ndelete a\r\nstats sizes\r\n",
+            b"stats reset\r\nstats sizes\r\nstats settings\r\n",
+            setcmd(b"n", b"5") + b"incr n 5\r\nincr n 99\r\nstats sizes\r\n",
+            setcmd(b"n", b"ab", cmd=b"append") + b"stats sizes\r\n",
+            b"stats sizes_disable\r\nstats sizes\r\n" + setcmd(b"c", b"z" * 50),
+            b"stats sizes_enable x\r\nstats sizes x\r\nstats sizes_disable x\r\n",
+            fresh=True,
+        ),
+        steps(
+            "stats_sizes_tracked_from_start",
+            setcmd(b"a", b"hello") + setcmd(b"bb", b"x" * 100, flags=1)
+            + setcmd(b"c", b"y" * 3000) + setcmd(b"big", b"z" * 600_000)
+            + b"gets a\r\nstats sizes\r\n",
+            b"delete a\r\ndelete big\r\nstats sizes\r\nstats settings\r\n",
+            fresh=True,
+            server_args=("-o", "track_sizes"),
+        ),
+        case(
+            "stats_sizes_without_cas",
+            setcmd(b"a", b"hello") + b"stats sizes_enable\r\nstats sizes\r\n"
+            + setcmd(b"b", b"hello") + b"stats sizes\r\nstats sizes_disable\r\n",
+            fresh=True,
+            server_args=("-C",),
+        ),
+        case(
+            "stats_sizes_without_cas_tracked_from_start",
+            setcmd(b"a", b"hello") + setcmd(b"a", b"hello1") + b"stats sizes\r\n"
+            + b"stats sizes_enable\r\n",
+            fresh=True,
+            server_args=("-C", "-o", "track_sizes"),
+        ),
         case("stats_conns", b"stats conns\r\n", fresh=True),
         case("stats_nonsense", b"stats nonsense\r\n", fresh=True),
         case("stats_trailing_space", b"stats \r\n", fresh=True),
