@@ -498,12 +498,6 @@ class Store:
             self.sizes.add(ntotal, c.cas[s])
         _ = nbytes
 
-    def _still_linked(self, old: int, h: int) -> bool:
-        """Whether ``old``, looked up before an allocation, survived it: the allocation may have
-        evicted it from the LRU tail, and even reused its chunk for the new item ``h`` or one
-        of its data chunks (nothing else allocates in between)."""
-        return old != h and self.classes[old & 63].bits[old >> 6] & (IN_USE | DATA_CHUNK) == IN_USE
-
     def _lru_cid(self, c: SlabClass, s: int) -> int:
         """The class whose LRU holds the item at (c, s): its own, or the largest if chunked."""
         return self.table.largest if c.bits[s] & CHUNKED else c.cid
@@ -812,12 +806,14 @@ class Store:
         clock = self.clock
         now = clock.now
         with self.lock:
-            old = self._find(key, now)
             table = self.table
             ntotal = table.item_size(len(key), flags, len(body))
             cid = table.class_for(ntotal)
             if cid:  # memcached counts every set whose item could be sized
                 self.classes[cid].cmd_set += 1
+            # A plain set needs no lookup first: the new item is allocated while the old one is
+            # still linked (as memcached allocates before do_store_item), and _link replaces it.
+            old = NIL if mode == Mode.SET else self._find(key, now)
             if mode == Mode.SET:
                 pass
             elif mode == Mode.ADD:
@@ -865,9 +861,11 @@ class Store:
                 key, flags, exptime_to_abs(exptime, clock), body, now, ntotal
             )
             if outcome != Outcome.STORED:
-                if old != NIL and mode == Mode.SET and self._still_linked(old, NIL):
-                    # memcached drops the old value when a set of the same key is too large
-                    self._unlink(old)
+                if mode == Mode.SET:
+                    # memcached drops the old value when a set of the same key cannot be stored
+                    stale = self.index.get(key)
+                    if stale is not None:
+                        self._unlink(stale)
                 return outcome
             lru_cid = cid if ntotal <= table.chunk_max else table.largest
             self._link(key, h, lru_cid, ntotal, len(body))
