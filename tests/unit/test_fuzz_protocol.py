@@ -157,7 +157,7 @@ def fresh_session() -> Iterator[Session]:
         yield Session(node, node.workers[0].stats)
     finally:
         for w in node.workers:
-            w.selector.close()
+            w.poller.close()
             os.close(w._wake_r)
             os.close(w._wake_w)
 

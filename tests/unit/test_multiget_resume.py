@@ -28,7 +28,7 @@ def session() -> Iterator[Session]:
     s.out.clear()
     yield s
     for w in node.workers:
-        w.selector.close()
+        w.poller.close()
         os.close(w._wake_r)
         os.close(w._wake_w)
 

@@ -27,7 +27,7 @@ def worker() -> Iterator[Worker]:
     yield w
     for conn in list(w.conns.values()):
         w._close(conn)
-    w.selector.close()
+    w.poller.close()
     os.close(w._wake_r)
     os.close(w._wake_w)
 
