@@ -109,6 +109,11 @@ def lazy_load(
             return _load_and_store(cache, key, loader, ttl)
         if locked:
             try:
+                # Another caller may have loaded, stored and unlocked between our miss and our
+                # add: look once more before loading.
+                ok, value = _cache_call("get", key, lambda: cache.get(key))
+                if ok and value is not None:
+                    return cast(V, value)
                 return _load_and_store(cache, key, loader, ttl)
             finally:
                 _cache_call("delete", lock_key, lambda: cache.delete(lock_key))

@@ -102,6 +102,35 @@ def test_stampede_runs_one_loader(cache: PooledClient) -> None:
     assert store.loads == 1
 
 
+def test_a_lock_won_after_another_loader_finished_does_not_load_again(
+    cache: PooledClient,
+) -> None:
+    """The race behind a double load: our get misses, then another caller loads, stores and
+    unlocks, then our add wins the lock. Played here in that order on a real node."""
+    store = Store()
+    store.data["late"] = b"value"
+
+    class OtherLoaderFinishesFirst:
+        def get(self, key: str) -> object:
+            return cache.get(key)
+
+        def add(self, key: str, value: bytes, expire: int) -> bool:
+            cache.set("late", b"value", 60)  # the other caller's store, then its unlock
+            return bool(cache.add(key, value, expire, noreply=False))
+
+        def delete(self, key: str) -> object:
+            return cache.delete(key)
+
+        def set(self, key: str, value: bytes, expire: int) -> object:
+            return cache.set(key, value, expire)
+
+    other = OtherLoaderFinishesFirst()
+    got = lazy_load(other, "late", lambda: store.loader("late"), 60, guard=StampedeGuard())
+    assert got == b"value"
+    assert store.loads == 0
+    assert cache.get("late" + StampedeGuard().suffix) is None  # the lock was released
+
+
 def test_without_guard_every_miss_loads(cache: PooledClient) -> None:
     store = Store(delay=0.2)
     store.data["hot"] = b"value"
