@@ -40,12 +40,12 @@ LIMITS = """\
 - System calls dominate: per request a non-pipelined client costs a recv and a send. Profiles
   (py-spy, cProfile of a worker) show `send` on loopback as the largest single cost; our per-op
   system time is close to memcached's, our per-op user time (the interpreter running the
-  protocol and store code, ~3 us per get and ~9 us per set measured in-process) is what
+  protocol and store code, ~3 us per get and ~7.5 us per set measured in-process) is what
   memcached does not pay.
 - The generator shares the 2 cores with the server, so server CPU per op decides throughput:
   memcached's ~10 us of CPU per op against our ~15 us.
-- The GIL: threads add concurrency, not parallelism. Workers take turns serving batches, so
-  `-t 1/2/4` perform alike; a free-threaded Python would let them run in parallel.
+- The GIL: threads add concurrency, not parallelism. Workers take turns serving batches;
+  {threads_line} A free-threaded Python would let them run in parallel.
 - Pipelining amortises the system calls over many requests, and answering a whole read batch
   with one send is where we beat memcached 1.6.18, which sends each get reply on its own.
 - What would move it further: fewer Python calls per request (a specialised get fast path),
@@ -156,5 +156,16 @@ def render(
             lines += [f"![{title}]({assets}/{name})", ""]
     if data.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in data["notes"]]
-    lines += ["", LIMITS]
+    lines += ["", LIMITS.format(threads_line=_threads_line(threads or []))]
     return "\n".join(lines) + "\n"
+
+
+def _threads_line(threads: list[dict[str, Any]]) -> str:
+    """What this run says about -t: each thread count's throughput against the best one.
+    (With a GIL, more event loops mean fewer events per wake-up and more hand-offs.)"""
+    runs = [t for t in threads if t.get("ours")]
+    if not runs:
+        return "this run did not measure thread counts."
+    best = max(runs, key=lambda t: t["ours"])
+    parts = ", ".join(f"`-t {t['threads']}` {t['ours'] / best['ours']:.2f}" for t in runs)
+    return f"in this run, throughput relative to the best thread count: {parts}."
