@@ -3,9 +3,10 @@
 Rules: a worker's poller, connections and ThreadStats are touched only by the worker thread.
 Under a GIL, workers take turns: each holds ``node.worker_turns`` while it serves a batch of
 events and releases it before blocking in the poller. Measured: letting workers contend for the
-GIL at every recv/send (a futex hand-off per system call) cost 25-50% of throughput at -t 4,
-while a hand-off per batch costs next to nothing; with no GIL the lock is None and workers run in
-parallel.
+GIL at every recv/send (a futex hand-off per system call) cost 25-50% of throughput at -t 4.
+Turn-taking still left several loops slower than one (fewer events per wake-up, more
+hand-offs), so under a GIL the node runs a single worker (see ``Node.__init__``); with no GIL
+the lock is None and -t workers run in parallel.
 New connections arrive through ``hand_off()`` (a queue plus a wake-up pipe), the only entry point
 other threads use. Each readable event reads once, runs up to -R requests, and answers with one
 send; a connection with requests left over yields and is resumed after the others
