@@ -44,8 +44,9 @@ LIMITS = """\
   memcached does not pay.
 - The generator shares the 2 cores with the server, so server CPU per op decides throughput:
   memcached's ~10 us of CPU per op against our ~15 us.
-- The GIL: threads add concurrency, not parallelism. Workers take turns serving batches;
-  {threads_line} A free-threaded Python would let them run in parallel.
+- The GIL: Python code cannot run in parallel, so under it one event loop serves every
+  connection whatever `-t` says (several loops only added hand-offs: -t 4 served 0.5-0.75 of
+  -t 1); {threads_line} A free-threaded Python runs `-t` loops in parallel.
 - Pipelining amortises the system calls over many requests, and answering a whole read batch
   with one send is where we beat memcached 1.6.18, which sends each get reply on its own.
 - What would move it further: fewer Python calls per request (a specialised get fast path),
