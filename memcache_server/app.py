@@ -84,7 +84,8 @@ class Node:
         self.worker_turns: threading.Lock | None = threading.Lock() if gil else None
         loops = config.threads
         if gil:
-            loops = min(loops, int(os.environ.get("MEMCACHE_SERVER_GIL_LOOPS", "1")))
+            wanted = os.environ.get("MEMCACHE_SERVER_GIL_LOOPS", "1")
+            loops = min(loops, int(wanted) if wanted.isdigit() and int(wanted) > 0 else 1)
         worker_class = TLSWorker if self.tls is not None else Worker
         self.workers = [worker_class(self, i) for i in range(max(loops, 1))]
         self.listeners: list[Listener] = []

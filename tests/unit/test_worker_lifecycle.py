@@ -85,3 +85,25 @@ def test_a_failing_request_costs_its_connection_only(
     finally:
         for _, client in pairs:
             client.close()
+
+
+def test_under_the_gil_one_loop_serves_whatever_t_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from memcache_server import report
+
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        pytest.skip("a free-threaded Python runs -t loops")
+    monkeypatch.delenv("MEMCACHE_SERVER_GIL_LOOPS", raising=False)
+    node = Node(ServerConfig(threads=4))
+    assert len(node.workers) == 1
+    assert dict(report.general_stats(node))["threads"] == 4  # stats report -t as given
+    settings = dict(report.settings_stats(node))
+    assert settings["num_threads"] == 4
+    monkeypatch.setenv("MEMCACHE_SERVER_GIL_LOOPS", "3")
+    measuring = Node(ServerConfig(threads=4))
+    assert len(measuring.workers) == 3
+    for w in node.workers + measuring.workers:  # never started: close what they opened
+        w.poller.close()
+        os.close(w._wake_r)
+        os.close(w._wake_w)
