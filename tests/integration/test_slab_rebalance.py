@@ -81,32 +81,31 @@ def run_shift(srv: ServerProc, seconds: float) -> tuple[float, int]:
     return rate, class_pages(srv, BIG, WORKING_SET[0])
 
 
-def test_automover_gives_pages_to_a_class_that_values_shifted_to() -> None:
-    srv = start_node("-m", "16", "-o", "slab_automove=1,slab_automove_window=3")
+def shift_on(options: str, seconds: float) -> tuple[float, int, dict[str, str]]:
+    """The shift on a fresh ``-m 16 -o <options>`` node: (hit rate, big pages, stats)."""
+    srv = start_node("-m", "16", "-o", options)
     try:
-        rate, pages = run_shift(srv, 40)
+        rate, pages = run_shift(srv, seconds)
         with srv.connect() as s:
-            st = stats(s)
-        assert rate >= 0.9, (rate, pages, st["slabs_moved"])
-        assert pages >= 4
-        assert int(st["slabs_moved"]) >= 3
-        assert st["slab_global_page_pool"] == "0"
-        assert int(st["slab_reassign_evictions_nomem"]) > 0  # the idle class paid for it
+            return rate, pages, stats(s)
     finally:
         srv.stop()
+
+
+def test_automover_gives_pages_to_a_class_that_values_shifted_to() -> None:
+    rate, pages, st = shift_on("slab_automove=1,slab_automove_window=3", 40)
+    assert rate >= 0.9, (rate, pages, st["slabs_moved"])
+    assert pages >= 4
+    assert int(st["slabs_moved"]) >= 3
+    assert st["slab_global_page_pool"] == "0"
+    assert int(st["slab_reassign_evictions_nomem"]) > 0  # the idle class paid for it
 
 
 def test_without_the_automover_the_new_class_starves() -> None:
-    srv = start_node("-m", "16", "-o", "slab_automove=0")
-    try:
-        rate, pages = run_shift(srv, 8)
-        with srv.connect() as s:
-            st = stats(s)
-        assert rate < 0.4  # one page holds under a third of the working set
-        assert pages == 1
-        assert st["slabs_moved"] == "0"
-    finally:
-        srv.stop()
+    rate, pages, st = shift_on("slab_automove=0", 8)
+    assert rate < 0.4  # one page holds under a third of the working set
+    assert pages == 1
+    assert st["slabs_moved"] == "0"
 
 
 def test_aggressive_automove_moves_on_evictions() -> None:
