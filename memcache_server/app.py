@@ -100,6 +100,7 @@ class Node:
             config.slab_automove_window,
             maintainer="no_lru_maintainer" not in config.extended,
         )
+        self.rebalancer.on_decision = lambda src, dst: watch.log_slab_move(self, src, dst)
         self.ops = ops.OpsState(self)
         # Per-prefix stats while `stats detail` is on (or -D given); None keeps them off the
         # request path at the cost of one attribute test.

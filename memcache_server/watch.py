@@ -306,6 +306,11 @@ def log_eviction(
     )
 
 
+def log_slab_move(node: Node, src: int, dst: int) -> None:
+    """An automover decision, as memcached's LOGGER_SLAB_MOVE line (``watch sysevents``)."""
+    node.logger.emit(SYSEVENTS, b"type=slab_move src=%d dst=%d" % (src, dst))
+
+
 def log_conn(node: Node, new: bool, peer: str, fd: int) -> None:
     family, _, addr = peer.partition(":")  # "tcp:<ip>:<port>", or a UNIX socket's path
     if family in ("tcp", "tcp6"):

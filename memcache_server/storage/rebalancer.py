@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from enum import IntEnum
 
 from memcache_server.storage.automove import Automover, ClassSample
@@ -66,6 +67,8 @@ class Rebalancer(threading.Thread):
         self._stopped = threading.Event()
         self._pick = 0  # round-robin cursor of slabs_reassign_pick_any
         self._auto: Automover | None = None
+        # Told of every automover decision (memcached logs it to `watch sysevents`).
+        self.on_decision: Callable[[int, int], None] | None = None
         self.set_automove(automove)
 
     # ------------------------------------------------------------------ requests
@@ -162,4 +165,6 @@ class Rebalancer(threading.Thread):
         self._auto.ratio = self.ratio
         decision = self._auto.run(self._samples())
         if decision is not None:
-            self.reassign(*decision)
+            self.reassign(*decision)  # refused while a move runs, as memcached's is
+            if self.on_decision is not None:
+                self.on_decision(*decision)

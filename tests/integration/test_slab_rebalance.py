@@ -12,6 +12,7 @@ difference.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -19,6 +20,8 @@ import pytest
 from procs import ServerProc, start_node
 from pymemcache.client.base import Client
 from test_ops import stats
+
+from memcache_server.storage.slabs import SlabTable
 
 SMALL = b"s" * 100
 BIG = b"B" * (10 * 1024)
@@ -46,6 +49,13 @@ def big_round(c: Client) -> float:
         assert all(v == BIG for v in got.values())
         hits += len(got)
     return hits / len(WORKING_SET)
+
+
+def class_id(key: bytes, value: bytes) -> int:
+    """The slab class of an item with the default -f/-n/-I (the table the differential tests
+    check against memcached's `stats slabs`)."""
+    table = SlabTable.build(1.25, 48, 512 * 1024, 1024 * 1024, True)
+    return table.class_for(table.item_size(len(key), 0, len(value) + 2))
 
 
 def class_pages(srv: ServerProc, value: bytes, key: bytes) -> int:
@@ -81,28 +91,45 @@ def run_shift(srv: ServerProc, seconds: float) -> tuple[float, int]:
     return rate, class_pages(srv, BIG, WORKING_SET[0])
 
 
-def shift_on(options: str, seconds: float) -> tuple[float, int, dict[str, str]]:
-    """The shift on a fresh ``-m 16 -o <options>`` node: (hit rate, big pages, stats)."""
+def shift_on(options: str, seconds: float) -> tuple[float, int, dict[str, str], bytes]:
+    """The shift on a fresh ``-m 16 -o <options>`` node, watched by a ``watch sysevents``
+    connection: (hit rate, big pages, stats, what the watcher received)."""
     srv = start_node("-m", "16", "-o", options)
     try:
-        rate, pages = run_shift(srv, seconds)
-        with srv.connect() as s:
-            return rate, pages, stats(s)
+        with srv.connect() as watcher:
+            watcher.sendall(b"watch sysevents\r\n")
+            assert watcher.recv(100) == b"OK\r\n"
+            rate, pages = run_shift(srv, seconds)
+            with srv.connect() as s:
+                st = stats(s)
+            watcher.settimeout(0.5)
+            events = b""
+            try:
+                while chunk := watcher.recv(65536):
+                    events += chunk
+            except TimeoutError:
+                pass
+            return rate, pages, st, events
     finally:
         srv.stop()
 
 
 def test_automover_gives_pages_to_a_class_that_values_shifted_to() -> None:
-    rate, pages, st = shift_on("slab_automove=1,slab_automove_window=3", 40)
+    rate, pages, st, events = shift_on("slab_automove=1,slab_automove_window=3", 40)
     assert rate >= 0.9, (rate, pages, st["slabs_moved"])
     assert pages >= 4
     assert int(st["slabs_moved"]) >= 3
     assert st["slab_global_page_pool"] == "0"
     assert int(st["slab_reassign_evictions_nomem"]) > 0  # the idle class paid for it
+    # each decision was logged as memcached logs it: ts=... gid=... type=slab_move src= dst=
+    moves = re.findall(rb"^ts=\d+\.\d+ gid=\d+ type=slab_move src=(\d+) dst=(\d+)$", events, re.M)
+    assert len(moves) >= 3
+    assert {int(dst) for _, dst in moves} == {class_id(WORKING_SET[0], BIG)}
 
 
 def test_without_the_automover_the_new_class_starves() -> None:
-    rate, pages, st = shift_on("slab_automove=0", 8)
+    rate, pages, st, events = shift_on("slab_automove=0", 8)
+    assert b"slab_move" not in events
     assert rate < 0.4  # one page holds under a third of the working set
     assert pages == 1
     assert st["slabs_moved"] == "0"
