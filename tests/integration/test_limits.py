@@ -151,13 +151,21 @@ def test_read_buf_mem_limit_closes_the_connection_that_grows_past_it() -> None:
         st = server_stats(ours)
         assert int(st["read_buf_oom"]) == len(held) - len(alive) > 0
         assert 400_000 * len(alive) <= 2 * 1024 * 1024 + 256 * 1024  # the cap (+ one read)
-        for s in alive:  # the survivors finish their values
-            s.sendall(b"p" * (value_size - 400_000) + b"\r\n")
-            assert read_settled(s)[0] == b"STORED\r\n"
+        # A survivor finishes its value. The others give up first: the node is near its cap,
+        # and a survivor whose last 200 KB arrived in two reads while they still held theirs
+        # would itself be the connection growing past it (and rightly closed).
+        keep = alive[0]
+        before = _curr(ours)
+        for s in alive[1:]:
+            s.close()
+        assert wait_for(lambda: _curr(ours) == before - len(alive) + 1)
+        keep.sendall(b"p" * (value_size - 400_000) + b"\r\n")
+        assert read_settled(keep)[0] == b"STORED\r\n"
+        stored = b"part%d" % held.index(keep)
         # output counts too: a client asking for replies it never reads is closed past the cap
         hog = ours.connect()
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        hog.sendall(b"get " + b"part0 " * 100 + b"\r\n")
+        hog.sendall(b"get " + (stored + b" ") * 100 + b"\r\n")
         assert wait_for(lambda: int(server_stats(ours)["response_obj_oom"]) == 1)
         hog.close()
         assert talk(ours, [b"get nope\r\n"]) == [b"END\r\n"]
