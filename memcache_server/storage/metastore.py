@@ -16,7 +16,6 @@ from __future__ import annotations
 from enum import IntEnum
 
 from memcache_server.storage.store import (
-    CHUNKED,
     DATA_CHUNK,
     FETCHED,
     IN_USE,
@@ -27,7 +26,6 @@ from memcache_server.storage.store import (
     Mode,
     Outcome,
     Store,
-    parse_u64,
 )
 
 __all__ = [
@@ -351,32 +349,13 @@ class MetaStore:
             else:
                 c = st.classes[h & 63]
                 s = h >> 6
-                nbytes = c.blen[s]
-                if nbytes <= 2 or c.bits[s] & CHUNKED:
+                outcome, value, longer = st._add_delta(c, s, h, delta, incr, now, req_cas)
+                if outcome == Outcome.NON_NUMERIC:
                     return MetaResult.NON_NUMERIC, None
-                if req_cas and c.cas[s] != req_cas:
+                if outcome == Outcome.EXISTS:
                     return MetaResult.EXISTS, None
-                plen = c.plen[s]
-                value = parse_u64(st._read(c, s, h, plen, nbytes - 2))
-                if value is None:
-                    return MetaResult.NON_NUMERIC, None
-                lru = st.classes[st._lru_cid(c, s)]
-                if incr:
-                    value = (value + delta) & 0xFFFFFFFFFFFFFFFF
-                    lru.incr_hits += 1
-                else:
-                    value = max(value - delta, 0)
-                    lru.decr_hits += 1
-                digits = b"%d" % value
-                res = len(digits)
-                if res + 2 <= nbytes:
-                    base = (s % c.perslab) * c.size + plen
-                    c.pages[s // c.perslab][base : base + nbytes - 2] = digits + b" " * (
-                        nbytes - 2 - res
-                    )
-                    c.cas[s] = st._next_cas()
-                    st._bump(c, s, h, now)
-                else:
+                digits = longer or b"%d" % value
+                if longer:
                     nh = self._create(key, c.flags[s], c.exp[s], digits + b"\r\n", now)
                     if nh == NIL:
                         return MetaResult.NO_MEMORY, None

@@ -900,6 +900,40 @@ class Store:
             if h is not None:
                 self._unlink(h)
 
+    def _add_delta(
+        self, c: SlabClass, s: int, h: int, delta: int, incr: bool, now: int, req_cas: int = 0
+    ) -> tuple[Outcome, int, bytes]:
+        """The arithmetic of memcached's do_add_delta on the item at (c, s), shared by
+        incr/decr and ``ma``: NON_NUMERIC, EXISTS (``req_cas`` given and not the item's), or
+        DELTA_OK with the new value. A result that fits is written in place (padded with
+        spaces, a new CAS, bumped) and the digits come back empty; a longer one comes back as
+        digits for the caller to store as a new item."""
+        nbytes = c.blen[s]
+        if nbytes <= 2 or c.bits[s] & CHUNKED:
+            return Outcome.NON_NUMERIC, 0, b""
+        if req_cas and c.cas[s] != req_cas:
+            return Outcome.EXISTS, 0, b""
+        plen = c.plen[s]
+        value = parse_u64(self._read(c, s, h, plen, nbytes - 2))
+        if value is None:
+            return Outcome.NON_NUMERIC, 0, b""
+        lru = self.classes[self._lru_cid(c, s)]
+        if incr:
+            value = (value + delta) & 0xFFFFFFFFFFFFFFFF
+            lru.incr_hits += 1
+        else:
+            value = max(value - delta, 0)
+            lru.decr_hits += 1
+        digits = b"%d" % value
+        res = len(digits)
+        if res + 2 > nbytes:
+            return Outcome.DELTA_OK, value, digits
+        base = (s % c.perslab) * c.size + plen
+        c.pages[s // c.perslab][base : base + nbytes - 2] = digits + b" " * (nbytes - 2 - res)
+        c.cas[s] = self._next_cas()
+        self._bump(c, s, h, now)
+        return Outcome.DELTA_OK, value, b""
+
     def incr_decr(self, key: bytes, delta: int, incr: bool) -> tuple[Outcome, int]:
         """memcached's do_add_delta: wraps at 2**64 on incr, floors at 0 on decr.
 
@@ -913,30 +947,9 @@ class Store:
                 return Outcome.NOT_FOUND, 0
             c = self.classes[h & 63]
             s = h >> 6
-            nbytes = c.blen[s]
-            if nbytes <= 2 or c.bits[s] & CHUNKED:
-                return Outcome.NON_NUMERIC, 0
-            plen = c.plen[s]
-            raw = self._read(c, s, h, plen, nbytes - 2)
-            value = parse_u64(raw)
-            if value is None:
-                return Outcome.NON_NUMERIC, 0
-            lru = self.classes[self._lru_cid(c, s)]
-            if incr:
-                value = (value + delta) & 0xFFFFFFFFFFFFFFFF
-                lru.incr_hits += 1
-            else:
-                value = max(value - delta, 0)
-                lru.decr_hits += 1
-            digits = b"%d" % value
-            res = len(digits)
-            if res + 2 <= nbytes:
-                base = (s % c.perslab) * c.size + plen
-                page = c.pages[s // c.perslab]
-                page[base : base + nbytes - 2] = digits + b" " * (nbytes - 2 - res)
-                c.cas[s] = self._next_cas()
-                self._bump(c, s, h, now)
-                return Outcome.DELTA_OK, value
+            outcome, value, digits = self._add_delta(c, s, h, delta, incr, now)
+            if outcome != Outcome.DELTA_OK or not digits:
+                return outcome, value
             flags = c.flags[s]
             body = digits + b"\r\n"
             outcome, nh = self._write_item(key, flags, c.exp[s], body, now)
