@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from memcache_server.stats import sum_thread_stats
+from memcache_server.storage.store import SLAB_COUNTERS
 
 if TYPE_CHECKING:
     from memcache_server.app import Node
@@ -265,18 +266,6 @@ def _metrics_settings(node: Node) -> list[Stat]:
     learns the port that was picked."""
     server = node.metrics
     return [("metrics_listen", server.address)] if server is not None else []
-
-
-SLAB_COUNTERS = (
-    "get_hits",
-    "cmd_set",
-    "delete_hits",
-    "incr_hits",
-    "decr_hits",
-    "cas_hits",
-    "cas_badval",
-    "touch_hits",
-)
 
 
 def slabs_stats(node: Node) -> list[Stat]:

@@ -77,8 +77,9 @@ class StoreLimits:
     use_cas: bool
 
 
-# Per-class counters (memcached's slab and item stats), named once for snapshots and resets.
-CLASS_COUNTERS: tuple[str, ...] = (
+# Per-class counters, named once for the slots, snapshots, resets and `stats slabs`: the
+# first group is what `stats slabs` prints per class, the second memcached's item stats.
+SLAB_COUNTERS: tuple[str, ...] = (
     "get_hits",
     "cmd_set",
     "delete_hits",
@@ -87,6 +88,8 @@ CLASS_COUNTERS: tuple[str, ...] = (
     "cas_hits",
     "cas_badval",
     "touch_hits",
+)
+CLASS_COUNTERS: tuple[str, ...] = SLAB_COUNTERS + (
     "evicted",
     "evicted_nonzero",
     "evicted_time",
@@ -124,25 +127,9 @@ class SlabClass:
         "lru_tail",
         "items",
         "mem_requested",
-        "get_hits",
-        "cmd_set",
-        "delete_hits",
-        "incr_hits",
-        "decr_hits",
-        "cas_hits",
-        "cas_badval",
-        "touch_hits",
-        "evicted",
-        "evicted_nonzero",
-        "evicted_time",
-        "outofmemory",
-        "reclaimed",
-        "expired_unfetched",
-        "evicted_unfetched",
-        "crawler_reclaimed",
-        "crawler_items_checked",
         "used_chunks",
         "kill_lo",
+        *CLASS_COUNTERS,
     )
 
     def __init__(self, cid: int, size: int, perslab: int) -> None:
