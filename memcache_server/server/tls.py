@@ -250,22 +250,12 @@ class TLSWorker(Worker):
         if tls is None:
             super()._on_readable(conn, timed)
             return
-        if conn.backlog:
-            return  # requests already read wait their turn (-R): read no more until they ran
-        try:
-            n = conn.sock.recv_into(self._rbuf)
-        except (BlockingIOError, InterruptedError):
+        raw = self._receive(conn)
+        if raw is None:
             return
-        except OSError:
-            self._close(conn)
-            return
-        if not n:
-            self._close(conn)
-            return
-        conn.last_active = self.node.clock.now
         session = conn.session
         try:
-            data, closed = tls.receive(self._rview[:n].tobytes())
+            data, closed = tls.receive(raw)
         except ssl.SSLError:
             if not tls.established:
                 self.stats.ssl_handshake_errors += 1

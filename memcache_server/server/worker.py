@@ -256,23 +256,31 @@ class Worker(threading.Thread):
         self.poller.register(conn.fd, EV_READ)
         self.node.conn_opened(conn)
 
-    def _on_readable(self, conn: Connection, timed: bool = False) -> None:
+    def _receive(self, conn: Connection) -> bytes | None:
+        """One read from a readable connection (raw bytes, TLS records included): None when
+        there is nothing to read now, when it is held back, or when it closed (it is then
+        closed here)."""
         if conn.backlog:
             # Requests already read are still waiting their turn (-R): read no more until they
             # have run, so a client pipelining faster than we execute is held back by TCP.
-            return
+            return None
         try:
             n = conn.sock.recv_into(self._rbuf)
         except (BlockingIOError, InterruptedError):
-            return
+            return None
         except OSError:
             self._close(conn)
-            return
+            return None
         if not n:
             self._close(conn)
-            return
-        data = self._rview[:n].tobytes()
+            return None
         conn.last_active = self.node.clock.now
+        return self._rview[:n].tobytes()
+
+    def _on_readable(self, conn: Connection, timed: bool = False) -> None:
+        data = self._receive(conn)
+        if data is None:
+            return
         if self.node.verbosity > 1:
             self.node.log_input(conn.fd, data)
         conn.session.feed(data)
