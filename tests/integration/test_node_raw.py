@@ -428,15 +428,7 @@ def test_unix_socket() -> None:
             assert recv_until(s, b"END\r\n") == b"STORED\r\nVALUE u 0 4\r\nunix\r\nEND\r\n"
         assert oct(os.stat(path).st_mode & 0o777) == oct(0o600)
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        ServerProc(proc, "", 0).stop()  # by PID, escalating to SIGKILL
         if os.path.exists(path):
             os.unlink(path)
 

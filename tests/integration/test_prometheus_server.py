@@ -9,9 +9,7 @@ and stopped by PID.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -81,15 +79,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
             time.sleep(0.2)
         yield base, node
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        ServerProc(proc, "", 0).stop(timeout=15)  # by PID, escalating to SIGKILL
         node.stop()
 
 
