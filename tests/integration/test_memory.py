@@ -15,6 +15,7 @@ import threading
 import time
 
 from procs import ServerProc, start_node
+from wire import rss_mb
 
 MB = 1024 * 1024
 LIMIT_MB = 64
@@ -25,14 +26,6 @@ MIN_BYTES = 80 * MB
 TIME_BUDGET = 38.0  # seconds of churning once MIN_BYTES went through
 VALUE = b"v" * 100
 BATCH = 10_000
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def recv_until(sock: socket.socket, end: bytes, timeout: float) -> bytes:

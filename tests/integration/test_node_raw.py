@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 from procs import ROOT, ServerProc, have_memcached, start_memcached, start_node
+from wire import rss_mb
 
 TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
 
@@ -57,14 +58,6 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
     except TimeoutError:
         return False
     return False
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def ask(sock: socket.socket, request: bytes, end: bytes = b"\r\n") -> bytes:
