@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,6 +23,10 @@ from memcache_server.config import (
     parse_extended,
     parse_size,
 )
+
+if TYPE_CHECKING:
+    from discovery.member import MembershipClient
+    from memcache_server.app import Node
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -163,11 +167,33 @@ def run_node(cfg: ServerConfig) -> int:
         click.echo(f"memcache-server {__version__} listening on {where}", err=True)
         if node.metrics is not None:
             click.echo(f"metrics on {node.metrics.url}", err=True)
+    membership = _join_cluster(node) if cfg.join else None
     try:
         node.wait()
     finally:
+        if membership is not None:
+            # leave first and keep serving through the drain, so clients can move away
+            drain = cfg.drain_seconds if node.graceful else 0.0
+            membership.leave_and_drain(drain, node.hurry_requested)
         node.shutdown()
     return 0
+
+
+def _join_cluster(node: Node) -> MembershipClient:
+    """Register with the config node now that the node serves (never before)."""
+    from discovery.member import JoinSettings, MembershipClient, advertised_address
+    from discovery.wire import split_host_port
+
+    cfg = node.config
+    assert cfg.join is not None
+    host, port = split_host_port(cfg.join)
+    settings = JoinSettings(
+        host, port, cfg.cluster_token, cfg.heartbeat_interval, cfg.drain_seconds
+    )
+    address = advertised_address(cfg.advertise, cfg.listen, node.port)
+    membership = MembershipClient(node.cluster, settings, address, cfg.verbosity)
+    membership.start()
+    return membership
 
 
 def _metrics_listen(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

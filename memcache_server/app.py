@@ -14,12 +14,10 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from discovery.member import JoinSettings, MembershipClient, advertised_address
-from discovery.view import ClusterView
-from discovery.wire import split_host_port
 from memcache_server import ops, report, watch
 from memcache_server.auth import AuthTable
 from memcache_server.auth_session import AuthSession
+from memcache_server.commands.cluster import ClusterView
 from memcache_server.config import EMULATED_VERSION, ServerConfig
 from memcache_server.executor import Session
 from memcache_server.protocol import constants as C
@@ -114,9 +112,9 @@ class Node:
         self.refresh_observed()
         self._stop = threading.Event()
         self._graceful = True
-        # cluster discovery: the document this node serves, and its membership (with --join)
+        # the cluster document this node serves; with --join, the command line starts the
+        # membership that fills it once the node serves
         self.cluster = ClusterView(config.allow_config_writes, member=config.join is not None)
-        self.membership: MembershipClient | None = None
         # Set by request_shutdown, which runs inside signal handlers: plain flags, no lock (a
         # second signal landing while a handler holds an Event's lock would deadlock).
         self._stop_requested = False
@@ -157,19 +155,6 @@ class Node:
         self.crawler.start()  # idles while disabled, so `lru_crawler enable` can start it
         if self.config.slab_reassign:  # memcached starts no mover without slab_reassign
             self.rebalancer.start()
-        if self.config.join:
-            self._start_membership(self.config.join)
-
-    def _start_membership(self, join: str) -> None:
-        """Register with the config node now that the node serves (never before)."""
-        cfg = self.config
-        host, port = split_host_port(join)
-        settings = JoinSettings(
-            host, port, cfg.cluster_token, cfg.heartbeat_interval, cfg.drain_seconds
-        )
-        address = advertised_address(cfg.advertise, cfg.listen, self.port)
-        self.membership = MembershipClient(self.cluster, settings, address, cfg.verbosity)
-        self.membership.start()
 
     def _ticker(self) -> None:
         while not self._stop.wait(1.0):
@@ -201,14 +186,18 @@ class Node:
             self._stop.wait(0.1)
         self._stop.set()
 
+    @property
+    def graceful(self) -> bool:
+        """Whether the stop asked for (signal or ``shutdown graceful``) lets clients drain."""
+        return self._graceful
+
+    def hurry_requested(self) -> bool:
+        """True once a second stop request asked to cut a drain short."""
+        return self._hurry_requested
+
     def shutdown(self) -> None:
-        """Leave the cluster and drain (members), stop accepting, finish what workers already
-        read, close everything."""
+        """Stop accepting, finish what workers already read, close everything."""
         self._stop.set()
-        if self.membership is not None:
-            drain = self.config.drain_seconds if self._graceful else 0.0
-            self.membership.leave_and_drain(drain, lambda: self._hurry_requested)
-            self.membership = None
         if self.acceptor is not None:
             self.acceptor.stop()
             self.acceptor.join(5)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from discovery.document import LEGACY_KEY
-from discovery.view import LEGACY_READ_ONLY
+from memcache_server.commands.cluster import LEGACY_READ_ONLY
 from memcache_server.protocol import constants as C
+from memcache_server.protocol.document import LEGACY_KEY
 from memcache_server.protocol.framer import CLOSE, CMD, MSTORE, REPLY, STORE, Framer, Request
 from memcache_server.protocol.numbers import strtol32, strtoul32, strtoull
 from memcache_server.storage.store import Mode, Outcome

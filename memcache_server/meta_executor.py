@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from discovery.document import LEGACY_KEY
-from discovery.view import LEGACY_READ_ONLY
 from memcache_server import watch
+from memcache_server.commands.cluster import LEGACY_READ_ONLY
 from memcache_server.protocol import constants as C
 from memcache_server.protocol import meta as M
+from memcache_server.protocol.document import LEGACY_KEY
 from memcache_server.protocol.numbers import strtol32
 from memcache_server.storage.clock import exptime_to_abs
 from memcache_server.storage.metastore import (
