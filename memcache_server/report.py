@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import os
 import resource
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from memcache_server.stats import sum_thread_stats
 from memcache_server.storage.store import SLAB_COUNTERS
 
 if TYPE_CHECKING:
-    from memcache_server.app import Node
+    from memcache_server.commands.cluster import ClusterView
+    from memcache_server.config import ServerConfig
+    from memcache_server.metrics_http import MetricsServer
+    from memcache_server.server.listener import Listener
+    from memcache_server.server.tls import TLSServer
+    from memcache_server.server.worker import Connection, Worker
+    from memcache_server.stats import PrefixStats, ServerCounters
+    from memcache_server.storage.clock import Clock
+    from memcache_server.storage.crawler import Crawler
+    from memcache_server.storage.rebalancer import Rebalancer
+    from memcache_server.storage.slabs import SlabTable
+    from memcache_server.storage.store import Store
 
 __all__ = [
+    "StatsSource",
     "general_stats",
     "settings_stats",
     "slabs_stats",
@@ -27,6 +39,75 @@ __all__ = [
 ]
 
 Stat = tuple[str, object]
+
+
+class StatsSource(Protocol):
+    """What the stats replies read: the whole node's state, at call time (the node has it)."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def table(self) -> SlabTable: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def counters(self) -> ServerCounters: ...
+    @property
+    def workers(self) -> Sequence[Worker]: ...
+    @property
+    def listeners(self) -> Sequence[Listener]: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def verbosity(self) -> int: ...
+    @property
+    def rebalancer(self) -> Rebalancer: ...
+    @property
+    def crawler(self) -> Crawler: ...
+    @property
+    def cluster(self) -> ClusterView: ...
+    @property
+    def tls(self) -> TLSServer | None: ...
+    @property
+    def metrics(self) -> MetricsServer | None: ...
+    @property
+    def detail(self) -> PrefixStats | None: ...
+    @property
+    def ops(self) -> OpsSettings: ...
+    @property
+    def logger(self) -> LogCounters: ...
+
+    def hash_power_level(self) -> int: ...
+    def oldest_live_age(self) -> int: ...
+    def crawler_running(self) -> bool: ...
+    def crawler_starts(self) -> int: ...
+    def connections(self) -> list[Connection]: ...
+
+
+class OpsSettings(Protocol):
+    """The run-time settings `stats settings` shows (``lru_crawler sleep|tocrawl``)."""
+
+    @property
+    def crawler_sleep(self) -> int: ...
+    @property
+    def crawler_tocrawl(self) -> int: ...
+
+
+class LogCounters(Protocol):
+    """The log streams' counters `stats` shows."""
+
+    @property
+    def written(self) -> int: ...
+    @property
+    def sent(self) -> int: ...
+    @property
+    def skipped(self) -> int: ...
+    @property
+    def watchers(self) -> Sequence[object]: ...
 
 
 def _fmt(value: object) -> str:
@@ -50,7 +131,7 @@ def _rusage(t: float) -> str:
     return f"{sec}.{usec:06d}"
 
 
-def general_stats(node: Node) -> list[Stat]:
+def general_stats(node: StatsSource) -> list[Stat]:
     """`stats`: the fields of memcached 1.6.18's server_stats + get_stats, in its order."""
     cfg = node.config
     store = node.store
@@ -163,7 +244,7 @@ def general_stats(node: Node) -> list[Stat]:
     return pairs
 
 
-def _tls_stats(node: Node, handshake_errors: int) -> list[Stat]:
+def _tls_stats(node: StatsSource, handshake_errors: int) -> list[Stat]:
     """memcached's TLS lines of `stats`, present only when -Z is on."""
     tls = node.tls
     if tls is None:
@@ -174,7 +255,7 @@ def _tls_stats(node: Node, handshake_errors: int) -> list[Stat]:
     ]
 
 
-def settings_stats(node: Node) -> list[Stat]:
+def settings_stats(node: StatsSource) -> list[Stat]:
     """`stats settings`, in memcached 1.6.18's order (its TLS/extstore lines included)."""
     c = node.config
     inter = ",".join(c.listen) if not c.unix_socket else "NULL"
@@ -261,14 +342,14 @@ def settings_stats(node: Node) -> list[Stat]:
     ] + _metrics_settings(node)
 
 
-def _metrics_settings(node: Node) -> list[Stat]:
+def _metrics_settings(node: StatsSource) -> list[Stat]:
     """Where /metrics is served (only when it is): how a caller of ``--metrics-listen :0``
     learns the port that was picked."""
     server = node.metrics
     return [("metrics_listen", server.address)] if server is not None else []
 
 
-def slabs_stats(node: Node) -> list[Stat]:
+def slabs_stats(node: StatsSource) -> list[Stat]:
     out: list[Stat] = []
     classes = [c for c in node.store.class_stats() if c.total_pages]
     for c in classes:
@@ -288,7 +369,7 @@ def slabs_stats(node: Node) -> list[Stat]:
     return out
 
 
-def items_stats(node: Node) -> list[Stat]:
+def items_stats(node: StatsSource) -> list[Stat]:
     out: list[Stat] = []
     for c in node.store.class_stats():
         if not c.items:
@@ -328,7 +409,7 @@ def items_stats(node: Node) -> list[Stat]:
     return out
 
 
-def conns_stats(node: Node) -> list[Stat]:
+def conns_stats(node: StatsSource) -> list[Stat]:
     out: list[Stat] = []
     now = node.clock.now
     for lst in node.listeners:
@@ -348,5 +429,3 @@ def conns_stats(node: Node) -> list[Stat]:
         ]
     return out
 
-
-_ = time

@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from memcache_server.protocol import constants as C
 from memcache_server.protocol.document import (
+    BAD_DOCUMENT,
+    CONFIG_WRITES_REFUSED,
+    LEGACY_READ_ONLY,
     NO_DOCUMENT,
+    UNKNOWN_CONFIG_KEY,
     ClusterDocument,
     DocumentError,
     config_reply,
@@ -25,15 +31,17 @@ from memcache_server.protocol.document import (
     supersedes,
 )
 
-__all__ = ["ClusterView", "ViewCounters", "CONFIG_WRITES_REFUSED", "LEGACY_READ_ONLY"]
+if TYPE_CHECKING:
+    from memcache_server.commands.session import Session
 
-ERROR = b"ERROR\r\n"
-END = b"END\r\n"
-CONFIG_WRITES_REFUSED = b"CLIENT_ERROR config writes are not allowed on this node\r\n"
-LEGACY_READ_ONLY = b"CLIENT_ERROR AmazonElastiCache:cluster is read-only on this node\r\n"
-BAD_DOCUMENT = b"CLIENT_ERROR bad cluster document\r\n"
-UNKNOWN_CONFIG_KEY = b"CLIENT_ERROR only the cluster config key is supported\r\n"
-BAD_CHUNK = b"CLIENT_ERROR bad data chunk\r\n"
+__all__ = [
+    "ClusterView",
+    "ViewCounters",
+    "CONFIG_WRITES_REFUSED",
+    "LEGACY_READ_ONLY",
+    "CLUSTER_HANDLERS",
+]
+
 
 # (document, raw bytes as served, whole `config get cluster` reply)
 _Held = tuple[ClusterDocument | None, bytes, bytes]
@@ -76,14 +84,14 @@ class ClusterView:
     def config_reply(self, args: list[bytes]) -> bytes:
         """``config <args...>``: get answers the document; set/delete only if allowed."""
         if not args:
-            return ERROR
+            return C.ERROR
         sub = args[0]
         if sub == b"get":
             if len(args) != 2:
-                return ERROR
+                return C.ERROR
             with self._lock:
                 self.counters.config_requests += 1
-            return self._held[2] if args[1] == b"cluster" else END
+            return self._held[2] if args[1] == b"cluster" else C.END
         if sub == b"set" and len(args) == 6:  # the framer's fixed shape, block last
             noreply = args[4] == b"noreply"
             reply = self._config_set(args[1], args[2], args[5]) if self.allow_writes else None
@@ -94,7 +102,7 @@ class ClusterView:
                 return b"" if noreply else CONFIG_WRITES_REFUSED
             reply = self._config_delete(args[1])
             return b"" if noreply else reply
-        return ERROR
+        return C.ERROR
 
     def legacy_value_into(self, key: bytes, out: bytearray) -> bool:
         """On a get miss for ``AmazonElastiCache:cluster``: append the document as an item
@@ -126,7 +134,7 @@ class ClusterView:
         if key != b"cluster":
             return UNKNOWN_CONFIG_KEY
         if block[-2:] != b"\r\n":
-            return BAD_CHUNK
+            return C.BAD_CHUNK
         raw = block[:-2]
         try:
             doc = parse_document(raw)
@@ -137,14 +145,14 @@ class ClusterView:
         with self._lock:
             self._held = (doc, raw, config_reply(raw, int(flags)))
             self.counters.config_updates += 1
-        return b"STORED\r\n"
+        return C.STORED
 
     def _config_delete(self, key: bytes) -> bytes:
         with self._lock:
             if key != b"cluster" or self._held[0] is None:
-                return b"NOT_FOUND\r\n"
+                return C.NOT_FOUND
             self._held = _EMPTY
-        return b"DELETED\r\n"
+        return C.DELETED
 
     # ------------------------------------------------------------------ stats
 
@@ -166,3 +174,11 @@ class ClusterView:
             ("cluster_config_requests", c.config_requests),
             ("cluster_config_updates", c.config_updates),
         ]
+
+
+def cmd_config(s: Session, tokens: list[bytes]) -> None:
+    """``config get|set|delete cluster``: the document this node serves."""
+    s.out += s.ctx.cluster.config_reply(tokens[1:])
+
+
+CLUSTER_HANDLERS = {b"config": cmd_config}

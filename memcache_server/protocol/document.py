@@ -33,6 +33,10 @@ __all__ = [
     "node_tuples",
     "supersedes",
     "NO_DOCUMENT",
+    "CONFIG_WRITES_REFUSED",
+    "LEGACY_READ_ONLY",
+    "BAD_DOCUMENT",
+    "UNKNOWN_CONFIG_KEY",
 ]
 
 # libmemcached rejects version 0; the .NET client parses the version as a signed 32-bit integer.
@@ -45,6 +49,11 @@ NO_DOCUMENT = b"END\r\n"
 # Bounds on what the parser accepts: a hostname is a DNS name, a document a few thousand nodes.
 MAX_HOSTNAME = 253
 MAX_DOCUMENT = 1 << 20
+# What a cache node answers to writes it refuses, and to documents it cannot use.
+CONFIG_WRITES_REFUSED = b"CLIENT_ERROR config writes are not allowed on this node\r\n"
+LEGACY_READ_ONLY = b"CLIENT_ERROR AmazonElastiCache:cluster is read-only on this node\r\n"
+BAD_DOCUMENT = b"CLIENT_ERROR bad cluster document\r\n"
+UNKNOWN_CONFIG_KEY = b"CLIENT_ERROR only the cluster config key is supported\r\n"
 # What a client sends: `config get` first, the legacy key when the server answers ERROR.
 CONFIG_GET = b"config get cluster\r\n"
 LEGACY_GET = b"get " + LEGACY_KEY + b"\r\n"

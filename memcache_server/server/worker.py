@@ -34,7 +34,7 @@ import traceback
 from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
-from memcache_server.executor import Session
+from memcache_server.commands.session import Session
 from memcache_server.latency import (
     OTHER_OFFSET,
     PREFIX_OFFSET,
@@ -249,7 +249,7 @@ class Worker(threading.Thread):
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = self.node.session_class(self.node, self.stats, peer, sock.fileno())
+        session = self.node.new_session(self.stats, peer, sock.fileno())
         conn = Connection(sock, session, peer, listen_addr)
         conn.last_active = self.node.clock.now
         self.conns[conn.fd] = conn
