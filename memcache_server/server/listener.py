@@ -13,12 +13,21 @@ import socket
 import stat
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from memcache_server.protocol.constants import TOO_MANY_CONNECTIONS
 
 if TYPE_CHECKING:
-    from memcache_server.app import Node
+    from memcache_server.server.worker import Worker
+
+
+class AcceptorContext(Protocol):
+    """What the acceptor needs of its node: the -c check and the workers to deal to."""
+
+    @property
+    def workers(self) -> Sequence[Worker]: ...
+
+    def admit(self) -> bool: ...
 
 __all__ = ["Acceptor", "open_listeners", "Listener"]
 
@@ -97,7 +106,7 @@ def open_listeners(
 class Acceptor(threading.Thread):
     """Accepts on every listener and deals connections to the workers."""
 
-    def __init__(self, node: Node, listeners: list[Listener]) -> None:
+    def __init__(self, node: AcceptorContext, listeners: list[Listener]) -> None:
         super().__init__(name="acceptor", daemon=True)
         self.node = node
         self.listeners = listeners
@@ -131,7 +140,9 @@ class Acceptor(threading.Thread):
             os.close(self._stop_r)
             os.close(self._stop_w)
 
-    def _accept_all(self, lst: Listener, node: Node, workers: Sequence[object]) -> None:
+    def _accept_all(
+        self, lst: Listener, node: AcceptorContext, workers: Sequence[Worker]
+    ) -> None:
         for _ in range(64):
             try:
                 sock, addr = lst.sock.accept()
