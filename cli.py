@@ -200,10 +200,11 @@ def _metrics_listen(ctx: click.Context, _param: click.Parameter, value: str | No
     """Validate ``--metrics-listen`` early and normalise it to HOST:PORT (loopback by default)."""
     if value is None:
         return None
-    from memcache_server.metrics_http import format_address, parse_listen
+    from memcache_server.metrics_http import parse_listen
+    from memcache_server.protocol.address import format_host_port
 
     try:
-        return format_address(*parse_listen(value))
+        return format_host_port(*parse_listen(value))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 

@@ -11,6 +11,8 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field, replace
 
+from memcache_server.protocol.address import split_host_port
+
 __all__ = ["ConfigError", "StartupError", "ServerConfig", "parse_size", "parse_extended"]
 
 EMULATED_VERSION = "1.6.18"
@@ -334,11 +336,11 @@ class ServerConfig:
 
 def check_listen_address(addr: str) -> None:
     """A -l entry must be an IP address or a resolvable host name (memcached fails at bind)."""
-    host = addr
-    if host.startswith("[") and "]" in host:
-        host = host[1 : host.index("]")]
-    elif host.count(":") == 1:
-        host = host.split(":", 1)[0]
+    unknown = ConfigError(f"getaddrinfo(): Name or service not known: {addr}")
+    try:
+        host, _ = split_host_port(addr, 0, port_zero=True)
+    except ValueError:
+        raise unknown from None
     try:
         ipaddress.ip_address(host)
         return
@@ -347,7 +349,7 @@ def check_listen_address(addr: str) -> None:
     try:
         socket.getaddrinfo(host, None)
     except OSError:
-        raise ConfigError(f"getaddrinfo(): Name or service not known: {addr}") from None
+        raise unknown from None
 
 
 def _is_token(text: str) -> bool:
@@ -356,12 +358,8 @@ def _is_token(text: str) -> bool:
 
 
 def _is_host_port(text: str, need_port: bool) -> bool:
-    host, port = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    if not host or " " in host or (need_port and not port):
+    try:
+        host, _ = split_host_port(text, None if need_port else 0)
+    except ValueError:
         return False
-    return not port or (port.isdigit() and 0 < int(port) <= 65535)
+    return " " not in host

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from memcache_server.protocol.address import split_host_port
 from memcache_server.protocol.constants import TOO_MANY_CONNECTIONS
 
 if TYPE_CHECKING:
@@ -42,17 +43,6 @@ class Listener:
         self.name = name
 
 
-def _split_host_port(entry: str, default_port: int) -> tuple[str, int]:
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else default_port
-        return host, port
-    if entry.count(":") == 1:
-        host, _, p = entry.partition(":")
-        return host, int(p)
-    return entry, default_port
-
-
 def open_listeners(
     listen: Sequence[str], port: int, unix_socket: str | None, unix_mask: int, backlog: int
 ) -> list[Listener]:
@@ -72,7 +62,7 @@ def open_listeners(
         return [Listener(s, f"unix:{unix_socket}")]
     chosen = port
     for entry in listen:
-        host, p = _split_host_port(entry, chosen)
+        host, p = split_host_port(entry, chosen, port_zero=True)
         infos = socket.getaddrinfo(host, p, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, socktype, proto, _, addr = infos[0]
         s = socket.socket(family, socktype, proto)
