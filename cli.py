@@ -18,6 +18,7 @@ from memcache_server import __version__
 from memcache_server.config import (
     EMULATED_VERSION,
     ConfigError,
+    ExitCode,
     ServerConfig,
     StartupError,
     parse_extended,
@@ -147,7 +148,7 @@ def run_node(cfg: ServerConfig) -> int:
         node.bind()
     except OSError as exc:
         click.echo(f"failed to listen: {exc.strerror or exc}", err=True)
-        return 71
+        return ExitCode.OS_ERROR
     _drop_privileges(cfg.user)
     if cfg.daemonize:
         _daemonize(cfg.pidfile)
@@ -176,7 +177,7 @@ def run_node(cfg: ServerConfig) -> int:
             drain = cfg.drain_seconds if node.graceful else 0.0
             membership.leave_and_drain(drain, node.hurry_requested)
         node.shutdown()
-    return 0
+    return ExitCode.OK
 
 
 def _join_cluster(node: Node) -> MembershipClient:
@@ -399,7 +400,7 @@ def main(ctx: click.Context, /, **opts: Any) -> None:
         cfg = _build_config(opts)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
-        sys.exit(64)
+        sys.exit(ExitCode.USAGE)
     sys.exit(run_node(cfg))
 
 
@@ -444,7 +445,7 @@ def cluster_owner(
         ring = owner_ring(endpoint, nodes, scheme=scheme, naming=naming, timeout=timeout)
     except (OSError, ValueError) as exc:
         click.echo(f"cannot build the ring: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.FAILURE)
     for key in keys:
         node = ring.owner(key)
         click.echo(f"{key} {node.hostname}:{node.port} {node.ip or '-'}")

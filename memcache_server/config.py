@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass, field, replace
+from enum import IntEnum
 
 from memcache_server.protocol.address import split_host_port
 
@@ -18,6 +19,16 @@ __all__ = ["ConfigError", "StartupError", "ServerConfig", "parse_size", "parse_e
 EMULATED_VERSION = "1.6.18"
 KB = 1024
 MB = 1024 * 1024
+
+
+class ExitCode(IntEnum):
+    """The process exit statuses, memcached's (sysexits.h where it uses them)."""
+
+    OK = 0
+    FAILURE = 1  # an unusable resource named by the config (auth file); a failed operator command
+    USAGE = 64  # EX_USAGE: a bad flag or value, unusable TLS certificates
+    NO_INPUT = 66  # EX_NOINPUT: a state file that cannot be read
+    OS_ERROR = 71  # EX_OSERR: cannot listen (address in use, permission)
 
 
 class ConfigError(ValueError):
@@ -30,7 +41,7 @@ class StartupError(Exception):
     Carries the exit status memcached uses for that failure.
     """
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, exit_code: int = ExitCode.FAILURE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
