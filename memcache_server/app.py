@@ -1,8 +1,11 @@
 """Builds a node from its config and wires the parts together; owns start and shutdown.
 
-The main thread calls ``Node.serve_forever()``; it starts the clock/crawler thread, the workers
-and the acceptor, then waits for a stop request (SIGTERM/SIGINT or ``shutdown``). Signal handlers
-only set a flag. Shutdown: stop accepting, let workers answer what they already read, exit 0.
+The command line (``cli.run_node``) calls ``bind()``, ``start()`` (the clock/crawler thread,
+the workers, the acceptor), then ``wait()`` until a stop request (SIGTERM/SIGINT or
+``shutdown``), then ``shutdown()``. Signal handlers only set a flag. Shutdown: stop accepting,
+let workers answer what they already read, exit 0. Handlers and workers never get the node
+itself: sessions get its parts (``NodeParts``) and the node as an ``AdminContext``; workers
+see it as a ``WorkerContext``. Imported by nothing but the command line and tests.
 """
 
 from __future__ import annotations
