@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from memcache_server.stats import sum_thread_stats
-from memcache_server.storage.store import SLAB_COUNTERS
+from memcache_server.storage.slabclass import SLAB_COUNTERS
 
 if TYPE_CHECKING:
     from memcache_server.commands.cluster import ClusterView
