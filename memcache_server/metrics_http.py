@@ -27,7 +27,7 @@ from memcache_server.metrics import build_registry, node_snapshot
 from memcache_server.protocol.address import format_host_port, split_host_port
 
 if TYPE_CHECKING:
-    from memcache_server.app import Node
+    from memcache_server.report import StatsSource
 
 __all__ = ["MetricsServer", "open_node_metrics", "parse_listen", "DEFAULT_HOST"]
 
@@ -129,7 +129,7 @@ class MetricsServer:
         self._httpd.server_close()
 
 
-def open_node_metrics(node: Node) -> MetricsServer:
+def open_node_metrics(node: StatsSource) -> MetricsServer:
     """Bind the endpoint for a cache node (``--metrics-listen``); ``start()`` serves it."""
     assert node.config.metrics_listen is not None
     return MetricsServer.from_listen(
