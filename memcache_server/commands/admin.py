@@ -50,28 +50,28 @@ def cmd_lru_crawler(s: Session, tokens: list[bytes]) -> None:
     out = s.out
     if n == 3 and sub == b"crawl":
         if not crawler.enabled:
-            out += b"CLIENT_ERROR lru crawler disabled\r\n"
+            out += C.CRAWLER_DISABLED
             return
         cids = _classes(tokens[2])
         if cids is None:
-            out += b"BADCLASS invalid class id\r\n"
+            out += C.CRAWLER_BADCLASS
         elif not crawler.request(cids, node.ops.crawler_tocrawl):
-            out += b"BUSY currently processing crawler request\r\n"
+            out += C.CRAWLER_BUSY
         else:
             out += C.OK
     elif n == 3 and sub == b"metadump":
         if not crawler.enabled:
-            out += b"CLIENT_ERROR lru crawler disabled\r\n"
+            out += C.CRAWLER_DISABLED
         elif not node.config.dump_enabled:
-            out += b"ERROR metadump not allowed\r\n"
+            out += C.METADUMP_NOT_ALLOWED
         elif out:
-            out += b"ERROR cannot pipeline other commands before metadump\r\n"
+            out += C.METADUMP_PIPELINED
         elif tokens[2] == b"hash":
             out += metadump(s.ctx.meta, list(range(1, len(s.ctx.store.classes))))
         else:
             cids = _classes(tokens[2])
             if cids is None:
-                out += b"BADCLASS invalid class id\r\n"
+                out += C.CRAWLER_BADCLASS
             else:
                 out += metadump(s.ctx.meta, cids)
     elif n == 3 and sub == b"tocrawl":
@@ -86,14 +86,14 @@ def cmd_lru_crawler(s: Session, tokens: list[bytes]) -> None:
         if v is None:
             out += C.BAD_FORMAT
         elif v > 1_000_000:
-            out += b"CLIENT_ERROR sleep must be one second or less\r\n"
+            out += C.CRAWLER_SLEEP_TOO_LONG
         else:
             node.ops.crawler_sleep = v
             crawler.sleep_us = v
             out += C.OK
     elif n == 2 and sub == b"enable":
         if crawler.enabled:
-            out += b"ERROR failed to start lru crawler thread\r\n"
+            out += C.CRAWLER_START_FAILED
         else:
             crawler.set_enabled(True)
             out += C.OK
@@ -257,10 +257,10 @@ def cmd_watch(s: Session, tokens: list[bytes]) -> None:
     """``watch [stream ...]`` (fetchers by default): the connection becomes a log stream and
     reads no further commands."""
     if not s.ctx.config.watch_enabled:
-        s.out += b"CLIENT_ERROR watch commands not allowed\r\n"
+        s.out += C.WATCH_NOT_ALLOWED
         return
     if s.out:
-        s.out += b"ERROR cannot pipeline other commands before watch\r\n"
+        s.out += C.WATCH_PIPELINED
         return
     mask = 0
     for name in tokens[1:]:
@@ -277,7 +277,7 @@ def cmd_watch(s: Session, tokens: list[bytes]) -> None:
         s.want_close = True
         return
     if not s.ctx.logger.add(s.fd, mask):
-        s.out += b"WATCHER_TOO_MANY log watcher limit reached\r\n"
+        s.out += C.WATCHER_TOO_MANY
         return
     s.framer.discard_input()
 

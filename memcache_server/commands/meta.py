@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["META_HANDLERS", "meta_store"]
 
 HD = b"HD"
-EN = b"EN\r\n"
-MN = b"MN\r\n"
 U32 = 0xFFFFFFFF
 
 _MS_MODES = {
@@ -333,7 +331,7 @@ def cmd_ma(s: Session, tokens: list[bytes]) -> None:
         out += C.DELTA_NO_MEMORY
         return
     if r == MetaResult.NOT_STORED:
-        out += b"SERVER_ERROR Out of memory allocating new item\r\n"
+        out += C.ITEM_NO_MEMORY
         return
     if hit is None:
         if r == MetaResult.NOT_FOUND:
@@ -393,7 +391,7 @@ def cmd_me(s: Session, tokens: list[bytes]) -> None:
     s.stats.meta_cmds += 1
     hit = s.ctx.meta.debug(key)
     if hit is None:
-        s.out += EN
+        s.out += C.EN
         return
     now = s.ctx.clock.now
     shown = M.b64encode(hit.key) if hit.key_binary else hit.key
@@ -411,7 +409,7 @@ def cmd_me(s: Session, tokens: list[bytes]) -> None:
 
 
 def cmd_mn(s: Session, tokens: list[bytes]) -> None:
-    s.out += MN
+    s.out += C.MN
 
 
 META_HANDLERS: dict[bytes, Callable[[Session, list[bytes]], None]] = {

@@ -20,13 +20,12 @@ if TYPE_CHECKING:
 
 __all__ = ["cmd_slabs", "SLABS_HANDLERS"]
 
-REASSIGN_DISABLED = b"CLIENT_ERROR slab reassignment disabled\r\n"
 REASSIGN_REPLIES = {
     Reassign.OK: C.OK,
-    Reassign.RUNNING: b"BUSY currently processing reassign request\r\n",
-    Reassign.BADCLASS: b"BADCLASS invalid src or dst class id\r\n",
-    Reassign.NOSPARE: b"NOSPARE source class has no spare pages\r\n",
-    Reassign.SAME: b"SAME src and dst class are identical\r\n",
+    Reassign.RUNNING: C.REASSIGN_BUSY,
+    Reassign.BADCLASS: C.REASSIGN_BADCLASS,
+    Reassign.NOSPARE: C.REASSIGN_NOSPARE,
+    Reassign.SAME: C.REASSIGN_SAME,
 }
 
 
@@ -35,7 +34,7 @@ def cmd_slabs(s: Session, tokens: list[bytes]) -> None:
     rebalancer = s.node_wide().rebalancer
     if ntokens == 5 and tokens[1] == b"reassign":
         if not rebalancer.enabled:
-            s.out += REASSIGN_DISABLED
+            s.out += C.REASSIGN_DISABLED
             return
         src = strtol32(tokens[2])
         dst = strtol32(tokens[3])

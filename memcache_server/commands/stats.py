@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["STATS_HANDLERS"]
 
-DETAIL_USAGE = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"
-SIZES_DISABLED = b"STAT sizes_status disabled\r\n"
 
 
 def cmd_stats(s: Session, tokens: list[bytes]) -> None:
@@ -49,21 +47,21 @@ def _slabs(node: AdminContext, s: Session, args: list[bytes]) -> bytes:
 def _sizes(node: AdminContext, s: Session, args: list[bytes]) -> bytes:
     counts = node.store.size_counts()
     if counts is None:
-        return SIZES_DISABLED + C.END
+        return C.SIZES_DISABLED + C.END
     return report.format_stats([(str(size), n) for size, n in counts])
 
 
 def _sizes_enable(node: AdminContext, s: Session, args: list[bytes]) -> bytes:
     # memcached answers sizes_enable and sizes_disable with one line and no END
     if not node.config.use_cas:  # it needs CAS to tell old items from new
-        return b"STAT sizes_status error\r\nSTAT sizes_error cas_support_disabled\r\n"
+        return C.SIZES_NEED_CAS
     node.store.track_sizes(True)
-    return b"STAT sizes_status enabled\r\n"
+    return C.SIZES_ENABLED
 
 
 def _sizes_disable(node: AdminContext, s: Session, args: list[bytes]) -> bytes:
     node.store.track_sizes(False)
-    return SIZES_DISABLED
+    return C.SIZES_DISABLED
 
 
 def _conns(node: AdminContext, s: Session, args: list[bytes]) -> bytes:
@@ -79,15 +77,15 @@ def _reset(node: AdminContext, s: Session, args: list[bytes]) -> bytes:
 
 def _cachedump(node: AdminContext, s: Session, args: list[bytes]) -> bytes:
     if not node.config.dump_enabled:
-        return b"CLIENT_ERROR stats cachedump not allowed\r\n"
+        return C.CACHEDUMP_NOT_ALLOWED
     if len(args) < 3:
-        return b"CLIENT_ERROR bad command line\r\n"
+        return C.STATS_BAD
     cid = strtoul32(args[1])
     limit = strtoul32(args[2])
     if cid is None or limit is None:
         return C.BAD_FORMAT
     if cid >= 64:
-        return b"CLIENT_ERROR Illegal slab id\r\n"
+        return C.CACHEDUMP_BAD_SLAB
     lines = [
         b"ITEM %b [%d b; %d s]\r\n" % (key, nbytes, exp)
         for key, nbytes, exp in node.store.dump_class(cid, limit)
@@ -104,7 +102,7 @@ def _detail(node: AdminContext, s: Session, args: list[bytes]) -> bytes:
         return C.OK
     if sub == b"dump":
         return node.ops.prefix_stats.dump()
-    return DETAIL_USAGE
+    return C.DETAIL_USAGE
 
 
 _SUBCOMMANDS: dict[bytes, Callable[[AdminContext, Session, list[bytes]], bytes]] = {
