@@ -23,6 +23,7 @@ from memcache_server.commands.cluster import ClusterView
 from memcache_server.commands.context import NodeParts, new_store
 from memcache_server.commands.session import Session
 from memcache_server.config import EMULATED_VERSION, ServerConfig
+from memcache_server.server.connections import ConnectionTable
 from memcache_server.server.listener import Acceptor, Listener, open_listeners
 from memcache_server.server.tls import TLSServer, TLSWorker
 from memcache_server.server.worker import Connection, Worker
@@ -56,13 +57,14 @@ class Node:
         self.cluster = cluster
         self.logger = self.parts.logger
         self.counters = ServerCounters()
+        self.conn_table = ConnectionTable(
+            config.max_connections, self.counters, self.logger, lambda: self.verbosity
+        )
         # -Y: connections start unauthenticated (raises AuthError if the file is unusable)
         self.auth = AuthTable(config.auth_file) if config.auth_file else None
         self._reload_requested = False
         # -Z: TCP connections speak TLS (raises TLSError if the certificates are unusable)
         self.tls = TLSServer.from_config(config, self.clock) if config.enable_ssl else None
-        self._conn_lock = threading.Lock()
-        self._conns: dict[int, Connection] = {}
         # Under a GIL, workers take turns serving batches (see server/worker.py for why), so a
         # second event loop adds no concurrency to request handling, only hand-offs: measured
         # on 2 cores, -t 2 and -t 4 served 0.8 and 0.5-0.75 of -t 1. With the GIL one loop
@@ -114,9 +116,7 @@ class Node:
         )
         if not self.config.unix_socket:
             self.port = int(self.listeners[0].sock.getsockname()[1])
-        # memcached counts its listening sockets as connections too
-        self.counters.total_connections = len(self.listeners)
-        self.counters.connection_structures = len(self.listeners)
+        self.conn_table.listening(len(self.listeners))
         if self.config.metrics_listen is not None and self.metrics is None:
             # imported here: a node without metrics never loads prometheus-client
             from memcache_server.metrics_http import open_node_metrics
@@ -208,41 +208,9 @@ class Node:
             return AuthSession(self.parts, stats, peer, fd, self, self.auth)
         return Session(self.parts, stats, peer, fd, self)
 
-    # ------------------------------------------------------------------ connections
-
-    def admit(self) -> bool:
-        """Called by the acceptor for each new connection: enforce -c."""
-        with self._conn_lock:
-            if self.counters.curr_connections >= self.config.max_connections:
-                self.counters.rejected_connections += 1
-                return False
-            self.counters.curr_connections += 1
-            self.counters.total_connections += 1
-            structures = self.counters.curr_connections + len(self.listeners)
-            if structures > self.counters.connection_structures:
-                self.counters.connection_structures = structures
-            return True
-
-    def conn_opened(self, conn: Connection) -> None:
-        with self._conn_lock:
-            self._conns[id(conn)] = conn
-        if self.logger.mask & watch.CONNEVENTS:
-            watch.log_conn(self.logger, True, conn.peer, conn.fd)
-        if self.verbosity > 1:
-            print(f"<{conn.fd} new auto-negotiating client connection", file=sys.stderr)
-
-    def conn_closed(self, conn: Connection) -> None:
-        with self._conn_lock:
-            self._conns.pop(id(conn), None)
-            self.counters.curr_connections -= 1
-        if self.logger.mask & watch.CONNEVENTS:
-            watch.log_conn(self.logger, False, conn.peer, conn.fd)
-        if self.verbosity > 1:
-            print(f"<{conn.fd} connection closed.", file=sys.stderr)
-
     def connections(self) -> list[Connection]:
-        with self._conn_lock:
-            return sorted(self._conns.values(), key=lambda c: c.fd)
+        """The open connections, by descriptor (``stats conns``)."""
+        return self.conn_table.all()
 
     # ------------------------------------------------------------------ commands
 
@@ -282,6 +250,4 @@ class Node:
             w.stats.reset()
         self.store.reset_stats()
         self.ops.prefix_stats.clear()
-        with self._conn_lock:
-            self.counters.total_connections = 0
-            self.counters.rejected_connections = 0
+        self.conn_table.reset_counts()

@@ -19,6 +19,7 @@ from memcache_server.protocol.address import split_host_port
 from memcache_server.protocol.constants import TOO_MANY_CONNECTIONS
 
 if TYPE_CHECKING:
+    from memcache_server.server.connections import ConnectionTable
     from memcache_server.server.worker import Worker
 
 
@@ -27,8 +28,8 @@ class AcceptorContext(Protocol):
 
     @property
     def workers(self) -> Sequence[Worker]: ...
-
-    def admit(self) -> bool: ...
+    @property
+    def conn_table(self) -> ConnectionTable: ...
 
 __all__ = ["Acceptor", "open_listeners", "Listener"]
 
@@ -140,7 +141,7 @@ class Acceptor(threading.Thread):
                 return
             except OSError:
                 return  # EMFILE and friends: try again on the next event
-            if not node.admit():
+            if not node.conn_table.admit():
                 with contextlib.suppress(OSError):
                     sock.setblocking(False)
                     sock.send(TOO_MANY_CONNECTIONS)

@@ -48,6 +48,7 @@ from memcache_server.stats import ThreadStats
 
 if TYPE_CHECKING:
     from memcache_server.config import ServerConfig
+    from memcache_server.server.connections import ConnectionTable
     from memcache_server.server.tls import TLSConn, TLSServer
     from memcache_server.storage.clock import Clock
 
@@ -131,9 +132,10 @@ class WorkerContext(Protocol):
     @property
     def tls(self) -> TLSServer | None: ...
 
+    @property
+    def conn_table(self) -> ConnectionTable: ...
+
     def new_session(self, stats: ThreadStats, peer: str, fd: int) -> Session: ...
-    def conn_opened(self, conn: Connection) -> None: ...
-    def conn_closed(self, conn: Connection) -> None: ...
     def log_input(self, fd: int, data: bytes) -> None: ...
 
 
@@ -279,7 +281,7 @@ class Worker(threading.Thread):
         conn.last_active = self.node.clock.now
         self.conns[conn.fd] = conn
         self.poller.register(conn.fd, EV_READ)
-        self.node.conn_opened(conn)
+        self.node.conn_table.opened(conn)
 
     def _receive(self, conn: Connection) -> bytes | None:
         """One read from a readable connection (raw bytes, TLS records included): None when
@@ -479,4 +481,4 @@ class Worker(threading.Thread):
             conn.sock.close()
         except OSError:
             pass
-        self.node.conn_closed(conn)
+        self.node.conn_table.closed(conn)
