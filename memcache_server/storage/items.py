@@ -323,7 +323,7 @@ class Items:
         return c.views[s // c.perslab][base : base + c.klen[s]]
 
     def do_unlink(self, h: int, indexed: bool = True) -> None:
-        """Remove an item from the index (unless ``_link`` already replaced its entry) and its
+        """Remove an item from the index (unless ``do_link`` already replaced its entry) and its
         LRU, and free its chunks."""
         # _key_of, _lru_cid and _ntotal inlined: every overwrite and delete comes through here.
         classes = self.classes
