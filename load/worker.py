@@ -16,7 +16,6 @@ from typing import Any, Protocol
 from load.engine import Conn, Engine, EngineConfig
 from load.keys import KeyChooser, partition
 from load.prefill import prefill
-from load.ring import Ring
 from load.workload import Workload
 
 READY_TIMEOUT = 900.0
@@ -60,8 +59,7 @@ def worker_main(cfg: WorkerConfig, queue: Queue, go: Event, start_at: SharedFloa
 def _run(cfg: WorkerConfig, queue: Queue, go: Event, start_at: SharedFloat) -> None:
     rng = random.Random(cfg.seed * 7919 + cfg.wid)
     wl = cfg.workload
-    ring = Ring([f"{h}:{p}" for h, p in cfg.servers])
-    parts = partition(cfg.prefix, wl.keys, ring)
+    parts = partition(cfg.prefix, wl.keys, cfg.servers)
     pre: dict[str, Any] = {"stored": 0, "errors": {}, "seconds": 0.0}
     if wl.prefill:
         t = time.monotonic()
