@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from load.engine import Conn, Engine, EngineConfig
+from load.engine import Conn, Engine, EngineConfig, Unreachable
 from load.keys import KeyChooser, partition
 from load.prefill import prefill
 from load.workload import Workload
@@ -51,6 +51,8 @@ def worker_main(cfg: WorkerConfig, queue: Queue, go: Event, start_at: SharedFloa
     """Process entry point; every outcome, including a crash, is reported on ``queue``."""
     try:
         _run(cfg, queue, go, start_at)
+    except Unreachable as exc:  # an operator's typo or a server down: the address says it all
+        queue.put(("fatal", cfg.wid, {"error": exc.strerror}))
     except Exception as exc:  # report, do not hang the parent
         queue.put(("fatal", cfg.wid, {"error": f"{type(exc).__name__}: {exc}"}))
         traceback.print_exc()
