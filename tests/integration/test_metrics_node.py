@@ -175,7 +175,10 @@ def test_bad_or_busy_address_refuses_to_start() -> None:
     try:
         busy = stats(srv, "settings")["metrics_listen"]
         taken = subprocess.run([*cli, "--metrics-listen", busy], capture_output=True, timeout=30)
-        assert taken.returncode == 71 and b"failed to listen" in taken.stderr
+        assert taken.returncode == 71
+        assert taken.stderr.decode().strip() == (
+            f"failed to listen for metrics on {busy}: Address already in use"
+        )
     finally:
         srv.stop()
 
