@@ -258,3 +258,18 @@ def test_the_endpoint_binds_exactly_what_it_is_given() -> None:
         assert get(f"http://127.0.0.1:{port}/metrics").status == 200
     finally:
         srv.stop()
+
+
+def test_build_info_tells_our_node_apart(mnode: ServerProc) -> None:
+    import platform
+
+    import memcache_server
+
+    data = scrape(metrics_url(mnode))
+    labels = {
+        "version": memcache_server.__version__,
+        "memcached_version": stats(mnode)["version"],
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+    }
+    assert value(data, "memcache_server_build_info", **labels) == 1.0
