@@ -45,21 +45,25 @@ def _build_config(opts: dict[str, Any]) -> ServerConfig:
     values["extended"] = parse_extended(list(opts["extended"]))
     cfg = ServerConfig(**values).with_extended()
     if cfg.item_size_max < 1024:
-        raise ConfigError("Item max size cannot be less than 1024 bytes.")
+        raise ConfigError("Item max size cannot be less than 1024 bytes.", ExitCode.USAGE)
     if cfg.slab_chunk_max > cfg.item_size_max:
         raise ConfigError(
             f"slab_chunk_max (bytes: {cfg.slab_chunk_max}) cannot be larger than -I "
-            f"(item_size_max {cfg.item_size_max})"
+            f"(item_size_max {cfg.item_size_max})",
+            ExitCode.USAGE,
         )
     if cfg.slab_chunk_max <= 0:
-        raise ConfigError("slab_chunk_max must be greater than 0")
+        raise ConfigError("slab_chunk_max must be greater than 0", ExitCode.USAGE)
     if cfg.item_size_max % cfg.slab_chunk_max != 0:
         raise ConfigError(
             f"-I (item_size_max: {cfg.item_size_max}) must be evenly divisible by "
-            f"slab_chunk_max (bytes: {cfg.slab_chunk_max})"
+            f"slab_chunk_max (bytes: {cfg.slab_chunk_max})",
+            ExitCode.USAGE,
         )
     if (1024 * 1024) % cfg.slab_chunk_max != 0:
-        raise ConfigError(f"slab_chunk_max must divide evenly into {1024 * 1024} (slab_page_size)")
+        raise ConfigError(
+            f"slab_chunk_max must divide evenly into {1024 * 1024} (slab_page_size)", ExitCode.USAGE
+        )
     cfg.validate()
     return cfg
 
@@ -218,7 +222,25 @@ def _table_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-@click.group(invoke_without_command=True, context_settings=CONTEXT)
+class _NodeGroup(click.Group):
+    """memcached exits 1 on a flag it does not know or a flag missing its value; click's 2 is
+    kept for the subcommands, which have no memcached counterpart."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            exc.exit_code = ExitCode.FAILURE
+            raise
+
+
+@click.group(cls=_NodeGroup, invoke_without_command=True, context_settings=CONTEXT)
 @_table_options
 @metrics_listen_option
 @click.pass_context
@@ -230,7 +252,7 @@ def main(ctx: click.Context, /, **opts: Any) -> None:
         cfg = _build_config(opts)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
-        sys.exit(ExitCode.USAGE)
+        sys.exit(exc.exit_code)
     sys.exit(run_node(cfg))
 
 

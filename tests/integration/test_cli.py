@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import stat
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from procs import MEMCACHED, ROOT, free_port, have_memcached, start_node
@@ -183,3 +186,95 @@ def test_a_taken_port_is_named_once() -> None:
     assert taken.stderr.decode().strip() == (
         f"failed to listen on 127.0.0.1 port {srv.port}: Address already in use"
     )
+
+
+def memcached_exit(*args: str) -> tuple[int | None, str]:
+    """memcached's exit status and whole stderr for a start-up (None if it starts)."""
+    cmd = [MEMCACHED, "-l", "127.0.0.1", "-p", str(free_port()), "-U", "0", *args]
+    if os.geteuid() == 0:
+        cmd += ["-u", "root"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=2)
+        return proc.returncode, err
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=5)
+        return None, ""
+
+
+# refusals where memcached's status differs by cause: EXIT_FAILURE (1) for most, EX_USAGE (64)
+# for the item-size family, EX_OSERR (71) for an address it cannot resolve
+SAME_REFUSAL = [
+    ("-c", "0"),
+    ("-t", "0"),
+    ("-R", "0"),
+    ("-f", "1.0"),
+    ("-n", "0"),
+    ("-o", "bogus"),
+    ("-I", "1000"),
+    ("-I", "64k"),
+    ("-I", "1025k"),
+    ("-m", "1", "-I", "1m"),
+    ("-l", "fooble"),
+]
+
+
+@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+@pytest.mark.parametrize("args", SAME_REFUSAL, ids=" ".join)
+def test_refusals_exit_and_say_what_memcached_does(args: tuple[str, ...]) -> None:
+    ours_rc, _, ours_err = run_cli(*args)
+    theirs_rc, theirs_err = memcached_exit(*args)
+    assert theirs_rc is not None and theirs_rc != 0
+    assert (ours_rc, ours_err) == (theirs_rc, theirs_err)
+
+
+@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+@pytest.mark.parametrize("args", [("--bogus",), ("-c",)], ids=" ".join)
+def test_a_bad_flag_exits_as_memcached_does(args: tuple[str, ...]) -> None:
+    ours_rc, _, ours_err = run_cli(*args)
+    theirs_rc, _ = memcached_exit(*args)
+    assert ours_rc == theirs_rc == 1
+    assert "Traceback" not in ours_err
+
+
+def _unix_socket_mode(sock: Path, *args: str) -> int:
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "-s", str(sock), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert sock.exists(), proc.stderr.read() if proc.stderr else b""
+        return stat.S_IMODE(sock.stat().st_mode)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _memcached_unix_socket_mode(sock: Path, *args: str) -> int:
+    cmd = [MEMCACHED, "-s", str(sock), *args] + (["-u", "root"] if os.geteuid() == 0 else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        return stat.S_IMODE(sock.stat().st_mode)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+@pytest.mark.parametrize("mask", ["750", "999", "75x"])
+def test_unix_mask_is_read_as_memcached_reads_it(tmp_path: Path, mask: str) -> None:
+    """memcached reads -a with strtol(.., 8): the leading octal digits, 0 when there are none."""
+    ours = _unix_socket_mode(tmp_path / "ours.sock", "-a", mask)
+    assert ours == _memcached_unix_socket_mode(tmp_path / "mc.sock", "-a", mask)
