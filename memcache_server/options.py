@@ -86,8 +86,7 @@ class Option:
     refusal for a bad value, or None. ``stat`` names its ``stats settings`` lines, each shown
     through ``show``; ``refusal`` is the status memcached exits with when ``check`` refuses
     (EXIT_FAILURE for most, EX_USAGE for a few). ``cli`` holds click's extras (type, is_flag,
-    count, multiple, envvar, metavar) and ``cli_default`` the default as spelled on the command
-    line when it differs
+    count, multiple, envvar, metavar) and ``cli_default`` the default as spelled on the command line when it differs
     from the config's (``-I 1m``, ``-a 700``). ``param`` is the click parameter when several
     entries read one flag (``-D`` sets the delimiter and turns per-prefix stats on).
     """
@@ -526,135 +525,48 @@ OPTIONS: tuple[Option, ...] = (
     ),
     # -o sub-options that set a field (memcached's names). Later entries win where two set one
     # field (``-o no_lru_crawler,lru_crawler`` leaves the crawler on).
-    Option(
-        "idle_timeout",
-        default=0,
-        stat=("idle_timeout",),
-        parse=_int,
-        sub="idle_timeout",
-        kind="int",
-        check=lambda v: None if v >= 0 else "idle_timeout must be >= 0",
-    ),
+    Option("idle_timeout", default=0, stat=("idle_timeout",), parse=_int, sub="idle_timeout",
+           kind="int", check=lambda v: None if v >= 0 else "idle_timeout must be >= 0"),
     # memcached 1.6.18 takes slab_chunk_max in bytes (its help text says kilobytes)
     Option("slab_chunk_max", default=512 * KB, parse=_int, sub="slab_chunk_max", kind="int"),
     Option("lru_crawler", parse=lambda v: False, sub="no_lru_crawler", kind="flag"),
     Option("lru_crawler", default=True, parse=lambda v: True, sub="lru_crawler", kind="flag"),
     Option("lru_crawler_sleep", default=100, parse=_int, sub="lru_crawler_sleep", kind="int"),
     Option("lru_crawler_tocrawl", default=0, parse=_int, sub="lru_crawler_tocrawl", kind="int"),
-    Option(
-        "maxconns_fast",
-        default=True,
-        stat=("maxconns_fast",),
-        parse=lambda v: False,
-        sub="no_maxconns_fast",
-        kind="flag",
-    ),
-    Option(
-        "hash_algorithm",
-        default="murmur3",
-        stat=("hash_algorithm",),
-        parse=lambda v: v or "",
-        sub="hash_algorithm",
-        kind="str",
-        check=lambda v: (
-            None if v in ("murmur3", "jenkins", "xxh3") else f"Unknown hash_algorithm option: {v}"
-        ),
-    ),
-    Option(
-        "tail_repair_time",
-        default=0,
-        stat=("tail_repair_time",),
-        parse=_int,
-        sub="tail_repair_time",
-        kind="int",
-    ),
-    Option(
-        "temporary_ttl",
-        default=61,
-        stat=("temporary_ttl",),
-        parse=_int,
-        sub="temporary_ttl",
-        kind="int",
-    ),
-    Option(
-        "read_buf_mem_limit",
-        default=0,
-        stat=("read_buf_mem_limit",),
-        parse=lambda v: _int(v) * MB,
-        sub="read_buf_mem_limit",
-        kind="int",
-    ),
+    Option("maxconns_fast", default=True, stat=("maxconns_fast",), parse=lambda v: False,
+           sub="no_maxconns_fast", kind="flag"),
+    Option("hash_algorithm", default="murmur3", stat=("hash_algorithm",),
+           parse=lambda v: v or "", sub="hash_algorithm", kind="str",
+           check=lambda v: None if v in ("murmur3", "jenkins", "xxh3")
+           else f"Unknown hash_algorithm option: {v}"),
+    Option("tail_repair_time", default=0, stat=("tail_repair_time",), parse=_int,
+           sub="tail_repair_time", kind="int"),
+    Option("temporary_ttl", default=61, stat=("temporary_ttl",), parse=_int,
+           sub="temporary_ttl", kind="int"),
+    Option("read_buf_mem_limit", default=0, stat=("read_buf_mem_limit",),
+           parse=lambda v: _int(v) * MB, sub="read_buf_mem_limit", kind="int"),
     Option("track_sizes", default=False, parse=lambda v: True, sub="track_sizes", kind="flag"),
-    Option(
-        "slab_reassign",
-        default=True,
-        stat=("slab_reassign",),
-        parse=lambda v: False,
-        sub="no_slab_reassign",
-        kind="flag",
-    ),
-    Option(
-        "slab_automove",
-        default=1,
-        parse=lambda v: 1 if v is None else int(v),
-        sub="slab_automove",
-        kind="int?",
-        check=lambda v: None if v in (0, 1, 2) else "slab_automove must be between 0 and 2",
-    ),
-    Option(
-        "slab_automove_ratio", default=0.8, parse=_float, sub="slab_automove_ratio", kind="float"
-    ),
-    Option(
-        "slab_automove_window",
-        default=30,
-        stat=("slab_automove_window",),
-        parse=_int,
-        sub="slab_automove_window",
-        kind="int",
-    ),
-    Option(
-        "watcher_logbuf_size",
-        default=256 * KB,
-        stat=("watcher_logbuf_size",),
-        parse=lambda v: _int(v) * KB,
-        sub="watcher_logbuf_size",
-        kind="int",
-    ),
-    Option(
-        "worker_logbuf_size",
-        default=64 * KB,
-        stat=("worker_logbuf_size",),
-        parse=lambda v: _int(v) * KB,
-        sub="worker_logbuf_size",
-        kind="int",
-    ),
-    Option(
-        "hot_lru_pct", default=20, stat=("hot_lru_pct",), parse=_int, sub="hot_lru_pct", kind="int"
-    ),
-    Option(
-        "warm_lru_pct",
-        default=40,
-        stat=("warm_lru_pct",),
-        parse=_int,
-        sub="warm_lru_pct",
-        kind="int",
-    ),
-    Option(
-        "hot_max_factor",
-        default=0.2,
-        stat=("hot_max_factor",),
-        parse=_float,
-        sub="hot_max_factor",
-        kind="float",
-    ),
-    Option(
-        "warm_max_factor",
-        default=2.0,
-        stat=("warm_max_factor",),
-        parse=_float,
-        sub="warm_max_factor",
-        kind="float",
-    ),
+    Option("slab_reassign", default=True, stat=("slab_reassign",), parse=lambda v: False,
+           sub="no_slab_reassign", kind="flag"),
+    Option("slab_automove", default=1, parse=lambda v: 1 if v is None else int(v),
+           sub="slab_automove", kind="int?",
+           check=lambda v: None if v in (0, 1, 2) else "slab_automove must be between 0 and 2"),
+    Option("slab_automove_ratio", default=0.8, parse=_float, sub="slab_automove_ratio",
+           kind="float"),
+    Option("slab_automove_window", default=30, stat=("slab_automove_window",), parse=_int,
+           sub="slab_automove_window", kind="int"),
+    Option("watcher_logbuf_size", default=256 * KB, stat=("watcher_logbuf_size",),
+           parse=lambda v: _int(v) * KB, sub="watcher_logbuf_size", kind="int"),
+    Option("worker_logbuf_size", default=64 * KB, stat=("worker_logbuf_size",),
+           parse=lambda v: _int(v) * KB, sub="worker_logbuf_size", kind="int"),
+    Option("hot_lru_pct", default=20, stat=("hot_lru_pct",), parse=_int, sub="hot_lru_pct",
+           kind="int"),
+    Option("warm_lru_pct", default=40, stat=("warm_lru_pct",), parse=_int, sub="warm_lru_pct",
+           kind="int"),
+    Option("hot_max_factor", default=0.2, stat=("hot_max_factor",), parse=_float,
+           sub="hot_max_factor", kind="float"),
+    Option("warm_max_factor", default=2.0, stat=("warm_max_factor",), parse=_float,
+           sub="warm_max_factor", kind="float"),
     # -o sub-options accepted under memcached's names with no field of their own (some are
     # read from ``extended`` where they show, as hashpower and the ssl_* settings are).
     *(
@@ -687,6 +599,7 @@ OPTIONS: tuple[Option, ...] = (
         )
     ),
 )
+
 
 
 def _defaults() -> dict[str, Any]:
