@@ -86,9 +86,10 @@ class Option:
     refusal for a bad value, or None. ``stat`` names its ``stats settings`` lines, each shown
     through ``show``; ``refusal`` is the status memcached exits with when ``check`` refuses
     (EXIT_FAILURE for most, EX_USAGE for a few). ``cli`` holds click's extras (type, is_flag,
-    count, multiple, envvar, metavar) and ``cli_default`` the default as spelled on the command line when it differs
-    from the config's (``-I 1m``, ``-a 700``). ``param`` is the click parameter when several
-    entries read one flag (``-D`` sets the delimiter and turns per-prefix stats on).
+    count, multiple, envvar, metavar) and ``cli_default`` the default as spelled on the command
+    line when it differs from the config's (``-I 1m``, ``-a 700``). ``param`` is the click
+    parameter when several entries read one flag (``-D`` sets the delimiter and turns
+    per-prefix stats on).
     """
 
     name: str
