@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from memcache_server.app import Node
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+#: every flag can also come from the environment, as MEMCACHE_SERVER_<LONG_FLAG> for the node
+#: (MEMCACHE_SERVER_MEMORY_LIMIT=1024) and MEMCACHE_SERVER_<COMMAND>_<LONG_FLAG> for the
+#: subcommands (MEMCACHE_SERVER_CONFIG_NODE_STATE_FILE); a flag on the command line wins
+ENV_PREFIX = "MEMCACHE_SERVER"
 
 
 def _build_config(opts: dict[str, Any]) -> ServerConfig:
@@ -191,6 +195,16 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         ctx.exit(0)
 
 
+def _as_list(envvar: str | list[str] | None) -> list[str]:
+    return [] if envvar is None else [envvar] if isinstance(envvar, str) else list(envvar)
+
+
+def _env_name(flags: tuple[str, ...]) -> str:
+    """MEMCACHE_SERVER_<LONG_FLAG>: ``--memory-limit`` reads MEMCACHE_SERVER_MEMORY_LIMIT."""
+    long = next((f for f in flags if f.startswith("--")), flags[0])
+    return f"{ENV_PREFIX}_{long.lstrip('-').upper().replace('-', '_')}"
+
+
 def _table_options(command: Callable[..., None]) -> Callable[..., None]:
     """Decorate ``command`` with one click option per flag of the options table, in table
     order (`-h` lists them so); --metrics-listen keeps its shared option (and its check)."""
@@ -212,6 +226,7 @@ def _table_options(command: Callable[..., None]) -> Callable[..., None]:
         if not extras.get("is_flag") and not extras.get("count") and not extras.get("multiple"):
             extras["default"] = shown
             extras["show_default"] = shown is not None
+        extras["envvar"] = [*_as_list(extras.get("envvar")), _env_name(option.flags)]
         if option.flags[0] == "-P":
             decorators.append(version)  # listed where it always was
         decorators.append(
@@ -240,7 +255,11 @@ class _NodeGroup(click.Group):
             raise
 
 
-@click.group(cls=_NodeGroup, invoke_without_command=True, context_settings=CONTEXT)
+@click.group(
+    cls=_NodeGroup,
+    invoke_without_command=True,
+    context_settings={**CONTEXT, "auto_envvar_prefix": ENV_PREFIX},
+)
 @_table_options
 @metrics_listen_option
 @click.pass_context

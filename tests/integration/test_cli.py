@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from metrics_client import stats
 from procs import MEMCACHED, ROOT, free_port, have_memcached, start_node
 
 
@@ -278,3 +279,20 @@ def test_unix_mask_is_read_as_memcached_reads_it(tmp_path: Path, mask: str) -> N
     """memcached reads -a with strtol(.., 8): the leading octal digits, 0 when there are none."""
     ours = _unix_socket_mode(tmp_path / "ours.sock", "-a", mask)
     assert ours == _memcached_unix_socket_mode(tmp_path / "mc.sock", "-a", mask)
+
+
+def test_flags_come_from_the_environment_and_the_command_line_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MEMCACHE_SERVER_MEMORY_LIMIT", "16")
+    monkeypatch.setenv("MEMCACHE_SERVER_CONN_LIMIT", "77")
+    monkeypatch.setenv("MEMCACHE_SERVER_EXTENDED", "idle_timeout=9 track_sizes")
+    srv = start_node("-c", "50")
+    try:
+        settings = stats(srv, "settings")
+    finally:
+        srv.stop()
+    assert settings["maxbytes"] == str(16 * 1024 * 1024)
+    assert settings["maxconns"] == "50"
+    assert settings["idle_timeout"] == "9"
+    assert settings["track_sizes"] == "yes"
