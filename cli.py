@@ -237,6 +237,18 @@ def _table_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+_SUB_VALUE = {"flag": "", "int": "=N", "int?": "[=N]", "float": "=R", "str": "=S"}
+
+
+def _extended_help() -> str:
+    """The -o sub-options from the options table, listed after the flags as memcached's -h does."""
+    rows = [(o.sub + _SUB_VALUE[o.kind], o.help) for o in OPTIONS if o.sub]
+    width = max(len(name) for name, _ in rows) + 2
+    lines = [f"  {name.ljust(width)}{text}" for name, text in sorted(rows)]
+    head = "\b\n-o/--extended sub-options (comma separated, memcached's names):\n"
+    return head + "\n".join(lines)
+
+
 class _NodeGroup(click.Group):
     """memcached exits 1 on a flag it does not know or a flag missing its value; click's 2 is
     kept for the subcommands, which have no memcached counterpart."""
@@ -259,6 +271,7 @@ class _NodeGroup(click.Group):
     cls=_NodeGroup,
     invoke_without_command=True,
     context_settings={**CONTEXT, "auto_envvar_prefix": ENV_PREFIX},
+    epilog=_extended_help(),
 )
 @_table_options
 @metrics_listen_option

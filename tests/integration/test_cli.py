@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import signal
 import stat
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 from metrics_client import stats
 from procs import MEMCACHED, ROOT, free_port, have_memcached, start_node
+
+from memcache_server.options import EXTENDED
 
 
 def run_cli(*args: str, timeout: float = 15.0) -> tuple[int | None, str, str]:
@@ -296,3 +299,28 @@ def test_flags_come_from_the_environment_and_the_command_line_wins(
     assert settings["maxconns"] == "50"
     assert settings["idle_timeout"] == "9"
     assert settings["track_sizes"] == "yes"
+
+
+def _help_suboptions(text: str) -> set[str]:
+    """Sub-option names in a -h listing: memcached's ``   - name:`` lines, or our table's."""
+    names = set(re.findall(r"^\s+- ([a-z_]+):", text, re.M))
+    names |= set(re.findall(r"^\s{4}([a-z_]+)(?:=[NRS]|\[=N\])?\s{2,}\S", text, re.M))
+    return names
+
+
+def test_help_lists_every_extended_option() -> None:
+    ours = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "-h"], capture_output=True, text=True, timeout=30
+    )
+    assert ours.returncode == 0
+    listed = _help_suboptions(ours.stdout)
+    assert listed == set(EXTENDED)  # each accepted sub-option listed, nothing else
+    assert all(len(line) <= 100 for line in ours.stdout.splitlines())
+
+
+@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+def test_help_lists_what_memcached_lists_but_its_external_storage() -> None:
+    theirs = subprocess.run([MEMCACHED, "-h"], capture_output=True, text=True, timeout=30)
+    documented = {n for n in _help_suboptions(theirs.stdout) if not n.startswith("ext_")}
+    assert len(documented) > 20
+    assert documented <= set(EXTENDED)
