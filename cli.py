@@ -285,6 +285,10 @@ def main(ctx: click.Context, /, **opts: Any) -> None:
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(exc.exit_code)
+    if os.geteuid() == 0 and not cfg.user:
+        # memcached's rule: a root start must name the user to run as (-u root is allowed)
+        click.echo("can't run as root without the -u switch", err=True)
+        sys.exit(ExitCode.USAGE)
     sys.exit(run_node(cfg))
 
 

@@ -324,3 +324,25 @@ def test_help_lists_what_memcached_lists_but_its_external_storage() -> None:
     documented = {n for n in _help_suboptions(theirs.stdout) if not n.startswith("ext_")}
     assert len(documented) > 20
     assert documented <= set(EXTENDED)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the rule is about starting as root")
+def test_root_without_u_refuses_as_memcached_does() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MEMCACHE_SERVER_USER"}
+    ours = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "-l", "127.0.0.1", "-p", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert ours.returncode == 64
+    assert ours.stderr == "can't run as root without the -u switch\n"
+    if have_memcached():
+        theirs = subprocess.run(
+            [MEMCACHED, "-l", "127.0.0.1", "-p", str(free_port()), "-U", "0"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)
