@@ -7,7 +7,6 @@ the port it bound as the first line of its stdout; memcached is given a free por
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,8 +15,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reference import memcached_path
+
 ROOT = Path(__file__).resolve().parent.parent
-MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
+# memcached on PATH (see reference.py: which release it is, and what a missing one means)
+MEMCACHED = memcached_path() or "memcached"
 
 
 def free_port() -> int:
@@ -75,10 +77,26 @@ def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-def start_node(*args: str, host: str = "127.0.0.1", timeout: float = 15.0) -> ServerProc:
-    """Start our node with memcached-style ``args`` on a free port and wait until it serves."""
+# Under the GIL a node runs one event loop whatever -t says (see app.py); this environment makes
+# it run one per -t thread, so the tests can drive the hand-offs between loops.
+MULTI_LOOP_ENV = {"MEMCACHE_SERVER_GIL_LOOPS": "4"}
+# parameter id -> environment, for tests that run once per event-loop model
+NODE_LOOPS: dict[str, dict[str, str] | None] = {"1-loop": None, "4-loops": MULTI_LOOP_ENV}
+
+
+def start_node(
+    *args: str,
+    host: str = "127.0.0.1",
+    timeout: float = 15.0,
+    env: dict[str, str] | None = None,
+) -> ServerProc:
+    """Start our node with memcached-style ``args`` on a free port and wait until it serves;
+    ``env`` is added to this process's environment (``MULTI_LOOP_ENV``, say)."""
     cmd = [sys.executable, str(ROOT / "cli.py"), "-l", host, "-p", "0", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    full_env = {**os.environ, **env} if env else None
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=full_env
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
@@ -102,7 +120,7 @@ def start_memcached(*args: str, host: str = "127.0.0.1", timeout: float = 10.0) 
 
 
 def have_memcached() -> bool:
-    return os.path.exists(MEMCACHED)
+    return memcached_path() is not None
 
 
 def exchange(sock: socket.socket, request: bytes, settle: float = 0.05) -> bytes:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from procs import MEMCACHED, ROOT, free_port, have_memcached, start_node
+from procs import MEMCACHED, ROOT, free_port, start_node
 
 
 def run_cli(*args: str, timeout: float = 15.0) -> tuple[int | None, str, str]:
@@ -104,7 +104,7 @@ def test_bad_startup_values_refuse_to_start(args: tuple[str, ...], message: str)
     assert not out.strip()  # no port announced
 
 
-@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+@pytest.mark.usefixtures("live_reference")
 @pytest.mark.parametrize("args", sorted(MEMCACHED_SAME_MESSAGE))
 def test_memcached_gives_the_same_message(args: tuple[str, ...]) -> None:
     message = dict(REFUSED)[args]

@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from procs import ServerProc, have_memcached, start_memcached, start_node
+from procs import ServerProc, start_memcached, start_node
 from wire import in_parallel, read_settled, talk
 
-if not have_memcached():
-    pytest.skip("memcached is not installed", allow_module_level=True)
+pytestmark = pytest.mark.usefixtures("live_reference")
 
 JUNK = [
     b"abc",

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from metrics_client import Samples, get, metrics_url, samples, scrape, stats, value
-from procs import ROOT, ServerProc, exchange, free_port, have_memcached, start_memcached, start_node
+from procs import ROOT, ServerProc, exchange, free_port, start_memcached, start_node
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
@@ -218,7 +218,7 @@ def _shape(data: Samples) -> dict[str, set[tuple[str, ...]]]:
     return out
 
 
-@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+@pytest.mark.usefixtures("live_reference")
 def test_same_series_as_real_memcached_through_the_same_collector(mnode: ServerProc) -> None:
     """What the exporter's logic makes of memcached 1.6.18's stats is what our node serves."""
     real = start_memcached()
