@@ -48,15 +48,19 @@ def live_reference() -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """One line that says how many tests a missing (or unpinned) reference skipped, and why."""
+    """One line that says how many tests a missing (or unpinned) reference skipped, and why;
+    printed on every run, so CI's log shows the zero."""
     reasons: dict[str, int] = {}
     for report in terminalreporter.stats.get("skipped", []):
         reason = reference_skip_reason(getattr(report, "longrepr", None))
         if reason is not None:
             reasons[reason] = reasons.get(reason, 0) + 1
-    if not reasons:
-        return
     total = sum(reasons.values())
-    why = "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
-    switch = "" if required() else " (REQUIRE_REFERENCES=1 makes missing references fail)"
-    terminalreporter.write_line(f"reference skips: {total} tests: {why}{switch}", yellow=True)
+    why = "".join(f"; {n} x {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    if required():
+        switch = " (REQUIRE_REFERENCES is set: a missing reference fails)"
+    else:
+        switch = " (REQUIRE_REFERENCES=1 makes missing references fail)" if total else ""
+    terminalreporter.write_line(
+        f"reference skips: {total} tests{why}{switch}", yellow=bool(total), green=not total
+    )
