@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reference import memcached_path
+from replies import reply_complete
 
 ROOT = Path(__file__).resolve().parent.parent
 # memcached on PATH (see reference.py: which release it is, and what a missing one means)
@@ -123,13 +124,18 @@ def have_memcached() -> bool:
     return memcached_path() is not None
 
 
-def exchange(sock: socket.socket, request: bytes, settle: float = 0.05) -> bytes:
-    """Send ``request`` and read until the peer is quiet for ``settle`` seconds or closes."""
+def exchange(
+    sock: socket.socket, request: bytes, settle: float = 0.05, first_wait: float = 5.0
+) -> bytes:
+    """Send ``request``; read until the reply reaches its end (``replies.reply_complete``) and
+    the peer is then quiet for ``settle`` seconds, or it closes. The first byte, and the rest of
+    a reply cut short, get ``first_wait``: a stalled server is waited for, not cut off."""
     sock.sendall(request)
-    chunks: list[bytes] = []
-    sock.settimeout(settle)
-    deadline = time.monotonic() + 5.0
+    buf = b""
+    deadline = time.monotonic() + first_wait + 5.0
     while time.monotonic() < deadline:
+        wait = settle if reply_complete(buf) else first_wait
+        sock.settimeout(max(0.001, min(wait, deadline - time.monotonic())))
         try:
             data = sock.recv(65536)
         except TimeoutError:
@@ -138,5 +144,5 @@ def exchange(sock: socket.socket, request: bytes, settle: float = 0.05) -> bytes
             break
         if not data:
             break
-        chunks.append(data)
-    return b"".join(chunks)
+        buf += data
+    return buf

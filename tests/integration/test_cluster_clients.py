@@ -19,7 +19,7 @@ N_KEYS = 60
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(Path(tmp_path_factory.mktemp("clients")), timeout=3.0, interval=0.2)
+    c = Cluster(Path(tmp_path_factory.mktemp("clients")), timeout=5.0, interval=0.2)
     c.start_config()
     try:
         for _ in range(3):
