@@ -120,10 +120,6 @@ def start_memcached(*args: str, host: str = "127.0.0.1", timeout: float = 10.0) 
     return ServerProc(proc, host, port)
 
 
-def have_memcached() -> bool:
-    return memcached_path() is not None
-
-
 def exchange(
     sock: socket.socket, request: bytes, settle: float = 0.05, first_wait: float = 5.0
 ) -> bytes:
