@@ -12,11 +12,16 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from procs import MULTI_LOOP_ENV, ROOT, start_node
+from reference import need_memcached
 
 NO_MEMCACHED = {"MEMCACHED_BIN": ""}
-MEMCACHED_TESTS = ["tests/integration/test_node_raw.py", "-k", "same_bytes_as_memcached"]
+MEMCACHED_TESTS = [
+    "tests/integration/test_node_raw.py::test_bad_data_chunk_same_bytes_as_memcached",
+    "tests/integration/test_node_raw.py::test_binary_keys_same_bytes_as_memcached",
+]
 
 
 def child_pytest(args: list[str], env: dict[str, str]) -> tuple[int, str]:
@@ -71,6 +76,29 @@ def test_transcripts_stand_in_for_a_missing_memcached() -> None:
     )
     assert rc == 0, out
     assert counts(out) == {"passed": 4}, out
+
+
+def test_a_newer_memcached_is_not_taken_for_the_reference(tmp_path: Path) -> None:
+    """A distribution upgrade must neither fail CI nor be compared against as if it were the
+    pinned release: with a memcached that says 1.6.99, live comparisons skip as unpinned (even
+    with references required) and the corpora use the transcripts."""
+    real = need_memcached()
+    newer = tmp_path / "memcached"
+    newer.write_text(
+        '#!/bin/sh\n[ "$1" = -V ] && { echo "memcached 1.6.99"; exit 0; }\n'
+        f'exec {real} "$@"\n'
+    )
+    newer.chmod(0o755)
+    rc, out = child_pytest(
+        [*MEMCACHED_TESTS, "tests/integration/test_differential.py::test_differential[set_get]"],
+        {"MEMCACHED_BIN": str(newer), "REQUIRE_REFERENCES": "1"},
+    )
+    assert rc == 0, out
+    assert counts(out) == {"passed": 1, "skipped": 2}, out
+    assert (
+        "reference skips: 2 tests; 2 x reference not pinned: memcached 1.6.99 is installed, "
+        "the reference is 1.6.18 (REQUIRE_REFERENCES is set: a missing reference fails)"
+    ) in out
 
 
 def _threads(pid: int) -> int:
