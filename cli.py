@@ -336,7 +336,12 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
 @click.option(
     "-o", "--extended", multiple=True, help="Comma separated extended options (memcached's names)."
 )
-@click.option("--join", default=None, help="Join the cluster of this config node (HOST:PORT).")
+@click.option(
+    "--join",
+    default=None,
+    metavar="HOST:PORT[,HOST:PORT...]",
+    help="Join the cluster of these config nodes (any one will do; fails over between them).",
+)
 @click.option("--advertise", default=None, help="HOST[:PORT] published for this node.")
 @click.option(
     "--cluster-token",

@@ -14,9 +14,8 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from discovery.member import JoinSettings, MembershipClient, advertised_address
+from discovery.member import JoinSettings, MembershipClient, advertised_address, parse_join
 from discovery.view import ClusterView
-from discovery.wire import split_host_port
 from memcache_server import ops, report, watch
 from memcache_server.auth import AuthTable
 from memcache_server.auth_session import AuthSession
@@ -163,9 +162,8 @@ class Node:
     def _start_membership(self, join: str) -> None:
         """Register with the config node now that the node serves (never before)."""
         cfg = self.config
-        host, port = split_host_port(join)
         settings = JoinSettings(
-            host, port, cfg.cluster_token, cfg.heartbeat_interval, cfg.drain_seconds
+            parse_join(join), cfg.cluster_token, cfg.heartbeat_interval, cfg.drain_seconds
         )
         address = advertised_address(cfg.advertise, cfg.listen, self.port)
         self.membership = MembershipClient(self.cluster, settings, address, cfg.verbosity)

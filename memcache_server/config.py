@@ -320,9 +320,12 @@ class ServerConfig:
             raise ConfigError("--drain-seconds must be between 0 and 86400")
         if self.cluster_token is not None and not _is_token(self.cluster_token):
             raise ConfigError("--cluster-token must be 1-250 printable ASCII characters, no spaces")
-        for name, text in (("--join", self.join), ("--advertise", self.advertise)):
-            if text is not None and not _is_host_port(text, need_port=name == "--join"):
-                raise ConfigError(f"{name} expects HOST:PORT, got {text!r}")
+        if self.join is not None and not all(
+            _is_host_port(part, need_port=True) for part in self.join.split(",")
+        ):
+            raise ConfigError(f"--join expects HOST:PORT[,HOST:PORT...], got {self.join!r}")
+        if self.advertise is not None and not _is_host_port(self.advertise, need_port=False):
+            raise ConfigError(f"--advertise expects HOST[:PORT], got {self.advertise!r}")
         if self.join and self.unix_socket and not (self.advertise and ":" in self.advertise):
             raise ConfigError("--join with a UNIX socket needs --advertise HOST:PORT")
 
