@@ -165,15 +165,22 @@ class EtcdClient:
         return result
 
     def post(self, path: str, body: Json) -> Json:
-        """One call; on a connection failure try each endpoint once, starting with the current."""
+        """One call; on a connection failure try each endpoint once, starting with the current.
+
+        A kept-alive connection that fails is retried once on a fresh one to the same endpoint
+        first: etcd closes idle connections, and a restarted etcd has forgotten them all."""
         last: Exception | None = None
         for _ in range(len(self.endpoints)):
-            try:
-                return self._post_once(path, body)
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                last = exc
-                self.close()
-                self._current = (self._current + 1) % len(self.endpoints)
+            for _retry in range(2):
+                reused = self._conn is not None
+                try:
+                    return self._post_once(path, body)
+                except (OSError, http.client.HTTPException, ValueError) as exc:
+                    last = exc
+                    self.close()
+                    if not reused:
+                        break
+            self._current = (self._current + 1) % len(self.endpoints)
         host, port = self.endpoints[self._current]
         raise EtcdError(f"etcd unreachable ({host}:{port}: {last or 'no answer'})")
 

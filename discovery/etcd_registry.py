@@ -177,7 +177,7 @@ class EtcdRegistry:
         """Log the start and the end of an outage once each, not every retry."""
         if exc is not None and who not in self._failing:
             self._failing.add(who)
-            self._log(f"etcd: {exc}")
+            self._log(f"etcd ({who}): {exc}")
         elif exc is None and who in self._failing:
             self._failing.discard(who)
             self._log(f"etcd answers again ({who})")

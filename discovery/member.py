@@ -6,9 +6,11 @@ current document, which the node takes if it supersedes the one it holds. A fail
 counted and the connection dropped; the node keeps serving its last document meanwhile (clients
 that poll nodes keep working while the config node is down).
 
-``--join a:p,b:p`` names several config nodes (on etcd they serve one cluster): a failed call is
-retried at once on the next one, each at most once per beat, and the node stays with whichever
-answered. Each node starts at a random one, which spreads the heartbeats over the config nodes.
+``--join a:p,b:p`` names several config nodes (on etcd they serve one cluster): a node starts
+with the first, a failed call is retried at once on the next one (each at most once per beat),
+and the node stays with whichever answered. Predictable on purpose: an operator reads from the
+flag which config node a node talks to; to spread the heartbeats, list them in another order on
+other nodes, or join through one load-balanced name (a Kubernetes Service).
 
 On a graceful stop the main thread calls ``leave_and_drain``: the heartbeat thread stops, the
 node leaves (the config node publishes a version without it), and it keeps serving for the drain
@@ -18,7 +20,6 @@ period so clients have time to pick up the new list before its port closes.
 from __future__ import annotations
 
 import ipaddress
-import random
 import socket
 import sys
 import threading
@@ -108,7 +109,7 @@ class MembershipClient:
         self._thread = threading.Thread(target=self._run, name="cluster-membership", daemon=True)
         self._listed = False  # in the last document we received
         self._failing = False
-        self._current = random.randrange(len(settings.endpoints))
+        self._current = 0  # index of the config node in use
 
     def start(self) -> None:
         self._thread.start()
