@@ -141,10 +141,12 @@ class MembershipClient:
         return f"{host}:{port}"
 
     def _request(self, line: bytes) -> ClusterDocument | None:
-        """Send ``line`` to the current config node, then to each other one once, until one
-        answers with a document (or none yet); raises the last failure if none does."""
+        """Send ``line`` to the current config node, then to each other one once (twice to a
+        lone one), until one answers with a document (or none yet); raises the last failure."""
         endpoints = self.settings.endpoints
-        for attempt in range(len(endpoints)):
+        # one config node (or one Service name): still a second try, on a fresh connection
+        attempts = max(2, len(endpoints))
+        for attempt in range(attempts):
             try:
                 if self._conn is None:
                     host, port = endpoints[self._current]
@@ -155,7 +157,7 @@ class MembershipClient:
                 self._disconnect()
                 if not self._failing:
                     self.log(f"config node {self._endpoint()}: {exc or type(exc).__name__}")
-                if attempt == len(endpoints) - 1:
+                if attempt == attempts - 1:
                     raise
                 self._current = (self._current + 1) % len(endpoints)
                 if self.verbose:
