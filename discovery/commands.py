@@ -207,7 +207,14 @@ def _etcd_settings(
     prefix = prefix or default_prefix(cluster_name)
     if not prefix.endswith("/") or not prefix.isascii():
         raise click.BadParameter("must be ASCII and end with '/'", param_hint="--etcd-prefix")
-    return EtcdSettings(endpoints, prefix, heartbeat_timeout)
+    settings = EtcdSettings(endpoints, prefix, heartbeat_timeout)
+    if settings.ttl != heartbeat_timeout:
+        click.echo(
+            f"note: etcd leases count whole seconds: --heartbeat-timeout {heartbeat_timeout:g} "
+            f"acts as {settings.ttl} (and etcd raises a lease below its minimum, about 2 s)",
+            err=True,
+        )
+    return settings
 
 
 def _open_metrics(node: ConfigNode, listen: str, verbose: int) -> MetricsServer:

@@ -56,7 +56,7 @@ from discovery.etcd_client import (
     WatchEvent,
     WatchIdle,
 )
-from discovery.registry import Listing, RegistryCounters
+from discovery.registry import MAX_MEMBERS, Listing, RegistryCounters
 
 __all__ = ["EtcdRegistry", "EtcdSettings", "default_prefix"]
 
@@ -65,6 +65,7 @@ Done = Callable[[bytes], None]
 DELETED = b"DELETED\r\n"
 NOT_FOUND = b"NOT_FOUND\r\n"
 BUSY = b"SERVER_ERROR config node busy\r\n"
+CLUSTER_FULL = b"SERVER_ERROR cluster is full\r\n"
 MAX_QUEUE = 4096  # requests waiting for etcd; beyond this they are refused at once
 FAIL_FAST = 0.5  # after a failed call, answer errors without trying etcd for this long
 WATCH_IDLE = 5.0  # a watch silent this long is restarted (and a dead etcd noticed)
@@ -281,6 +282,8 @@ class EtcdRegistry:
             tomb = self._tombstones.get(key)
             self._heard[key] = time.monotonic()
         value = address.token().encode("ascii")
+        if member is None and len(self._members) >= MAX_MEMBERS:
+            return CLUSTER_FULL
         if fresh:
             lease = client.grant(self.settings.ttl)
             client.txn(

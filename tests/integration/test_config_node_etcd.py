@@ -277,3 +277,7 @@ def test_config_node_needs_a_state_file_or_etcd(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert both.returncode == 2 and "not both" in both.stderr
+    tls = subprocess.run(
+        run + ["--etcd", "https://etcd:2379"], capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
+    assert tls.returncode == 2 and "only http:// etcd endpoints" in tls.stderr
