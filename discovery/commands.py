@@ -8,13 +8,15 @@ group. Only parsing and start-up live here; the config node is ``discovery/confi
 from __future__ import annotations
 
 import signal
+import ssl
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import click
 
 from discovery.config_node import ConfigNode, ConfigNodeSettings
-from discovery.etcd_client import parse_endpoints
+from discovery.etcd_client import parse_endpoints, uses_tls
 from discovery.etcd_registry import EtcdSettings, default_prefix
 
 if TYPE_CHECKING:
@@ -79,6 +81,24 @@ def _check_token(token: str | None) -> None:
     help="Names the cluster in etcd (the default --etcd-prefix).",
 )
 @click.option(
+    "--etcd-cacert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="With https:// etcd URLs: the CA that signed etcd's certificate (default: the system's).",
+)
+@click.option(
+    "--etcd-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="With https:// etcd URLs: the client certificate etcd asks for (--client-cert-auth).",
+)
+@click.option(
+    "--etcd-key",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The client certificate's key, when it is not in the --etcd-cert file.",
+)
+@click.option(
     "--etcd-prefix",
     default=None,
     help="etcd key prefix of this cluster [default: /memcache-server/clusters/CLUSTER-NAME/].",
@@ -117,6 +137,9 @@ def config_node_command(
     state_file: str | None,
     etcd_urls: str | None,
     cluster_name: str,
+    etcd_cacert: str | None,
+    etcd_cert: str | None,
+    etcd_key: str | None,
     etcd_prefix: str | None,
     heartbeat_timeout: float,
     cluster_token: str | None,
@@ -131,6 +154,8 @@ def config_node_command(
     if conn_limit <= 0:
         raise click.BadParameter("must be greater than 0", param_hint="--conn-limit")
     etcd = _etcd_settings(state_file, etcd_urls, cluster_name, etcd_prefix, heartbeat_timeout)
+    if etcd is not None:
+        etcd = replace(etcd, tls=_etcd_tls(etcd_urls or "", etcd_cacert, etcd_cert, etcd_key))
     addrs: list[str] = []
     for entry in listen or ("127.0.0.1",):
         addrs += [a for a in entry.split(",") if a]
@@ -215,6 +240,26 @@ def _etcd_settings(
             err=True,
         )
     return settings
+
+
+def _etcd_tls(
+    urls: str, cacert: str | None, cert: str | None, key: str | None
+) -> ssl.SSLContext | None:
+    """The client TLS context for https:// etcd URLs (None for http://)."""
+    if not uses_tls(urls):
+        if cacert or cert or key:
+            raise click.UsageError("--etcd-cacert/--etcd-cert/--etcd-key need https:// --etcd URLs")
+        return None
+    if key and not cert:
+        raise click.BadParameter("needs --etcd-cert as well", param_hint="--etcd-key")
+    try:
+        ctx = ssl.create_default_context(cafile=cacert)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        hint = "--etcd-cacert/--etcd-cert"
+        raise click.BadParameter(f"cannot load: {exc}", param_hint=hint) from None
+    return ctx
 
 
 def _open_metrics(node: ConfigNode, listen: str, verbose: int) -> MetricsServer:

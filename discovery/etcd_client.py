@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "Op",
     "prefix_end",
     "parse_endpoints",
+    "uses_tls",
 ]
 
 Json = dict[str, Any]
@@ -68,16 +70,25 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
+def uses_tls(text: str) -> bool:
+    """Whether the ``--etcd`` URLs are https:// (all of them: parse_endpoints refuses a mix)."""
+    return text.strip().startswith("https://")
+
+
 def parse_endpoints(text: str) -> list[tuple[str, int]]:
-    """``http://h:p[,http://h2:p2...]`` (the scheme may be left out) -> [(host, port), ...]."""
+    """``http://h:p[,http://h2:p2...]`` or all https:// (the scheme may be left out: http)
+    -> [(host, port), ...]."""
     out = []
+    scheme = "https" if uses_tls(text) else "http"
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
         url = urlsplit(part if "://" in part else "http://" + part)
-        if url.scheme != "http":
-            raise ValueError(f"only http:// etcd endpoints are supported: {part!r}")
+        if url.scheme not in ("http", "https"):
+            raise ValueError(f"etcd endpoints are http:// or https:// URLs: {part!r}")
+        if url.scheme != scheme:
+            raise ValueError(f"etcd endpoints are all http:// or all https://: {text!r}")
         if not url.hostname or url.path not in ("", "/"):
             raise ValueError(f"expected http://HOST:PORT, got {part!r}")
         try:
@@ -134,13 +145,27 @@ class Op:
 class EtcdClient:
     """Unary calls on one persistent connection, failing over across the endpoints in order.
 
-    Not thread-safe: each thread that talks to etcd has its own client."""
+    Not thread-safe: each thread that talks to etcd has its own client. With ``tls`` (a client
+    context: the CA to trust, and a client certificate where etcd asks for one) it speaks
+    https."""
 
-    def __init__(self, endpoints: list[tuple[str, int]], timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        endpoints: list[tuple[str, int]],
+        timeout: float = 2.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.endpoints = endpoints
         self.timeout = timeout
+        self.tls = tls
         self._current = 0
         self._conn: http.client.HTTPConnection | None = None
+
+    def _open(self, timeout: float) -> http.client.HTTPConnection:
+        host, port = self.endpoints[self._current]
+        if self.tls is not None:
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self.tls)
+        return http.client.HTTPConnection(host, port, timeout=timeout)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -149,8 +174,7 @@ class EtcdClient:
 
     def _post_once(self, path: str, body: Json) -> Json:
         if self._conn is None:
-            host, port = self.endpoints[self._current]
-            self._conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+            self._conn = self._open(self.timeout)
         data = json.dumps(body).encode()
         self._conn.request("POST", "/v3/" + path, data, {"Content-Type": "application/json"})
         resp = self._conn.getresponse()
@@ -234,7 +258,7 @@ class EtcdClient:
         revision after the last one it saw, so a silent but healthy stream costs one
         reconnect per ``idle`` seconds and a dead one is noticed within ``idle``."""
         host, port = self.endpoints[self._current]
-        conn = http.client.HTTPConnection(host, port, timeout=idle)
+        conn = self._open(idle)
         try:
             body = {
                 "create_request": {

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import queue
+import ssl
 import sys
 import threading
 import time
@@ -81,6 +82,7 @@ class EtcdSettings:
     prefix: str
     heartbeat_timeout: float
     io_timeout: float = 2.0
+    tls: ssl.SSLContext | None = None  # https:// endpoints: CA, and a client certificate
 
     @property
     def ttl(self) -> int:
@@ -171,7 +173,8 @@ class EtcdRegistry:
             t.join(0.5)
 
     def _client(self) -> EtcdClient:
-        return EtcdClient(self.settings.endpoints, self.settings.io_timeout)
+        s = self.settings
+        return EtcdClient(s.endpoints, s.io_timeout, s.tls)
 
     def _log(self, text: str) -> None:
         print(f"config-node: {text}", file=sys.stderr, flush=True)

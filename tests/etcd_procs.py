@@ -1,18 +1,21 @@
 """A real etcd (Debian's etcd-server, 3.4) for tests: one member on free loopback ports with a
 data directory under the test's tmp path, stopped by its PID.
 
-``restart()`` brings it back on the same ports and data, as an operator's restart would.
+``restart()`` brings it back on the same ports and data, as an operator's restart would. With
+``certs`` it serves https only and asks clients for a certificate signed by the test CA.
 """
 
 from __future__ import annotations
 
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from certs import Certs, etcd_server_cert
 from procs import ServerProc, free_port, wait_listening
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -27,14 +30,19 @@ def require_etcd() -> None:
 class Etcd:
     """One etcd member; ``url`` is its client URL."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, certs: Certs | None = None) -> None:
         require_etcd()
         self.data_dir = data_dir
+        self.certs = certs
         self.client_port = free_port()
         self.peer_port = free_port()
-        self.url = f"http://{HOST}:{self.client_port}"
+        self.url = f"{'https' if certs else 'http'}://{HOST}:{self.client_port}"
         self.proc: ServerProc | None = None
         self.start()
+
+    def client_tls(self) -> ssl.SSLContext | None:
+        """What a client of this etcd needs: the test CA and a client certificate."""
+        return self.certs.client_context(with_cert=True) if self.certs else None
 
     def start(self, timeout: float = 20.0) -> None:
         peer = f"http://{HOST}:{self.peer_port}"
@@ -55,6 +63,10 @@ class Etcd:
             "--initial-cluster",
             f"test={peer}",
         ]
+        if self.certs is not None:
+            cert, key = etcd_server_cert(self.certs)
+            cmd += ["--cert-file", str(cert), "--key-file", str(key)]
+            cmd += ["--trusted-ca-file", str(self.certs.ca), "--client-cert-auth"]
         log = open(self.data_dir.parent / f"etcd-{self.client_port}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -66,7 +78,7 @@ class Etcd:
         """Until it has a leader and serves reads (listening comes a little earlier)."""
         from discovery.etcd_client import EtcdClient, EtcdError
 
-        client = EtcdClient([(HOST, self.client_port)], timeout=1.0)
+        client = EtcdClient([(HOST, self.client_port)], timeout=1.0, tls=self.client_tls())
         deadline = time.monotonic() + timeout
         try:
             while True:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from certs import Certs
 from cluster_procs import (
     HOST,
     config_get,
@@ -264,6 +265,32 @@ def test_operator_removal_is_kept_in_etcd(ec: EtcdCluster) -> None:
     assert f"{n2.port}  removed" in listing.stdout, listing.stdout
 
 
+def test_config_node_on_etcd_over_tls_with_a_client_certificate(
+    tmp_path: Path, certs: Certs
+) -> None:
+    etcd = Etcd(tmp_path / "etcd", certs)
+    procs: list[ServerProc] = []
+    try:
+        tls = ["--etcd-cacert", str(certs.ca), "--etcd-cert", str(certs.client_cert)]
+        tls += ["--etcd-key", str(certs.client_key)]
+        cfg = start_config_node(None, "--etcd", etcd.url, *tls, "--heartbeat-timeout", "2")
+        procs.append(cfg)
+        node = start_member(f"{HOST}:{cfg.port}", INTERVAL, 0.5)
+        procs.append(node)
+        wait_for("the node listed", lambda: ports_in(doc_of(cfg)) == {node.port})
+        # without the client certificate etcd refuses the config node: it never publishes
+        bare = start_config_node(
+            None, "--etcd", etcd.url, "--etcd-cacert", str(certs.ca), "--heartbeat-timeout", "2"
+        )
+        procs.append(bare)
+        time.sleep(1.5)
+        assert doc_of(bare) is None and stats_of(bare.port)["cluster_version"] == "0"
+    finally:
+        for p in procs:
+            p.stop()
+        etcd.stop()
+
+
 def test_config_node_needs_a_state_file_or_etcd(tmp_path: Path) -> None:
     run = [sys.executable, str(ROOT / "cli.py"), "config-node", "-p", "0"]
     neither = subprocess.run(run, capture_output=True, text=True, timeout=30, cwd=ROOT)
@@ -277,7 +304,19 @@ def test_config_node_needs_a_state_file_or_etcd(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert both.returncode == 2 and "not both" in both.stderr
-    tls = subprocess.run(
-        run + ["--etcd", "https://etcd:2379"], capture_output=True, text=True, timeout=30, cwd=ROOT
+    mixed = subprocess.run(
+        run + ["--etcd", "https://e1:2379,http://e2:2379"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
     )
-    assert tls.returncode == 2 and "only http:// etcd endpoints" in tls.stderr
+    assert mixed.returncode == 2 and "all http:// or all https://" in mixed.stderr
+    cert_on_http = subprocess.run(
+        run + ["--etcd", "http://e1:2379", "--etcd-cacert", str(ROOT / "pyproject.toml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert cert_on_http.returncode == 2 and "need https://" in cert_on_http.stderr

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from certs import Certs
 from etcd_procs import Etcd
 from procs import free_port
 
@@ -30,7 +31,8 @@ def test_prefix_end_and_endpoints() -> None:
     assert prefix_end(b"\xff") == b"\0"
     assert parse_endpoints("http://e1:2379, e2:2380") == [("e1", 2379), ("e2", 2380)]
     assert parse_endpoints("http://[::1]:2379") == [("::1", 2379)]
-    for bad in ("", "https://e1:2379", "http://e1:2379/v3", "http://e1:x"):
+    assert parse_endpoints("https://e1:2379,https://e2") == [("e1", 2379), ("e2", 2379)]
+    for bad in ("", "ftp://e1:2379", "https://e1,http://e2", "http://e1:2379/v3", "http://e1:x"):
         with pytest.raises(ValueError):
             parse_endpoints(bad)
 
@@ -127,6 +129,22 @@ def test_fails_over_to_the_next_endpoint(etcd: Etcd) -> None:
     nobody = EtcdClient([dead], timeout=1.0)
     with pytest.raises(EtcdError, match="unreachable"):
         nobody.grant(5)
+
+
+def test_tls_needs_the_client_certificate(tmp_path: Path, certs: Certs) -> None:
+    etcd = Etcd(tmp_path / "etcd", certs)
+    try:
+        ok = EtcdClient(parse_endpoints(etcd.url), tls=etcd.client_tls())
+        assert ok.put(b"/tls", b"1") > 0
+        ok.close()
+        bare = EtcdClient(parse_endpoints(etcd.url), tls=certs.client_context())
+        with pytest.raises(EtcdError):
+            bare.put(b"/tls", b"2")
+        plain = EtcdClient(parse_endpoints(etcd.url.replace("https", "http")))
+        with pytest.raises(EtcdError):
+            plain.put(b"/tls", b"3")
+    finally:
+        etcd.stop()
 
 
 def test_heartbeat_cost_measurement_runs(etcd: Etcd) -> None:
