@@ -82,6 +82,12 @@ def ec(tmp_path: Path) -> Iterator[EtcdCluster]:
         c.close()
 
 
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``memcache-server ARGS`` to completion (bounded), output as text."""
+    cmd = [sys.executable, str(ROOT / "cli.py"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=ROOT)
+
+
 def doc_of(cfg: ServerProc) -> ClusterDocument | None:
     try:
         return config_get(cfg.port)
@@ -236,14 +242,7 @@ def test_operator_removal_is_kept_in_etcd(ec: EtcdCluster) -> None:
     a, b = ec.start_config(), ec.start_config()
     n1, n2 = ec.add_node(), ec.add_node()
     wait_for("both listed", lambda: all_list([a, b], {n1.port, n2.port}))
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "cluster", "remove", "--config"]
-        + [f"{HOST}:{a.port}", f"{HOST}:{n2.port}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
+    out = cli("cluster", "remove", "--config", f"{HOST}:{a.port}", f"{HOST}:{n2.port}")
     assert out.returncode == 0, out.stderr
     wait_for("n2 removed everywhere", lambda: all_list([a, b], {n1.port}))
     # n2 still heartbeats; restart both config nodes: the removal stands
@@ -254,14 +253,7 @@ def test_operator_removal_is_kept_in_etcd(ec: EtcdCluster) -> None:
         ec.start_config(port=port)
     time.sleep(TIMEOUT + 0.5)
     assert all_list(ec.configs, {n1.port})
-    listing = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "cluster", "nodes", "--config"]
-        + [f"{HOST}:{ec.configs[1].port}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
+    listing = cli("cluster", "nodes", "--config", f"{HOST}:{ec.configs[1].port}")
     assert f"{n2.port}  removed" in listing.stdout, listing.stdout
 
 
@@ -292,31 +284,13 @@ def test_config_node_on_etcd_over_tls_with_a_client_certificate(
 
 
 def test_config_node_needs_a_state_file_or_etcd(tmp_path: Path) -> None:
-    run = [sys.executable, str(ROOT / "cli.py"), "config-node", "-p", "0"]
-    neither = subprocess.run(run, capture_output=True, text=True, timeout=30, cwd=ROOT)
+    run = ("config-node", "-p", "0")
+    neither = cli(*run)
     assert neither.returncode == 2
     assert "--state-file PATH" in neither.stderr and "--etcd URL" in neither.stderr
-    both = subprocess.run(
-        run + ["--state-file", str(tmp_path / "s"), "--etcd", "http://127.0.0.1:1"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
+    both = cli(*run, "--state-file", str(tmp_path / "s"), "--etcd", "http://127.0.0.1:1")
     assert both.returncode == 2 and "not both" in both.stderr
-    mixed = subprocess.run(
-        run + ["--etcd", "https://e1:2379,http://e2:2379"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
+    mixed = cli(*run, "--etcd", "https://e1:2379,http://e2:2379")
     assert mixed.returncode == 2 and "all http:// or all https://" in mixed.stderr
-    cert_on_http = subprocess.run(
-        run + ["--etcd", "http://e1:2379", "--etcd-cacert", str(ROOT / "pyproject.toml")],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
+    cert_on_http = cli(*run, "--etcd", "http://e1", "--etcd-cacert", str(ROOT / "pyproject.toml"))
     assert cert_on_http.returncode == 2 and "need https://" in cert_on_http.stderr
