@@ -379,7 +379,7 @@ class EtcdRegistry:
             self._tombstones.clear()
             self._doc_nodes, self._doc_revision = (), 0
             for kv in kvs:
-                self._put(kv)
+                self._put(kv, count=False)  # a re-read after an outage is not a join
             self._revision = revision
             self._synced = True
             self._publish()
@@ -396,13 +396,13 @@ class EtcdRegistry:
             self._publish()
             self._cond.notify_all()
 
-    def _put(self, kv: KeyValue) -> None:
+    def _put(self, kv: KeyValue, count: bool = True) -> None:
         if kv.key.startswith(self.members_prefix):
             address = _parse_address(kv.value)
             key = _parse_suffix(kv.key[len(self.members_prefix) :])
             if address is None or key != address.key:
                 return  # not ours to interpret: written by hand, and wrongly
-            if key not in self._members and self._synced:
+            if key not in self._members and count:
                 self.counters.joins += 1
             self._members[key] = _Member(address, kv.lease)
             self._heard.setdefault(key, time.monotonic())
