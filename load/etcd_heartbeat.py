@@ -6,7 +6,9 @@ with the config node's own client:
 
 - latency, one request at a time: a keepalive, and a keepalive + put (the worst heartbeat);
 - throughput, with ``--concurrency`` clients each on its own connection, as config nodes would
-  be: keepalives per second, and keepalive + put per second.
+  be: keepalives per second, and keepalive + put per second;
+- heartbeats through one config node (run in this process) from ``--nodes`` joined nodes: what
+  one config node carries, its single etcd worker included.
 
 At a heartbeat interval of I seconds one etcd carries about ``keepalives/s x I`` nodes on the
 keepalive path (the steady state), and ``(keepalive+put)/s x I`` if every beat wrote.
@@ -28,7 +30,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from discovery.config_node import ConfigNode, ConfigNodeSettings
+from discovery.document import NodeAddress
 from discovery.etcd_client import EtcdClient, EtcdError, parse_endpoints
+from discovery.etcd_registry import EtcdSettings
+from discovery.wire import EndpointConnection, register_line
 
 PREFIX = b"/memcache-server/bench/"
 
@@ -133,6 +139,57 @@ def throughput(
     return out
 
 
+def _beat(port: int, nodes: list[NodeAddress], stop: float, lat: list[float]) -> None:
+    with EndpointConnection("127.0.0.1", port, 5.0) as conn:
+        i = 0
+        while time.monotonic() < stop:
+            line = register_line(nodes[i % len(nodes)], 0, None, fresh=False)
+            t = time.perf_counter()
+            conn.call(line)
+            lat.append(time.perf_counter() - t)
+            i += 1
+
+
+def through_config_node(
+    url: str, concurrency: int, seconds: float, nodes: int
+) -> tuple[float, list[float]]:
+    """Heartbeats per second one config node (in this process) turns into etcd keepalives,
+    from ``concurrency`` connections cycling over ``nodes`` joined nodes; and their latencies."""
+    etcd = EtcdSettings(parse_endpoints(url), "/memcache-server/bench-cluster/", 10.0)
+    cfg = ConfigNode(ConfigNodeSettings(port=0, heartbeat_timeout=10.0, etcd=etcd))
+    cfg.bind()
+    loop = threading.Thread(target=cfg.serve, daemon=True)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 20
+        while cfg.registry.version == 0:  # synchronised with etcd
+            if time.monotonic() > deadline:
+                raise SystemExit("the config node did not reach etcd")
+            time.sleep(0.05)
+        members = [
+            NodeAddress(f"node-{i}.bench", f"10.0.{i // 250}.{i % 250 + 1}", 11211)
+            for i in range(nodes)
+        ]
+        with EndpointConnection("127.0.0.1", cfg.port, 5.0) as conn:
+            for m in members:
+                conn.call(register_line(m, 0, None, fresh=True))
+        lats: list[list[float]] = [[] for _ in range(concurrency)]
+        stop = time.monotonic() + seconds
+        threads = [
+            threading.Thread(target=_beat, args=(cfg.port, members[i::concurrency], stop, lats[i]))
+            for i in range(concurrency)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(seconds + 30)
+    finally:
+        cfg.stop()
+        loop.join(5)
+    flat = [x for lat in lats for x in lat]
+    return len(flat) / seconds, flat
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--etcd", help="etcd client URL (default: start one, see --start-etcd)")
@@ -141,6 +198,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=5.0, help="per throughput measurement")
     ap.add_argument("--interval", type=float, default=1.0, help="heartbeat interval to size for")
+    ap.add_argument("--nodes", type=int, default=200, help="nodes joined to the config node")
     args = ap.parse_args()
     proc = None
     url = args.etcd
@@ -152,6 +210,7 @@ def main() -> None:
     try:
         lat = latency(url, args.requests)
         tp = throughput(url, args.concurrency, args.seconds, proc.pid if proc else None)
+        cfg_rate, cfg_lat = through_config_node(url, args.concurrency, args.seconds, args.nodes)
     finally:
         if proc is not None:
             proc.terminate()
@@ -174,8 +233,14 @@ def main() -> None:
             f"{cpu:9.2f} {rate * args.interval:17.0f} {per_core}"
         )
     print(
+        f"{'via config node':<15} {_pct(cfg_lat, 0.5):7.2f} {_pct(cfg_lat, 0.99):7.2f} "
+        f"{cfg_rate:7.0f} {'':>9} {cfg_rate * args.interval:17.0f}"
+    )
+    print(
         f"nodes = heartbeats per second x the {args.interval:g} s interval; measured: what this "
-        "client drove; per etcd core: the same rate scaled to one full core of etcd's CPU"
+        "client drove; per etcd core: the same rate scaled to one full core of etcd's CPU; "
+        f"via config node: heartbeats of {args.nodes} joined nodes through one config node "
+        "(in this process) to etcd"
     )
 
 

@@ -22,7 +22,7 @@ from discovery.etcd_client import (
     parse_endpoints,
     prefix_end,
 )
-from load.etcd_heartbeat import latency, throughput
+from load.etcd_heartbeat import latency, through_config_node, throughput
 
 
 def test_prefix_end_and_endpoints() -> None:
@@ -155,3 +155,9 @@ def test_heartbeat_cost_measurement_runs(etcd: Etcd) -> None:
     tp = throughput(etcd.url, 2, 0.5, etcd.proc.proc.pid)
     assert tp["keepalive"][0] > 0 and tp["keepalive+put"][0] > 0
     assert tp["keepalive"][1] > 0  # etcd spent CPU on them
+    rate, beats = through_config_node(etcd.url, 2, 0.5, 5)
+    assert rate > 0 and len(beats) == rate * 0.5
+    c = client_of(etcd)
+    _, kvs = c.range_prefix(b"/memcache-server/bench-cluster/members/")
+    assert len(kvs) == 5  # the five joined nodes, each on its lease
+    c.close()
