@@ -284,6 +284,9 @@ class EtcdRegistry:
             member = self._members.get(key)
             tomb = self._tombstones.get(key)
             self._heard[key] = time.monotonic()
+            if len(self._heard) > 2 * MAX_MEMBERS:  # forget nodes that are in etcd no more
+                known = self._members.keys() | self._tombstones.keys() | {key}
+                self._heard = {k: v for k, v in self._heard.items() if k in known}
         value = address.token().encode("ascii")
         if member is None and len(self._members) >= MAX_MEMBERS:
             return CLUSTER_FULL
