@@ -230,7 +230,7 @@ def test_etcd_restart_removes_nobody_and_changes_resume(ec: EtcdCluster) -> None
     assert after[0].version > doc.version
     # and n1 was never dropped: still there a heartbeat timeout later
     time.sleep(TIMEOUT + 0.5)
-    assert all_list([a, b], {n1.port, n2.port})
+    wait_for("both still listed", lambda: all_list([a, b], {n1.port, n2.port}))
     for cfg in (a, b):  # reading the prefix again after the outage counted nobody twice
         st = stats_of(cfg.port)
         assert (st["cluster_joins"], st["cluster_removals"]) == ("2", "0")
