@@ -49,9 +49,10 @@ def _check_token(token: str | None) -> None:
     "-p",
     "--port",
     type=int,
-    default=11211,
+    default=11311,
     show_default=True,
-    help="TCP port; 0 picks a free port and prints it on stdout.",
+    help="TCP port (not 11211, so a cache node can share the host); 0 picks a free port and "
+    "prints it on stdout.",
 )
 @click.option(
     "-l",
@@ -174,7 +175,7 @@ def config_node_command(
         node.bind()
     except StateError as exc:
         click.echo(str(exc), err=True)
-        sys.exit(66)
+        sys.exit(exc.exit_code)
     except OSError as exc:
         click.echo(f"failed to listen: {exc.strerror or exc}", err=True)
         sys.exit(71)
@@ -292,14 +293,30 @@ def _connect(config: str) -> EndpointConnection:
         raise click.ClickException(f"cannot reach the config node {config}: {exc}") from None
 
 
+def _ask(conn: EndpointConnection, config: str, line: bytes) -> bytes:
+    """One operator command; a plain ERROR means ``config`` is no config node (most often a
+    cache node given by mistake), which is said in those words."""
+    try:
+        return conn.call(line)
+    except ReplyError as exc:
+        if exc.line.rstrip(b"\r\n") == b"ERROR":
+            raise click.ClickException(
+                f"{config} is not a config node: it does not know '{line.split()[0].decode()}' "
+                "(a cache node?); give --config the configuration endpoint"
+            ) from None
+        raise click.ClickException(f"{config}: {exc}") from None
+    except OSError as exc:
+        raise click.ClickException(f"{config}: {exc}") from None
+
+
 @click.command("nodes", context_settings=CONTEXT)
 @click.option("--config", "config", required=True, help="The config node, HOST:PORT.")
 def nodes_command(config: str) -> None:
     """List the cluster's nodes with their state, and the current version."""
     with _connect(config) as conn:
         try:
-            version, rows = parse_listing(conn.call(NODES + b"\r\n"))
-        except (ReplyError, OSError, ValueError) as exc:
+            version, rows = parse_listing(_ask(conn, config, NODES + b"\r\n"))
+        except ValueError as exc:
             raise click.ClickException(f"{config}: {exc}") from None
     listed = sum(1 for r in rows if r.state not in ("left", "removed"))
     click.echo(f"version {version}, {listed} node(s)")
@@ -328,10 +345,7 @@ def remove_command(config: str, cluster_token: str | None, node: str) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="NODE") from None
     with _connect(config) as conn:
-        try:
-            reply = conn.call(remove_line(host, port, cluster_token))
-        except (ReplyError, OSError) as exc:
-            raise click.ClickException(f"{config}: {exc}") from None
+        reply = _ask(conn, config, remove_line(host, port, cluster_token))
     if reply != b"DELETED\r\n":
         raise click.ClickException(f"{host}:{port} is not a member of the cluster")
     click.echo(f"removed {host}:{port}")

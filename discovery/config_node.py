@@ -191,6 +191,7 @@ class ConfigNode:
                 n = len(doc.nodes) if doc else 0
                 self.log(f"published version {self.registry.version} with {n} node(s)")
         except (OSError, VersionExhausted) as exc:
+            self.registry.counters.publish_failures += 1
             if not self._publish_failing:  # once, not every tick while the disk stays full
                 print(f"config-node: cannot publish: {exc}", file=sys.stderr, flush=True)
             self._publish_failing = True
@@ -526,4 +527,5 @@ class ConfigNode:
             ("cluster_heartbeats", c.heartbeats),
             ("cluster_heartbeat_failures", c.heartbeat_failures),
             ("cluster_config_requests", c.config_requests),
+            ("cluster_publish_failures", c.publish_failures),
         ]
