@@ -258,6 +258,12 @@ def _extended_help() -> str:
     return head + "\n".join(lines)
 
 
+class _FlagError(click.UsageError):
+    """A bad flag on the node's command line: memcached exits 1 for it, click would exit 2."""
+
+    exit_code = ExitCode.FAILURE
+
+
 class _NodeGroup(click.Group):
     """memcached exits 1 on a flag it does not know or a flag missing its value; click's 2 is
     kept for the subcommands, which have no memcached counterpart."""
@@ -272,8 +278,7 @@ class _NodeGroup(click.Group):
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as exc:
-            exc.exit_code = ExitCode.FAILURE
-            raise
+            raise _FlagError(exc.message, exc.ctx) from None
 
 
 @click.group(
