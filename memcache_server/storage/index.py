@@ -8,6 +8,9 @@ again: they live in the item's chunk, and ``key_of(handle)`` reads them back to 
 
 Linear probing with backward-shift deletion (no tombstones, so churn never degrades probes).
 Not thread-safe: the store calls it under its lock.
+
+The arrays live in the shared segment (``IndexAreas``): two areas of the largest size the index
+can reach, used in turn, so a resize copies from one to the other and releases the old one.
 """
 
 from __future__ import annotations
@@ -15,26 +18,75 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable
 
-__all__ = ["KeyIndex"]
+from memcache_server.storage.segment import ALIGN, Segment
+from memcache_server.storage.slabs import SlabTable
+
+__all__ = ["KeyIndex", "IndexAreas", "index_capacity"]
 
 EMPTY = -1
 MIN_CAPACITY = 1 << 12
+ENTRY_BYTES = 16  # an 8-byte handle and an 8-byte hash
+
+
+def index_capacity(table: SlabTable, max_pages: int) -> int:
+    """The largest capacity the index can need: every page (each class may hold one beyond the
+    limit) full of the smallest chunks, kept at most half full."""
+    most_items = (max_pages + len(table.sizes)) * max(table.perslab)
+    cap = MIN_CAPACITY
+    while cap < 2 * most_items + 2:
+        cap *= 2
+    return cap
+
+
+class IndexAreas:
+    """Two segment areas for the index arrays, handed out in turn by ``take``."""
+
+    __slots__ = ("segment", "capacity", "areas", "turn")
+
+    def __init__(self, segment: Segment, capacity: int) -> None:
+        self.segment = segment
+        self.capacity = capacity
+        self.areas = [segment.carve(ENTRY_BYTES * capacity) for _ in range(2)]
+        self.turn = 0
+
+    @staticmethod
+    def reserve(capacity: int) -> int:
+        """Segment bytes two areas of ``capacity`` entries take."""
+        return 2 * (ENTRY_BYTES * capacity + ALIGN)
+
+    def take(self, capacity: int) -> tuple[memoryview, memoryview]:
+        """Handle and hash arrays of ``capacity`` entries (handles EMPTY) in the next area; the
+        area before it is given back to the kernel (its arrays must no longer be used)."""
+        if capacity > self.capacity:
+            raise MemoryError(f"key index cannot grow past {self.capacity} entries")
+        off, area = self.areas[self.turn]
+        self.turn ^= 1
+        handles = area[: 8 * capacity].cast("q")
+        hashes = area[8 * capacity : 16 * capacity].cast("q")
+        handles[:] = array("q", [EMPTY]) * capacity
+        hashes[:] = array("q", bytes(8 * capacity))
+        return handles, hashes
+
+    def release_other(self) -> None:
+        """Give back the area not in use (after a resize has copied out of it)."""
+        off, area = self.areas[self.turn]
+        self.segment.release(off, len(area))
 
 
 class KeyIndex:
     """Open-addressed key -> handle map. ``key_of(handle)`` returns the stored key bytes."""
 
-    __slots__ = ("handles", "hashes", "mask", "count", "key_of")
+    __slots__ = ("handles", "hashes", "mask", "count", "key_of", "areas")
 
-    def __init__(self, key_of: Callable[[int], bytes | memoryview],
+    def __init__(self, key_of: Callable[[int], bytes | memoryview], areas: IndexAreas,
                  capacity: int = MIN_CAPACITY) -> None:
         self.key_of = key_of
+        self.areas = areas
         self.count = 0
         self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
-        self.handles = array("q", [EMPTY]) * capacity
-        self.hashes = array("q", bytes(8 * capacity))
+        self.handles, self.hashes = self.areas.take(capacity)
         self.mask = capacity - 1
 
     @property
@@ -144,6 +196,9 @@ class KeyIndex:
                 i = (i + 1) & mask
             handles[i] = hd
             hashes[i] = h
+        old_handles.release()
+        old_hashes.release()
+        self.areas.release_other()
 
     def handles_snapshot(self) -> list[int]:
         return [hd for hd in self.handles if hd != EMPTY]

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from memcache_server.storage.clock import Clock
-from memcache_server.storage.index import KeyIndex
+from memcache_server.storage.index import IndexAreas, KeyIndex, index_capacity
+from memcache_server.storage.segment import Segment
 from memcache_server.storage.slabclass import (
     CHUNKED,
     DATA_CHUNK,
@@ -28,6 +29,7 @@ from memcache_server.storage.slabclass import (
     NIL,
     SLOT_BYTES,
     SlabClass,
+    class_bytes,
 )
 from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE, SlabTable
 
@@ -108,6 +110,13 @@ class SizeHistogram:
                 self.counts.pop(bucket, None)
 
 
+def segment_size(table: SlabTable, max_pages: int) -> int:
+    """Bytes of segment a store reserves: every class's pages and columns, and the index."""
+    total = sum(class_bytes(size, perslab, max_pages)
+                for size, perslab in zip(table.sizes, table.perslab, strict=True))
+    return total + IndexAreas.reserve(index_capacity(table, max_pages))
+
+
 class Items:
     """All items of a node, and the steps on them that run with ``lock`` held."""
 
@@ -123,10 +132,15 @@ class Items:
         self.clock = clock
         self.header_fn = header_fn
         self.lock = threading.Lock()
+        # Every byte of cache memory lives in one shared segment, sized from -m here.
+        max_pages = limits.memory_limit // PAGE_SIZE + 1
+        self.segment = Segment(segment_size(table, max_pages))
         self.classes = [
-            SlabClass(i, table.sizes[i], table.perslab[i]) for i in range(len(table.sizes))
+            SlabClass(i, table.sizes[i], table.perslab[i], self.segment, max_pages)
+            for i in range(len(table.sizes))
         ]
-        self.index = KeyIndex(self.do_key_view)
+        self.index = KeyIndex(self.do_key_view, IndexAreas(self.segment, index_capacity(
+            table, max_pages)))
         self.chunk_lists: dict[int, list[int]] = {}  # header handle -> data chunk handles
         self.memory_limit = limits.memory_limit
         self.malloced = 0  # bytes of pages handed to classes
@@ -163,7 +177,7 @@ class Items:
         A page in the global pool is already counted as allocated, so taking it only needs room
         for the new class's metadata columns. A class giving a page away gets none meanwhile
         (the page being emptied must stay its last)."""
-        if cls.kill_lo != KILL_NONE:
+        if cls.kill_lo != KILL_NONE or not cls.has_room():
             return False
         cost = PAGE_SIZE + cls.perslab * SLOT_BYTES
         pooled = PAGE_SIZE if self.pool_pages else 0
@@ -177,7 +191,7 @@ class Items:
 
     def do_add_page(self, cls: SlabClass) -> None:
         """Hand ``cls`` one more page and charge it (the caller checked the budget)."""
-        cls.add_page(bytearray(cls.perslab * cls.size))
+        cls.add_page()
         self.malloced += PAGE_SIZE
         self.columns_bytes += cls.perslab * SLOT_BYTES
 

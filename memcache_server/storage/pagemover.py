@@ -125,9 +125,9 @@ class PageMove:
             st.do_release_pool()
         else:
             d = st.classes[self.dst]
-            if not d.pages or (
+            if d.has_room() and (not d.pages or (
                 st.used_memory() + PAGE_SIZE + d.perslab * SLOT_BYTES <= st.memory_limit
-            ):
+            )):
                 st.do_add_page(d)
 
     def _room(self, c: SlabClass, moving: int) -> int:

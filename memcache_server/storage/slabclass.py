@@ -1,13 +1,18 @@
 """A slab class's memory: its 1 MB pages, the per-chunk metadata columns, free list and LRU.
 
-memcached's slabs.c side of the store: item bytes live in ``bytearray`` pages and the metadata
-memcached keeps in its item header lives in flat ``array`` columns indexed by chunk slot. A
+memcached's slabs.c side of the store: item bytes live in 1 MB pages and the metadata memcached
+keeps in its item header lives in flat typed columns indexed by chunk slot, both carved out of the
+node's shared segment (``storage/segment.py``), so every process mapping it sees one store. A
 ``SlabClass`` is state only; it is read and written under the store's lock (``storage/items.py``).
 """
 
 from __future__ import annotations
 
 from array import array
+from typing import Literal
+
+from memcache_server.storage.segment import ALIGN, Segment
+from memcache_server.storage.slabs import PAGE_SIZE
 
 __all__ = [
     "SlabClass",
@@ -23,11 +28,22 @@ __all__ = [
     "STALE",
     "TOKEN_SENT",
     "KEY_BINARY",
+    "class_bytes",
 ]
 
 SLOT_BYTES = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 1 + 1  # the per-chunk metadata columns below
 NIL = -1
 KILL_NONE = 1 << 62  # SlabClass.kill_lo while no page of the class is being emptied
+
+PAGE_BYTES = PAGE_SIZE
+# The per-slot header fields, in the order they sit in a class's column area.
+ColumnFormat = Literal["Q", "q", "I", "H", "B"]
+COLUMNS: tuple[tuple[str, ColumnFormat], ...] = (
+    ("cas", "Q"), ("exp", "q"), ("atime", "q"), ("prev", "q"), ("nxt", "q"),
+    ("blen", "I"), ("flags", "I"), ("plen", "H"), ("klen", "B"), ("bits", "B"),
+)
+COLUMN_WIDTH = {"Q": 8, "q": 8, "I": 4, "H": 2, "B": 1}
+COLUMN_BYTES = sum(COLUMN_WIDTH[fmt] for _name, fmt in COLUMNS)
 
 # bits column
 IN_USE = 1
@@ -66,6 +82,13 @@ CLASS_COUNTERS: tuple[str, ...] = SLAB_COUNTERS + (
 )
 
 
+def class_bytes(size: int, perslab: int, max_pages: int) -> int:
+    """Bytes of segment one class reserves: its pages and its columns, each page-aligned."""
+    if not size:
+        return 0
+    return max_pages * PAGE_BYTES + ALIGN + COLUMN_BYTES * max_pages * perslab + ALIGN
+
+
 class SlabClass:
     """One slab class: its pages, metadata columns, free list, LRU and counters."""
 
@@ -93,25 +116,40 @@ class SlabClass:
         "mem_requested",
         "used_chunks",
         "kill_lo",
+        "max_pages",
+        "segment",
+        "page_area",
+        "page_offset",
+        "column_area",
+        "column_offset",
         *CLASS_COUNTERS,
     )
 
-    def __init__(self, cid: int, size: int, perslab: int) -> None:
+    def __init__(self, cid: int, size: int, perslab: int, segment: Segment,
+                 max_pages: int) -> None:
         self.cid = cid
         self.size = size
         self.perslab = perslab
-        self.pages: list[bytearray] = []
-        self.views: list[memoryview] = []
-        self.cas = array("Q")
-        self.exp = array("q")
-        self.atime = array("q")
-        self.prev = array("q")
-        self.nxt = array("q")  # LRU next, or the free-list link for free slots
-        self.blen = array("I")
-        self.flags = array("I")
-        self.plen = array("H")
-        self.klen = array("B")
-        self.bits = bytearray()
+        # Memory in the shared segment: room for ``max_pages`` pages, one after another, and
+        # a column per header field long enough for all their slots (sparse until used).
+        self.segment = segment
+        self.max_pages = max_pages if size else 0
+        self.page_offset, self.page_area = segment.carve(self.max_pages * PAGE_BYTES)
+        slots = self.max_pages * perslab
+        self.column_offset, self.column_area = segment.carve(COLUMN_BYTES * slots)
+        cols = self._columns(slots)
+        self.pages: list[memoryview] = []
+        self.views = self.pages  # the same views: read and written alike
+        self.cas = cols["cas"]
+        self.exp = cols["exp"]
+        self.atime = cols["atime"]
+        self.prev = cols["prev"]
+        self.nxt = cols["nxt"]  # LRU next, or the free-list link for free slots
+        self.blen = cols["blen"]
+        self.flags = cols["flags"]
+        self.plen = cols["plen"]
+        self.klen = cols["klen"]
+        self.bits = cols["bits"]
         self.free_head = NIL
         self.free_count = 0
         self.lru_head = NIL  # most recently used handle
@@ -128,22 +166,33 @@ class SlabClass:
         # slots from there on are not handed out again.
         self.kill_lo = KILL_NONE
 
-    def add_page(self, page: bytearray) -> None:
-        base = len(self.pages) * self.perslab
-        self.pages.append(page)
-        self.views.append(memoryview(page))
+    def _columns(self, slots: int) -> dict[str, memoryview]:
+        """Typed views of the column area, one per field, widest first (so all are aligned)."""
+        out = {}
+        off = 0
+        for name, fmt in COLUMNS:
+            width = COLUMN_WIDTH[fmt]
+            out[name] = self.column_area[off : off + width * slots].cast(fmt)
+            off += width * slots
+        return out
+
+    @property
+    def nslots(self) -> int:
+        """Slots of the pages the class holds now."""
+        return len(self.pages) * self.perslab
+
+    def has_room(self) -> bool:
+        """Whether the class's reservation in the segment takes one more page."""
+        return len(self.pages) < self.max_pages
+
+    def add_page(self) -> None:
+        """Take the next page of the class's reservation (it reads as zeros: new, or released
+        when the class last gave a page away) and chain its slots into the free list."""
+        k = len(self.pages)
+        base = k * self.perslab
+        start = k * PAGE_BYTES
+        self.pages.append(self.page_area[start : start + self.perslab * self.size])
         n = self.perslab
-        zeros8 = bytes(8 * n)
-        self.cas.frombytes(zeros8)
-        self.exp.frombytes(zeros8)
-        self.atime.frombytes(zeros8)
-        self.prev.frombytes(zeros8)
-        self.nxt.frombytes(zeros8)
-        self.blen.frombytes(bytes(4 * n))
-        self.flags.frombytes(bytes(4 * n))
-        self.plen.frombytes(bytes(2 * n))
-        self.klen.frombytes(bytes(n))
-        self.bits.extend(bytes(n))
         # Chain the page's slots in order (so its first chunk is handed out first) in front of
         # the free list; the list is doubly linked so a page move can unlist any slot in O(1).
         head = self.free_head
@@ -158,13 +207,17 @@ class SlabClass:
 
     def drop_last_page(self) -> None:
         """Forget the last page and its slots (a page move emptied it first)."""
-        lo = (len(self.pages) - 1) * self.perslab
+        k = len(self.pages) - 1
+        lo = k * self.perslab
+        n = self.perslab
         self.pages.pop()
-        self.views.pop()
-        for col in (self.cas, self.exp, self.atime, self.prev, self.nxt, self.blen, self.flags,
-                    self.plen, self.klen):
-            del col[lo:]
-        del self.bits[lo:]
+        slots = self.max_pages * n
+        off = 0
+        for _name, fmt in COLUMNS:
+            width = COLUMN_WIDTH[fmt]
+            self.column_area[off + width * lo : off + width * (lo + n)] = bytes(width * n)
+            off += width * slots
+        self.segment.release(self.page_offset + k * PAGE_BYTES, PAGE_BYTES)
 
     def pop_free(self) -> int:
         slot = self.free_head

@@ -304,7 +304,7 @@ class Store(StoreStats):
         reclaimed = 0
         with self.lock:
             c = self.classes[cid]
-            end = min(start + count, len(c.bits))
+            end = min(start + count, c.nslots)
             bits = c.bits
             for s in range(start, end):
                 b = bits[s]
@@ -324,4 +324,4 @@ class Store(StoreStats):
                         self.expired_unfetched += 1
                     self.do_unlink(h)
                     reclaimed += 1
-            return (end if end < len(c.bits) else -1), reclaimed
+            return (end if end < c.nslots else -1), reclaimed

@@ -49,7 +49,7 @@ def check_free_list(store: Store, cid: int) -> None:
         assert not c.bits[s] & IN_USE
         seen.append(s)
         prev, s = s, c.nxt[s]
-        assert len(seen) <= len(c.bits)
+        assert len(seen) <= c.nslots
     assert len(seen) == c.free_count
     assert c.used_chunks + c.free_count == len(c.pages) * c.perslab
 
@@ -75,7 +75,7 @@ def test_move_rescues_every_item_when_the_class_has_room() -> None:
     move(store, cid, dst)
     c = store.classes[cid]
     assert len(c.pages) == 2 and len(store.classes[dst].pages) == 1
-    assert len(c.bits) == 2 * per
+    assert c.nslots == 2 * per
     assert store.moves.rescues == per // 2 and store.moves.evictions_nomem == 0
     assert store.moves.slabs_moved == 1
     assert lru_keys(store, cid) == order
@@ -205,7 +205,9 @@ def test_move_refused_without_a_spare_page_and_columns_truncated() -> None:
     cols = store.columns_bytes
     move(store, cid, POOL)
     assert store.columns_bytes == cols - per * SLOT_BYTES
-    assert len(store.classes[cid].cas) == per
+    c = store.classes[cid]
+    assert c.nslots == per
+    assert not any(c.cas[per : 2 * per]) and not any(c.bits[per : 2 * per])
 
 
 def test_writes_between_batches_never_land_on_the_page_being_emptied() -> None:
