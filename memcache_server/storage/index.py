@@ -18,7 +18,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable
 
-from memcache_server.storage.segment import ALIGN, Segment
+from memcache_server.storage.segment import ALIGN, Segment, Word
 from memcache_server.storage.slabs import SlabTable
 
 __all__ = ["KeyIndex", "IndexAreas", "index_capacity"]
@@ -26,6 +26,7 @@ __all__ = ["KeyIndex", "IndexAreas", "index_capacity"]
 EMPTY = -1
 MIN_CAPACITY = 1 << 12
 ENTRY_BYTES = 16  # an 8-byte handle and an 8-byte hash
+WORDS = 4  # the index's shared words: count, mask, the area in use
 
 
 def index_capacity(table: SlabTable, max_pages: int) -> int:
@@ -39,55 +40,73 @@ def index_capacity(table: SlabTable, max_pages: int) -> int:
 
 
 class IndexAreas:
-    """Two segment areas for the index arrays, handed out in turn by ``take``."""
+    """The index's shared words and two segment areas for its arrays, used in turn."""
 
-    __slots__ = ("segment", "capacity", "areas", "turn")
+    __slots__ = ("segment", "capacity", "areas", "words")
+
+    turn = Word(2)  # the area holding the arrays now
 
     def __init__(self, segment: Segment, capacity: int) -> None:
         self.segment = segment
         self.capacity = capacity
+        self.words = segment.carve(8 * WORDS)[1].cast("q")
         self.areas = [segment.carve(ENTRY_BYTES * capacity) for _ in range(2)]
-        self.turn = 0
 
     @staticmethod
     def reserve(capacity: int) -> int:
-        """Segment bytes two areas of ``capacity`` entries take."""
-        return 2 * (ENTRY_BYTES * capacity + ALIGN)
+        """Segment bytes the words and two areas of ``capacity`` entries take."""
+        return ALIGN + 2 * (ENTRY_BYTES * capacity + ALIGN)
+
+    def arrays(self, capacity: int) -> tuple[memoryview, memoryview]:
+        """The handle and hash arrays of ``capacity`` entries in the area in use."""
+        area = self.areas[self.turn][1]
+        return area[: 8 * capacity].cast("q"), area[8 * capacity : 16 * capacity].cast("q")
 
     def take(self, capacity: int) -> tuple[memoryview, memoryview]:
-        """Handle and hash arrays of ``capacity`` entries (handles EMPTY) in the next area; the
-        area before it is given back to the kernel (its arrays must no longer be used)."""
+        """Empty arrays of ``capacity`` entries in the other area, which becomes the one in use."""
         if capacity > self.capacity:
             raise MemoryError(f"key index cannot grow past {self.capacity} entries")
-        off, area = self.areas[self.turn]
         self.turn ^= 1
-        handles = area[: 8 * capacity].cast("q")
-        hashes = area[8 * capacity : 16 * capacity].cast("q")
+        handles, hashes = self.arrays(capacity)
         handles[:] = array("q", [EMPTY]) * capacity
         hashes[:] = array("q", bytes(8 * capacity))
         return handles, hashes
 
     def release_other(self) -> None:
         """Give back the area not in use (after a resize has copied out of it)."""
-        off, area = self.areas[self.turn]
+        off, area = self.areas[self.turn ^ 1]
         self.segment.release(off, len(area))
 
 
 class KeyIndex:
     """Open-addressed key -> handle map. ``key_of(handle)`` returns the stored key bytes."""
 
-    __slots__ = ("handles", "hashes", "mask", "count", "key_of", "areas")
+    __slots__ = ("handles", "hashes", "mask", "key_of", "areas", "words")
+
+    # Shared with every process mapping the segment; ``mask`` and the arrays are this process's
+    # views of the area in use, re-taken by ``sync`` when another process resized the index.
+    count = Word(0)
+    shared_mask = Word(1)
 
     def __init__(self, key_of: Callable[[int], bytes | memoryview], areas: IndexAreas,
                  capacity: int = MIN_CAPACITY) -> None:
         self.key_of = key_of
         self.areas = areas
+        self.words = areas.words
         self.count = 0
+        self.areas.turn = 1  # so the first take fills area 0
         self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
         self.handles, self.hashes = self.areas.take(capacity)
         self.mask = capacity - 1
+        self.shared_mask = self.mask
+
+    def sync(self) -> None:
+        """Follow a resize another process made (callers hold the store's lock)."""
+        if self.mask != self.words[1]:
+            self.mask = self.shared_mask
+            self.handles, self.hashes = self.areas.arrays(self.mask + 1)
 
     @property
     def nbytes(self) -> int:
@@ -98,6 +117,7 @@ class KeyIndex:
         return self.count
 
     def get(self, key: bytes) -> int | None:
+        self.sync()
         h = hash(key)
         mask = self.mask
         i = h & mask
@@ -113,6 +133,7 @@ class KeyIndex:
 
     def put(self, key: bytes, handle: int) -> int | None:
         """Map ``key`` to ``handle``; returns the handle it replaced, if any."""
+        self.sync()
         h = hash(key)
         mask = self.mask
         i = h & mask
@@ -134,6 +155,7 @@ class KeyIndex:
 
     def remove(self, key: bytes, handle: int) -> bool:
         """Remove ``key`` if it maps to ``handle`` (backward-shift deletion)."""
+        self.sync()
         h = hash(key)
         mask = self.mask
         i = h & mask
@@ -166,6 +188,7 @@ class KeyIndex:
 
     def replace_handle(self, key: bytes, old: int, new: int) -> None:
         """Point ``key`` at a new handle (the item moved) without rehashing."""
+        self.sync()
         h = hash(key)
         mask = self.mask
         i = h & mask
@@ -201,4 +224,5 @@ class KeyIndex:
         self.areas.release_other()
 
     def handles_snapshot(self) -> list[int]:
+        self.sync()
         return [hd for hd in self.handles if hd != EMPTY]

@@ -21,8 +21,9 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+from typing import Any
 
-__all__ = ["Segment", "ALIGN"]
+__all__ = ["Segment", "Word", "ALIGN"]
 
 ALIGN = 4096  # every carved area starts on a kernel page, so it can be released on its own
 SHM_DIR = "/dev/shm"
@@ -68,3 +69,23 @@ class Segment:
         hi = (offset + nbytes) // ALIGN * ALIGN
         if hi > lo:
             self.map.madvise(mmap.MADV_REMOVE, lo, hi - lo)
+
+
+class Word:
+    """An attribute that is a signed 64-bit word in the segment: ``obj.words[index]``.
+
+    Why: state every process must see the same (list heads, counts, the CAS counter) reads and
+    writes like a plain attribute, so the code that uses it did not change; ``words`` is a
+    ``memoryview`` cast to ``q`` over the owner's header area."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __get__(self, obj: Any, owner: Any = None) -> int:
+        words: memoryview = obj.words
+        return int(words[self.index])
+
+    def __set__(self, obj: Any, value: int) -> None:
+        obj.words[self.index] = value

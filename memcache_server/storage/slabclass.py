@@ -11,7 +11,7 @@ from __future__ import annotations
 from array import array
 from typing import Literal
 
-from memcache_server.storage.segment import ALIGN, Segment
+from memcache_server.storage.segment import ALIGN, Segment, Word
 from memcache_server.storage.slabs import PAGE_SIZE
 
 __all__ = [
@@ -28,6 +28,10 @@ __all__ = [
     "STALE",
     "TOKEN_SENT",
     "KEY_BINARY",
+    "W_LRU_HEAD",
+    "W_LRU_TAIL",
+    "W_ITEMS",
+    "W_MEM_REQUESTED",
     "class_bytes",
 ]
 
@@ -43,6 +47,10 @@ COLUMNS: tuple[tuple[str, ColumnFormat], ...] = (
     ("blen", "I"), ("flags", "I"), ("plen", "H"), ("klen", "B"), ("bits", "B"),
 )
 COLUMN_WIDTH = {"Q": 8, "q": 8, "I": 4, "H": 2, "B": 1}
+HEADER_WORDS = 16  # a class's shared words (see SlabClass), with room to spare
+# Their indexes, for the hot paths that index ``words`` directly.
+W_NPAGES, W_FREE_HEAD, W_FREE_COUNT, W_LRU_HEAD, W_LRU_TAIL = 0, 1, 2, 3, 4
+W_ITEMS, W_MEM_REQUESTED, W_USED_CHUNKS, W_KILL_LO = 5, 6, 7, 8
 COLUMN_BYTES = sum(COLUMN_WIDTH[fmt] for _name, fmt in COLUMNS)
 
 # bits column
@@ -83,10 +91,9 @@ CLASS_COUNTERS: tuple[str, ...] = SLAB_COUNTERS + (
 
 
 def class_bytes(size: int, perslab: int, max_pages: int) -> int:
-    """Bytes of segment one class reserves: its pages and its columns, each page-aligned."""
-    if not size:
-        return 0
-    return max_pages * PAGE_BYTES + ALIGN + COLUMN_BYTES * max_pages * perslab + ALIGN
+    """Bytes of segment one class reserves: its words, pages and columns, each page-aligned."""
+    pages = max_pages if size else 0
+    return ALIGN + pages * PAGE_BYTES + ALIGN + COLUMN_BYTES * pages * perslab + ALIGN
 
 
 class SlabClass:
@@ -96,8 +103,6 @@ class SlabClass:
         "cid",
         "size",
         "perslab",
-        "pages",
-        "views",
         "cas",
         "exp",
         "atime",
@@ -108,22 +113,28 @@ class SlabClass:
         "plen",
         "klen",
         "bits",
-        "free_head",
-        "free_count",
-        "lru_head",
-        "lru_tail",
-        "items",
-        "mem_requested",
-        "used_chunks",
-        "kill_lo",
         "max_pages",
         "segment",
         "page_area",
         "page_offset",
         "column_area",
         "column_offset",
+        "words",
         *CLASS_COUNTERS,
     )
+
+    # The class's shared state, in its header area of the segment (see segment.Word).
+    npages = Word(W_NPAGES)
+    free_head = Word(W_FREE_HEAD)
+    free_count = Word(W_FREE_COUNT)
+    lru_head = Word(W_LRU_HEAD)  # most recently used handle
+    lru_tail = Word(W_LRU_TAIL)
+    items = Word(W_ITEMS)
+    mem_requested = Word(W_MEM_REQUESTED)
+    used_chunks = Word(W_USED_CHUNKS)
+    # First slot of the page being emptied by a page move (KILL_NONE when none is): freed
+    # slots from there on are not handed out again.
+    kill_lo = Word(W_KILL_LO)
 
     def __init__(self, cid: int, size: int, perslab: int, segment: Segment,
                  max_pages: int) -> None:
@@ -134,12 +145,12 @@ class SlabClass:
         # a column per header field long enough for all their slots (sparse until used).
         self.segment = segment
         self.max_pages = max_pages if size else 0
+        self.words = segment.carve(HEADER_WORDS * 8)[1].cast("q")
         self.page_offset, self.page_area = segment.carve(self.max_pages * PAGE_BYTES)
         slots = self.max_pages * perslab
         self.column_offset, self.column_area = segment.carve(COLUMN_BYTES * slots)
         cols = self._columns(slots)
-        self.pages: list[memoryview] = []
-        self.views = self.pages  # the same views: read and written alike
+        self.npages = 0
         self.cas = cols["cas"]
         self.exp = cols["exp"]
         self.atime = cols["atime"]
@@ -152,7 +163,7 @@ class SlabClass:
         self.bits = cols["bits"]
         self.free_head = NIL
         self.free_count = 0
-        self.lru_head = NIL  # most recently used handle
+        self.lru_head = NIL
         self.lru_tail = NIL
         self.items = 0
         self.mem_requested = 0
@@ -162,8 +173,6 @@ class SlabClass:
         self.evicted = self.evicted_nonzero = self.evicted_time = self.outofmemory = 0
         self.reclaimed = self.expired_unfetched = self.evicted_unfetched = 0
         self.crawler_reclaimed = self.crawler_items_checked = 0
-        # First slot of the page being emptied by a page move (KILL_NONE when none is): freed
-        # slots from there on are not handed out again.
         self.kill_lo = KILL_NONE
 
     def _columns(self, slots: int) -> dict[str, memoryview]:
@@ -179,19 +188,22 @@ class SlabClass:
     @property
     def nslots(self) -> int:
         """Slots of the pages the class holds now."""
-        return len(self.pages) * self.perslab
+        return self.npages * self.perslab
 
     def has_room(self) -> bool:
         """Whether the class's reservation in the segment takes one more page."""
-        return len(self.pages) < self.max_pages
+        return self.npages < self.max_pages
+
+    def at(self, slot: int) -> int:
+        """Offset of ``slot``'s chunk in ``page_area`` (page k starts k MB in)."""
+        return (slot // self.perslab) * PAGE_BYTES + (slot % self.perslab) * self.size
 
     def add_page(self) -> None:
         """Take the next page of the class's reservation (it reads as zeros: new, or released
         when the class last gave a page away) and chain its slots into the free list."""
-        k = len(self.pages)
+        k = self.npages
         base = k * self.perslab
-        start = k * PAGE_BYTES
-        self.pages.append(self.page_area[start : start + self.perslab * self.size])
+        self.npages = k + 1
         n = self.perslab
         # Chain the page's slots in order (so its first chunk is handed out first) in front of
         # the free list; the list is doubly linked so a page move can unlist any slot in O(1).
@@ -207,10 +219,10 @@ class SlabClass:
 
     def drop_last_page(self) -> None:
         """Forget the last page and its slots (a page move emptied it first)."""
-        k = len(self.pages) - 1
+        k = self.npages - 1
         lo = k * self.perslab
         n = self.perslab
-        self.pages.pop()
+        self.npages = k
         slots = self.max_pages * n
         off = 0
         for _name, fmt in COLUMNS:
@@ -220,29 +232,32 @@ class SlabClass:
         self.segment.release(self.page_offset + k * PAGE_BYTES, PAGE_BYTES)
 
     def pop_free(self) -> int:
-        slot = self.free_head
+        # Words indexed directly on the set path: a Word attribute costs a Python call.
+        w = self.words
+        slot = w[W_FREE_HEAD]
         if slot == NIL:
             return NIL
         head = self.nxt[slot]
-        self.free_head = head
+        w[W_FREE_HEAD] = head
         if head != NIL:
             self.prev[head] = NIL
-        self.free_count -= 1
-        self.used_chunks += 1
-        return slot
+        w[W_FREE_COUNT] -= 1
+        w[W_USED_CHUNKS] += 1
+        return int(slot)
 
     def push_free(self, slot: int) -> None:
+        w = self.words
         self.bits[slot] = 0
-        self.used_chunks -= 1
-        if slot >= self.kill_lo:
+        w[W_USED_CHUNKS] -= 1
+        if slot >= w[W_KILL_LO]:
             return  # on the page being emptied: never handed out again
-        head = self.free_head
+        head = w[W_FREE_HEAD]
         self.nxt[slot] = head
         self.prev[slot] = NIL
         if head != NIL:
             self.prev[head] = slot
-        self.free_head = slot
-        self.free_count += 1
+        w[W_FREE_HEAD] = slot
+        w[W_FREE_COUNT] += 1
 
     def unlist_free(self, slot: int) -> None:
         """Take a free slot off the free list (it stays free, but is no longer handed out)."""
