@@ -19,6 +19,7 @@ from enum import IntEnum
 
 from memcache_server.storage.clock import Clock
 from memcache_server.storage.index import IndexAreas, KeyIndex, index_capacity
+from memcache_server.storage.seglock import SegmentLock
 from memcache_server.storage.segment import ALIGN, Segment, Word
 from memcache_server.storage.slabclass import (
     CHUNKED,
@@ -151,7 +152,7 @@ class Items:
         self.limits = limits
         self.clock = clock
         self.header_fn = header_fn
-        self.lock = threading.Lock()
+        self.lock: threading.Lock | SegmentLock = threading.Lock()
         # Every byte of cache memory lives in one shared segment, sized from -m here.
         max_pages = limits.memory_limit // PAGE_SIZE + 1
         self.segment = Segment(segment_size(table, max_pages))
@@ -191,6 +192,11 @@ class Items:
         # Called for each eviction (key, fetched, exp, atime, class, value length) while
         # someone watches evictions; None otherwise, so evicting costs one test.
         self.on_evict: Callable[[bytes, bool, int, int, int, int], None] | None = None
+
+    def share(self) -> None:
+        """Make the lock exclusive across processes too, before forking workers that serve
+        this store (see seglock.py); a single-process store keeps the cheaper thread lock."""
+        self.lock = SegmentLock(self.segment.fd)
 
     def do_grow(self, cls: SlabClass) -> bool:
         """Give ``cls`` a new page if memory allows (a class with no page always gets one).

@@ -32,9 +32,10 @@ SHM_DIR = "/dev/shm"
 class Segment:
     """A sparse shared file mapping, carved front to back into aligned areas."""
 
-    __slots__ = ("map", "view", "size", "path", "_next")
+    __slots__ = ("map", "view", "size", "path", "fd", "_next")
 
     def __init__(self, size: int, path: str | None = None) -> None:
+        self.fd = -1
         self.size = -(-max(size, ALIGN) // ALIGN) * ALIGN
         self.path = path
         if path is None:
@@ -47,10 +48,21 @@ class Segment:
             os.ftruncate(fd, self.size)
             self.map = mmap.mmap(fd, self.size, mmap.MAP_SHARED,
                                  mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        self.fd = fd  # kept open: the cross-process lock is taken on this file
         self.view = memoryview(self.map)
         self._next = 0
+
+    def close(self) -> None:
+        """Close the file (the mapping goes when its last view does)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
     def carve(self, nbytes: int) -> tuple[int, memoryview]:
         """Reserve the next ``nbytes`` (rounded up to ``ALIGN``): its offset and a byte view."""
