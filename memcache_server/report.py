@@ -223,7 +223,7 @@ def general_stats(node: StatsSource) -> list[Stat]:
         *_tls_stats(node, th["ssl_handshake_errors"]),
         ("unexpected_napi_ids", 0),
         ("round_robin_fallback", 0),
-        ("bytes", store.bytes),
+        ("bytes", store.item_bytes),
         ("curr_items", store.curr_items),
         ("total_items", store.total_items),
         ("slab_global_page_pool", store.pool_pages),

@@ -89,7 +89,7 @@ class Crawler(threading.Thread):
                 start = 0
                 budget = tocrawl or (1 << 62)
                 while start >= 0 and budget > 0 and not self._stopped.is_set():
-                    if not self.store.classes[cid].pages:
+                    if not self.store.classes[cid].npages:
                         break
                     batch = min(BATCH, budget)
                     start, n = self.store.crawl(cid, start, batch)

@@ -8,6 +8,9 @@ again: they live in the item's chunk, and ``key_of(handle)`` reads them back to 
 
 Linear probing with backward-shift deletion (no tombstones, so churn never degrades probes).
 Not thread-safe: the store calls it under its lock.
+
+The arrays live in the shared segment (``IndexAreas``): two areas of the largest size the index
+can reach, used in turn, so a resize copies from one to the other and releases the old one.
 """
 
 from __future__ import annotations
@@ -15,27 +18,95 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable
 
-__all__ = ["KeyIndex"]
+from memcache_server.storage.segment import ALIGN, Segment, Word
+from memcache_server.storage.slabs import SlabTable
+
+__all__ = ["KeyIndex", "IndexAreas", "index_capacity"]
 
 EMPTY = -1
 MIN_CAPACITY = 1 << 12
+ENTRY_BYTES = 16  # an 8-byte handle and an 8-byte hash
+WORDS = 4  # the index's shared words: count, mask, the area in use
+
+
+def index_capacity(table: SlabTable, max_pages: int) -> int:
+    """The largest capacity the index can need: every page (each class may hold one beyond the
+    limit) full of the smallest chunks, kept at most half full."""
+    most_items = (max_pages + len(table.sizes)) * max(table.perslab)
+    cap = MIN_CAPACITY
+    while cap < 2 * most_items + 2:
+        cap *= 2
+    return cap
+
+
+class IndexAreas:
+    """The index's shared words and two segment areas for its arrays, used in turn."""
+
+    __slots__ = ("segment", "capacity", "areas", "words")
+
+    turn = Word(2)  # the area holding the arrays now
+
+    def __init__(self, segment: Segment, capacity: int) -> None:
+        self.segment = segment
+        self.capacity = capacity
+        self.words = segment.carve(8 * WORDS)[1].cast("q")
+        self.areas = [segment.carve(ENTRY_BYTES * capacity) for _ in range(2)]
+
+    @staticmethod
+    def reserve(capacity: int) -> int:
+        """Segment bytes the words and two areas of ``capacity`` entries take."""
+        return ALIGN + 2 * (ENTRY_BYTES * capacity + ALIGN)
+
+    def arrays(self, capacity: int) -> tuple[memoryview, memoryview]:
+        """The handle and hash arrays of ``capacity`` entries in the area in use."""
+        area = self.areas[self.turn][1]
+        return area[: 8 * capacity].cast("q"), area[8 * capacity : 16 * capacity].cast("q")
+
+    def take(self, capacity: int) -> tuple[memoryview, memoryview]:
+        """Empty arrays of ``capacity`` entries in the other area, which becomes the one in use."""
+        if capacity > self.capacity:
+            raise MemoryError(f"key index cannot grow past {self.capacity} entries")
+        self.turn ^= 1
+        handles, hashes = self.arrays(capacity)
+        handles[:] = array("q", [EMPTY]) * capacity
+        hashes[:] = array("q", bytes(8 * capacity))
+        return handles, hashes
+
+    def release_other(self) -> None:
+        """Give back the area not in use (after a resize has copied out of it)."""
+        off, area = self.areas[self.turn ^ 1]
+        self.segment.release(off, len(area))
 
 
 class KeyIndex:
     """Open-addressed key -> handle map. ``key_of(handle)`` returns the stored key bytes."""
 
-    __slots__ = ("handles", "hashes", "mask", "count", "key_of")
+    __slots__ = ("handles", "hashes", "mask", "key_of", "areas", "words")
 
-    def __init__(self, key_of: Callable[[int], bytes | memoryview],
+    # Shared with every process mapping the segment; ``mask`` and the arrays are this process's
+    # views of the area in use, re-taken by ``sync`` when another process resized the index.
+    count = Word(0)
+    shared_mask = Word(1)
+
+    def __init__(self, key_of: Callable[[int], bytes | memoryview], areas: IndexAreas,
                  capacity: int = MIN_CAPACITY) -> None:
         self.key_of = key_of
+        self.areas = areas
+        self.words = areas.words
         self.count = 0
+        self.areas.turn = 1  # so the first take fills area 0
         self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
-        self.handles = array("q", [EMPTY]) * capacity
-        self.hashes = array("q", bytes(8 * capacity))
+        self.handles, self.hashes = self.areas.take(capacity)
         self.mask = capacity - 1
+        self.shared_mask = self.mask
+
+    def sync(self) -> None:
+        """Follow a resize another process made (callers hold the store's lock)."""
+        if self.mask != self.words[1]:
+            self.mask = self.shared_mask
+            self.handles, self.hashes = self.areas.arrays(self.mask + 1)
 
     @property
     def nbytes(self) -> int:
@@ -46,6 +117,7 @@ class KeyIndex:
         return self.count
 
     def get(self, key: bytes) -> int | None:
+        self.sync()
         h = hash(key)
         mask = self.mask
         i = h & mask
@@ -61,6 +133,7 @@ class KeyIndex:
 
     def put(self, key: bytes, handle: int) -> int | None:
         """Map ``key`` to ``handle``; returns the handle it replaced, if any."""
+        self.sync()
         h = hash(key)
         mask = self.mask
         i = h & mask
@@ -82,6 +155,7 @@ class KeyIndex:
 
     def remove(self, key: bytes, handle: int) -> bool:
         """Remove ``key`` if it maps to ``handle`` (backward-shift deletion)."""
+        self.sync()
         h = hash(key)
         mask = self.mask
         i = h & mask
@@ -114,6 +188,7 @@ class KeyIndex:
 
     def replace_handle(self, key: bytes, old: int, new: int) -> None:
         """Point ``key`` at a new handle (the item moved) without rehashing."""
+        self.sync()
         h = hash(key)
         mask = self.mask
         i = h & mask
@@ -144,6 +219,10 @@ class KeyIndex:
                 i = (i + 1) & mask
             handles[i] = hd
             hashes[i] = h
+        old_handles.release()
+        old_hashes.release()
+        self.areas.release_other()
 
     def handles_snapshot(self) -> list[int]:
+        self.sync()
         return [hd for hd in self.handles if hd != EMPTY]

@@ -18,16 +18,24 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from memcache_server.storage.clock import Clock
-from memcache_server.storage.index import KeyIndex
+from memcache_server.storage.index import IndexAreas, KeyIndex, index_capacity
+from memcache_server.storage.seglock import SegmentLock
+from memcache_server.storage.segment import ALIGN, Segment, Word
 from memcache_server.storage.slabclass import (
     CHUNKED,
     DATA_CHUNK,
     FETCHED,
+    HEADER_WORDS,
     IN_USE,
     KILL_NONE,
     NIL,
     SLOT_BYTES,
+    W_ITEMS,
+    W_LRU_HEAD,
+    W_LRU_TAIL,
+    W_MEM_REQUESTED,
     SlabClass,
+    class_bytes,
 )
 from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE, SlabTable
 
@@ -40,8 +48,12 @@ __all__ = [
     "SizeHistogram",
     "parse_u64",
     "UPDATE_INTERVAL",
+    "W_OLDEST_LIVE",
+    "W_OLDEST_CAS",
 ]
 
+# Indexes of the store's shared words the hot paths read directly (see Items).
+W_NEXT_CAS, W_OLDEST_LIVE, W_OLDEST_CAS, W_CURR_ITEMS, W_ITEM_BYTES = 3, 4, 5, 6, 7
 UPDATE_INTERVAL = 60  # memcached's ITEM_UPDATE_INTERVAL: bump an item in the LRU at most this often
 TAIL_SEARCH = 5  # items examined at an LRU tail for an expired one before evicting
 
@@ -108,8 +120,26 @@ class SizeHistogram:
                 self.counts.pop(bucket, None)
 
 
+def segment_size(table: SlabTable, max_pages: int) -> int:
+    """Bytes of segment a store reserves: every class's pages and columns, and the index."""
+    total = sum(class_bytes(size, perslab, max_pages)
+                for size, perslab in zip(table.sizes, table.perslab, strict=True))
+    return ALIGN + total + IndexAreas.reserve(index_capacity(table, max_pages))
+
+
 class Items:
     """All items of a node, and the steps on them that run with ``lock`` held."""
+
+    # The node's shared state, in the store's header area of the segment (see segment.Word).
+    memory_limit = Word(0)
+    malloced = Word(1)  # bytes of pages handed to classes
+    columns_bytes = Word(2)  # metadata columns of every page
+    next_cas = Word(W_NEXT_CAS)
+    oldest_live = Word(W_OLDEST_LIVE)
+    oldest_cas = Word(W_OLDEST_CAS)
+    curr_items = Word(W_CURR_ITEMS)
+    item_bytes = Word(W_ITEM_BYTES)  # memcached's "bytes" stat
+    pool_pages = Word(8)
 
     def __init__(
         self,
@@ -122,22 +152,28 @@ class Items:
         self.limits = limits
         self.clock = clock
         self.header_fn = header_fn
-        self.lock = threading.Lock()
+        self.lock: threading.Lock | SegmentLock = threading.Lock()
+        # Every byte of cache memory lives in one shared segment, sized from -m here.
+        max_pages = limits.memory_limit // PAGE_SIZE + 1
+        self.segment = Segment(segment_size(table, max_pages))
+        self.words = self.segment.carve(HEADER_WORDS * 8)[1].cast("q")
         self.classes = [
-            SlabClass(i, table.sizes[i], table.perslab[i]) for i in range(len(table.sizes))
+            SlabClass(i, table.sizes[i], table.perslab[i], self.segment, max_pages)
+            for i in range(len(table.sizes))
         ]
-        self.index = KeyIndex(self.do_key_view)
+        self.index = KeyIndex(self.do_key_view, IndexAreas(self.segment, index_capacity(
+            table, max_pages)))
         self.chunk_lists: dict[int, list[int]] = {}  # header handle -> data chunk handles
         self.memory_limit = limits.memory_limit
-        self.malloced = 0  # bytes of pages handed to classes
-        self.columns_bytes = 0  # metadata columns of every page
+        self.malloced = 0
+        self.columns_bytes = 0
         self.next_cas = 0
         self.oldest_live = 0
         self.oldest_cas = 0
         # global counters (memcached's "slab" stats, kept under the lock)
         self.curr_items = 0
         self.total_items = 0
-        self.bytes = 0
+        self.item_bytes = 0
         self.evictions = 0
         self.reclaimed = 0
         self.expired_unfetched = 0
@@ -157,17 +193,22 @@ class Items:
         # someone watches evictions; None otherwise, so evicting costs one test.
         self.on_evict: Callable[[bytes, bool, int, int, int, int], None] | None = None
 
+    def share(self) -> None:
+        """Make the lock exclusive across processes too, before forking workers that serve
+        this store (see seglock.py); a single-process store keeps the cheaper thread lock."""
+        self.lock = SegmentLock(self.segment.fd)
+
     def do_grow(self, cls: SlabClass) -> bool:
         """Give ``cls`` a new page if memory allows (a class with no page always gets one).
 
         A page in the global pool is already counted as allocated, so taking it only needs room
         for the new class's metadata columns. A class giving a page away gets none meanwhile
         (the page being emptied must stay its last)."""
-        if cls.kill_lo != KILL_NONE:
+        if cls.kill_lo != KILL_NONE or not cls.has_room():
             return False
         cost = PAGE_SIZE + cls.perslab * SLOT_BYTES
         pooled = PAGE_SIZE if self.pool_pages else 0
-        if cls.pages and self.used_memory() - pooled + cost > self.memory_limit:
+        if cls.npages and self.used_memory() - pooled + cost > self.memory_limit:
             return False
         if pooled:
             self.pool_pages -= 1
@@ -177,7 +218,7 @@ class Items:
 
     def do_add_page(self, cls: SlabClass) -> None:
         """Hand ``cls`` one more page and charge it (the caller checked the budget)."""
-        cls.add_page(bytearray(cls.perslab * cls.size))
+        cls.add_page()
         self.malloced += PAGE_SIZE
         self.columns_bytes += cls.perslab * SLOT_BYTES
 
@@ -281,19 +322,21 @@ class Items:
             self.do_unlink(old, False)
         c = self.classes[h & 63]
         s = h >> 6
-        lru = self.classes[lru_cid]
+        lw = self.classes[lru_cid].words  # shared words indexed directly: the set path
+        head = lw[W_LRU_HEAD]
         c.prev[s] = NIL
-        c.nxt[s] = lru.lru_head
-        if lru.lru_head != NIL:
-            self.classes[lru.lru_head & 63].prev[lru.lru_head >> 6] = h
+        c.nxt[s] = head
+        if head != NIL:
+            self.classes[head & 63].prev[head >> 6] = h
         else:
-            lru.lru_tail = h
-        lru.lru_head = h
-        lru.items += 1
-        lru.mem_requested += ntotal
-        self.curr_items += 1
+            lw[W_LRU_TAIL] = h
+        lw[W_LRU_HEAD] = h
+        lw[W_ITEMS] += 1
+        lw[W_MEM_REQUESTED] += ntotal
+        w = self.words
+        w[W_CURR_ITEMS] += 1
         self.total_items += 1
-        self.bytes += ntotal
+        w[W_ITEM_BYTES] += ntotal
         if self.sizes is not None:
             self.sizes.add(ntotal, c.cas[s])
         _ = nbytes
@@ -308,8 +351,8 @@ class Items:
 
     def do_key_of(self, c: SlabClass, s: int) -> bytes:
         """The key, read back from the stored header (it sits at offset ``key_offset``)."""
-        base = (s % c.perslab) * c.size + self.key_offset
-        return bytes(c.views[s // c.perslab][base : base + c.klen[s]])
+        base = c.at(s) + self.key_offset
+        return bytes(c.page_area[base : base + c.klen[s]])
 
     key_offset = 6  # set by the protocol layer; the header embeds the key at this offset
     # While track_sizes is on; a class attribute until then, so the instance dict stays small.
@@ -319,8 +362,8 @@ class Items:
         """The key of handle ``h`` as a view into its chunk (no copy): the index compares it."""
         c = self.classes[h & 63]
         s = h >> 6
-        base = (s % c.perslab) * c.size + self.key_offset
-        return c.views[s // c.perslab][base : base + c.klen[s]]
+        base = c.at(s) + self.key_offset
+        return c.page_area[base : base + c.klen[s]]
 
     def do_unlink(self, h: int, indexed: bool = True) -> None:
         """Remove an item from the index (unless ``do_link`` already replaced its entry) and its
@@ -331,25 +374,27 @@ class Items:
         s = h >> 6
         klen = c.klen[s]
         if indexed:
-            base = (s % c.perslab) * c.size + self.key_offset
-            self.index.remove(bytes(c.views[s // c.perslab][base : base + klen]), h)
+            base = c.at(s) + self.key_offset
+            self.index.remove(bytes(c.page_area[base : base + klen]), h)
         bits = c.bits[s]
         lru = classes[self.table.largest] if bits & CHUNKED else c
+        lw = lru.words
         p = c.prev[s]
         n = c.nxt[s]
         if p != NIL:
             classes[p & 63].nxt[p >> 6] = n
         else:
-            lru.lru_head = n
+            lw[W_LRU_HEAD] = n
         if n != NIL:
             classes[n & 63].prev[n >> 6] = p
         else:
-            lru.lru_tail = p
+            lw[W_LRU_TAIL] = p
         ntotal = self.table.item_size(klen, c.flags[s], c.blen[s])
-        lru.items -= 1
-        lru.mem_requested -= ntotal
-        self.curr_items -= 1
-        self.bytes -= ntotal
+        lw[W_ITEMS] -= 1
+        lw[W_MEM_REQUESTED] -= ntotal
+        w = self.words
+        w[W_CURR_ITEMS] -= 1
+        w[W_ITEM_BYTES] -= ntotal
         if self.sizes is not None:
             self.sizes.remove(ntotal, c.cas[s])
         if bits & CHUNKED:
@@ -410,28 +455,29 @@ class Items:
     def do_read(self, c: SlabClass, s: int, h: int, start: int, length: int) -> bytes:
         """Bytes ``start..start+length`` of the item's header+value, across chunks if needed."""
         if not c.bits[s] & CHUNKED:
-            base = (s % c.perslab) * c.size + start
-            return bytes(c.views[s // c.perslab][base : base + length])
+            base = c.at(s) + start
+            return bytes(c.page_area[base : base + length])
         return bytes(self.do_chunked_view(c, s, h))[start : start + length]
 
     def do_chunked_view(self, c: SlabClass, s: int, h: int) -> bytearray:
-        out = bytearray(c.views[s // c.perslab][(s % c.perslab) * c.size :][: c.plen[s]])
+        out = bytearray(c.page_area[c.at(s) :][: c.plen[s]])
         remain = c.blen[s]
         for dh in self.chunk_lists[h]:
             dc = self.classes[dh & 63]
             ds = dh >> 6
             cap = dc.size - CHUNK_HEADER
             take = min(cap, remain)
-            base = (ds % dc.perslab) * dc.size
-            out += dc.views[ds // dc.perslab][base : base + take]
+            base = dc.at(ds)
+            out += dc.page_area[base : base + take]
             remain -= take
         return out
 
     def do_next_cas(self) -> int:
         if not self.limits.use_cas:
             return 0
-        self.next_cas += 1
-        return self.next_cas
+        w = self.words
+        w[W_NEXT_CAS] += 1
+        return int(w[W_NEXT_CAS])
 
     def do_write_item(
         self, key: bytes, flags: int, exp_abs: int, body: bytes | bytearray | memoryview, now: int,
@@ -453,8 +499,8 @@ class Items:
             if slot == NIL:
                 return Outcome.NO_MEMORY, NIL
             c = self.classes[cid]
-            page = c.pages[slot // c.perslab]
-            base = (slot % c.perslab) * c.size
+            page = c.page_area
+            base = c.at(slot)
             page[base : base + plen] = header
             page[base + plen : base + plen + nbytes] = body
             bits = IN_USE
@@ -480,12 +526,12 @@ class Items:
                 dc = self.classes[dcid]
                 dc.bits[ds] = IN_USE | DATA_CHUNK
                 take = min(dc.size - CHUNK_HEADER, nbytes - off)
-                dbase = (ds % dc.perslab) * dc.size
-                dc.pages[ds // dc.perslab][dbase : dbase + take] = body[off : off + take]
+                dbase = dc.at(ds)
+                dc.page_area[dbase : dbase + take] = body[off : off + take]
                 off += take
                 chunks.append((ds << 6) | dcid)
-            page = c.pages[slot // c.perslab]
-            base = (slot % c.perslab) * c.size
+            page = c.page_area
+            base = c.at(slot)
             page[base : base + plen] = header
             self.chunk_lists[(slot << 6) | hcid] = chunks
             bits = IN_USE | CHUNKED
@@ -533,8 +579,8 @@ class Items:
         res = len(digits)
         if res + 2 > nbytes:
             return Outcome.DELTA_OK, value, digits
-        base = (s % c.perslab) * c.size + plen
-        c.pages[s // c.perslab][base : base + nbytes - 2] = digits + b" " * (nbytes - 2 - res)
+        base = c.at(s) + plen
+        c.page_area[base : base + nbytes - 2] = digits + b" " * (nbytes - 2 - res)
         c.cas[s] = self.do_next_cas()
         self.do_bump(c, s, h, now)
         return Outcome.DELTA_OK, value, b""

@@ -423,7 +423,7 @@ class MetaStore:
                 now = st.clock.now
                 with st.lock:
                     c = st.classes[cid]
-                    end = min(start + batch, len(c.bits))
+                    end = min(start + batch, c.nslots)
                     for s in range(start, end):
                         b = c.bits[s]
                         if not b & IN_USE or b & DATA_CHUNK or st.do_is_dead(c, s, now):
@@ -439,7 +439,7 @@ class MetaStore:
                                 st.do_ntotal(c, s),
                             )
                         )
-                if end >= len(c.bits):
+                if end >= c.nslots:
                     break
                 start = end
         merged = []

@@ -67,9 +67,9 @@ class PageMove:
                 self.done = True
                 return True
             c = st.classes[self.src]
-            if len(c.pages) < 2:
+            if c.npages < 2:
                 return False
-            self.lo = self.pos = (len(c.pages) - 1) * c.perslab
+            self.lo = self.pos = (c.npages - 1) * c.perslab
             self.hi = self.lo + c.perslab
             c.kill_lo = self.lo
             bits = c.bits
@@ -125,9 +125,9 @@ class PageMove:
             st.do_release_pool()
         else:
             d = st.classes[self.dst]
-            if not d.pages or (
+            if d.has_room() and (not d.npages or (
                 st.used_memory() + PAGE_SIZE + d.perslab * SLOT_BYTES <= st.memory_limit
-            ):
+            )):
                 st.do_add_page(d)
 
     def _room(self, c: SlabClass, moving: int) -> int:
@@ -165,9 +165,9 @@ class PageMove:
         if t == NIL:
             return
         n = c.plen[s] + (0 if c.bits[s] & CHUNKED else c.blen[s])
-        sb = (s % c.perslab) * c.size
-        tb = (t % c.perslab) * c.size
-        c.pages[t // c.perslab][tb : tb + n] = c.views[s // c.perslab][sb : sb + n]
+        sb = c.at(s)
+        tb = c.at(t)
+        c.page_area[tb : tb + n] = c.page_area[sb : sb + n]
         c.cas[t] = c.cas[s]
         c.exp[t] = c.exp[s]
         c.atime[t] = c.atime[s]
@@ -217,9 +217,9 @@ class PageMove:
         if t == NIL:
             return
         n = c.size - CHUNK_HEADER
-        sb = (s % c.perslab) * c.size
-        tb = (t % c.perslab) * c.size
-        c.pages[t // c.perslab][tb : tb + n] = c.views[s // c.perslab][sb : sb + n]
+        sb = c.at(s)
+        tb = c.at(t)
+        c.page_area[tb : tb + n] = c.page_area[sb : sb + n]
         c.bits[t] = c.bits[s]
         chunks = st.chunk_lists[owner]
         nd = (t << 6) | c.cid

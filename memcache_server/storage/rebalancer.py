@@ -89,7 +89,7 @@ class Rebalancer(threading.Thread):
             largest = len(self.store.classes) - 1
             if not (POOL <= src <= largest and POOL <= dst <= largest):
                 return Reassign.BADCLASS
-            spare = self.store.pool_pages if src == POOL else len(self.store.classes[src].pages)
+            spare = self.store.pool_pages if src == POOL else self.store.classes[src].npages
             if spare < 2:
                 return Reassign.NOSPARE
             self._pending = (src, dst)
@@ -101,7 +101,7 @@ class Rebalancer(threading.Thread):
         largest = len(classes) - 1
         for _ in range(largest):
             self._pick = self._pick + 1 if self._pick < largest else 1
-            if self._pick != dst and len(classes[self._pick].pages) > 1:
+            if self._pick != dst and classes[self._pick].npages > 1:
                 return self._pick
         return -1
 

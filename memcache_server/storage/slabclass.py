@@ -1,13 +1,18 @@
 """A slab class's memory: its 1 MB pages, the per-chunk metadata columns, free list and LRU.
 
-memcached's slabs.c side of the store: item bytes live in ``bytearray`` pages and the metadata
-memcached keeps in its item header lives in flat ``array`` columns indexed by chunk slot. A
+memcached's slabs.c side of the store: item bytes live in 1 MB pages and the metadata memcached
+keeps in its item header lives in flat typed columns indexed by chunk slot, both carved out of the
+node's shared segment (``storage/segment.py``), so every process mapping it sees one store. A
 ``SlabClass`` is state only; it is read and written under the store's lock (``storage/items.py``).
 """
 
 from __future__ import annotations
 
 from array import array
+from typing import Literal
+
+from memcache_server.storage.segment import ALIGN, Segment, Word
+from memcache_server.storage.slabs import PAGE_SIZE
 
 __all__ = [
     "SlabClass",
@@ -23,11 +28,30 @@ __all__ = [
     "STALE",
     "TOKEN_SENT",
     "KEY_BINARY",
+    "W_LRU_HEAD",
+    "W_LRU_TAIL",
+    "W_ITEMS",
+    "W_MEM_REQUESTED",
+    "class_bytes",
 ]
 
 SLOT_BYTES = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 1 + 1  # the per-chunk metadata columns below
 NIL = -1
 KILL_NONE = 1 << 62  # SlabClass.kill_lo while no page of the class is being emptied
+
+PAGE_BYTES = PAGE_SIZE
+# The per-slot header fields, in the order they sit in a class's column area.
+ColumnFormat = Literal["Q", "q", "I", "H", "B"]
+COLUMNS: tuple[tuple[str, ColumnFormat], ...] = (
+    ("cas", "Q"), ("exp", "q"), ("atime", "q"), ("prev", "q"), ("nxt", "q"),
+    ("blen", "I"), ("flags", "I"), ("plen", "H"), ("klen", "B"), ("bits", "B"),
+)
+COLUMN_WIDTH = {"Q": 8, "q": 8, "I": 4, "H": 2, "B": 1}
+HEADER_WORDS = 16  # a class's shared words (see SlabClass), with room to spare
+# Their indexes, for the hot paths that index ``words`` directly.
+W_NPAGES, W_FREE_HEAD, W_FREE_COUNT, W_LRU_HEAD, W_LRU_TAIL = 0, 1, 2, 3, 4
+W_ITEMS, W_MEM_REQUESTED, W_USED_CHUNKS, W_KILL_LO = 5, 6, 7, 8
+COLUMN_BYTES = sum(COLUMN_WIDTH[fmt] for _name, fmt in COLUMNS)
 
 # bits column
 IN_USE = 1
@@ -66,6 +90,12 @@ CLASS_COUNTERS: tuple[str, ...] = SLAB_COUNTERS + (
 )
 
 
+def class_bytes(size: int, perslab: int, max_pages: int) -> int:
+    """Bytes of segment one class reserves: its words, pages and columns, each page-aligned."""
+    pages = max_pages if size else 0
+    return ALIGN + pages * PAGE_BYTES + ALIGN + COLUMN_BYTES * pages * perslab + ALIGN
+
+
 class SlabClass:
     """One slab class: its pages, metadata columns, free list, LRU and counters."""
 
@@ -73,8 +103,6 @@ class SlabClass:
         "cid",
         "size",
         "perslab",
-        "pages",
-        "views",
         "cas",
         "exp",
         "atime",
@@ -85,36 +113,57 @@ class SlabClass:
         "plen",
         "klen",
         "bits",
-        "free_head",
-        "free_count",
-        "lru_head",
-        "lru_tail",
-        "items",
-        "mem_requested",
-        "used_chunks",
-        "kill_lo",
+        "max_pages",
+        "segment",
+        "page_area",
+        "page_offset",
+        "column_area",
+        "column_offset",
+        "words",
         *CLASS_COUNTERS,
     )
 
-    def __init__(self, cid: int, size: int, perslab: int) -> None:
+    # The class's shared state, in its header area of the segment (see segment.Word).
+    npages = Word(W_NPAGES)
+    free_head = Word(W_FREE_HEAD)
+    free_count = Word(W_FREE_COUNT)
+    lru_head = Word(W_LRU_HEAD)  # most recently used handle
+    lru_tail = Word(W_LRU_TAIL)
+    items = Word(W_ITEMS)
+    mem_requested = Word(W_MEM_REQUESTED)
+    used_chunks = Word(W_USED_CHUNKS)
+    # First slot of the page being emptied by a page move (KILL_NONE when none is): freed
+    # slots from there on are not handed out again.
+    kill_lo = Word(W_KILL_LO)
+
+    def __init__(self, cid: int, size: int, perslab: int, segment: Segment,
+                 max_pages: int) -> None:
         self.cid = cid
         self.size = size
         self.perslab = perslab
-        self.pages: list[bytearray] = []
-        self.views: list[memoryview] = []
-        self.cas = array("Q")
-        self.exp = array("q")
-        self.atime = array("q")
-        self.prev = array("q")
-        self.nxt = array("q")  # LRU next, or the free-list link for free slots
-        self.blen = array("I")
-        self.flags = array("I")
-        self.plen = array("H")
-        self.klen = array("B")
-        self.bits = bytearray()
+        # Memory in the shared segment: room for ``max_pages`` pages, one after another, and
+        # a column per header field long enough for all their slots (sparse until used).
+        self.segment = segment
+        self.max_pages = max_pages if size else 0
+        self.words = segment.carve(HEADER_WORDS * 8)[1].cast("q")
+        self.page_offset, self.page_area = segment.carve(self.max_pages * PAGE_BYTES)
+        slots = self.max_pages * perslab
+        self.column_offset, self.column_area = segment.carve(COLUMN_BYTES * slots)
+        cols = self._columns(slots)
+        self.npages = 0
+        self.cas = cols["cas"]
+        self.exp = cols["exp"]
+        self.atime = cols["atime"]
+        self.prev = cols["prev"]
+        self.nxt = cols["nxt"]  # LRU next, or the free-list link for free slots
+        self.blen = cols["blen"]
+        self.flags = cols["flags"]
+        self.plen = cols["plen"]
+        self.klen = cols["klen"]
+        self.bits = cols["bits"]
         self.free_head = NIL
         self.free_count = 0
-        self.lru_head = NIL  # most recently used handle
+        self.lru_head = NIL
         self.lru_tail = NIL
         self.items = 0
         self.mem_requested = 0
@@ -124,26 +173,38 @@ class SlabClass:
         self.evicted = self.evicted_nonzero = self.evicted_time = self.outofmemory = 0
         self.reclaimed = self.expired_unfetched = self.evicted_unfetched = 0
         self.crawler_reclaimed = self.crawler_items_checked = 0
-        # First slot of the page being emptied by a page move (KILL_NONE when none is): freed
-        # slots from there on are not handed out again.
         self.kill_lo = KILL_NONE
 
-    def add_page(self, page: bytearray) -> None:
-        base = len(self.pages) * self.perslab
-        self.pages.append(page)
-        self.views.append(memoryview(page))
+    def _columns(self, slots: int) -> dict[str, memoryview]:
+        """Typed views of the column area, one per field, widest first (so all are aligned)."""
+        out = {}
+        off = 0
+        for name, fmt in COLUMNS:
+            width = COLUMN_WIDTH[fmt]
+            out[name] = self.column_area[off : off + width * slots].cast(fmt)
+            off += width * slots
+        return out
+
+    @property
+    def nslots(self) -> int:
+        """Slots of the pages the class holds now."""
+        return self.npages * self.perslab
+
+    def has_room(self) -> bool:
+        """Whether the class's reservation in the segment takes one more page."""
+        return self.npages < self.max_pages
+
+    def at(self, slot: int) -> int:
+        """Offset of ``slot``'s chunk in ``page_area`` (page k starts k MB in)."""
+        return (slot // self.perslab) * PAGE_BYTES + (slot % self.perslab) * self.size
+
+    def add_page(self) -> None:
+        """Take the next page of the class's reservation (it reads as zeros: new, or released
+        when the class last gave a page away) and chain its slots into the free list."""
+        k = self.npages
+        base = k * self.perslab
+        self.npages = k + 1
         n = self.perslab
-        zeros8 = bytes(8 * n)
-        self.cas.frombytes(zeros8)
-        self.exp.frombytes(zeros8)
-        self.atime.frombytes(zeros8)
-        self.prev.frombytes(zeros8)
-        self.nxt.frombytes(zeros8)
-        self.blen.frombytes(bytes(4 * n))
-        self.flags.frombytes(bytes(4 * n))
-        self.plen.frombytes(bytes(2 * n))
-        self.klen.frombytes(bytes(n))
-        self.bits.extend(bytes(n))
         # Chain the page's slots in order (so its first chunk is handed out first) in front of
         # the free list; the list is doubly linked so a page move can unlist any slot in O(1).
         head = self.free_head
@@ -158,38 +219,45 @@ class SlabClass:
 
     def drop_last_page(self) -> None:
         """Forget the last page and its slots (a page move emptied it first)."""
-        lo = (len(self.pages) - 1) * self.perslab
-        self.pages.pop()
-        self.views.pop()
-        for col in (self.cas, self.exp, self.atime, self.prev, self.nxt, self.blen, self.flags,
-                    self.plen, self.klen):
-            del col[lo:]
-        del self.bits[lo:]
+        k = self.npages - 1
+        lo = k * self.perslab
+        n = self.perslab
+        self.npages = k
+        slots = self.max_pages * n
+        off = 0
+        for _name, fmt in COLUMNS:
+            width = COLUMN_WIDTH[fmt]
+            self.column_area[off + width * lo : off + width * (lo + n)] = bytes(width * n)
+            off += width * slots
+        self.segment.release(self.page_offset + k * PAGE_BYTES, PAGE_BYTES)
 
     def pop_free(self) -> int:
-        slot = self.free_head
+        # Words indexed directly on the set path: a Word attribute costs a Python call.
+        w = self.words
+        slot = w[W_FREE_HEAD]
         if slot == NIL:
             return NIL
         head = self.nxt[slot]
-        self.free_head = head
+        w[W_FREE_HEAD] = head
         if head != NIL:
             self.prev[head] = NIL
-        self.free_count -= 1
-        self.used_chunks += 1
-        return slot
+        w[W_FREE_COUNT] -= 1
+        w[W_USED_CHUNKS] += 1
+        return int(slot)
 
     def push_free(self, slot: int) -> None:
+        w = self.words
         self.bits[slot] = 0
-        self.used_chunks -= 1
-        if slot >= self.kill_lo:
+        w[W_USED_CHUNKS] -= 1
+        if slot >= w[W_KILL_LO]:
             return  # on the page being emptied: never handed out again
-        head = self.free_head
+        head = w[W_FREE_HEAD]
         self.nxt[slot] = head
         self.prev[slot] = NIL
         if head != NIL:
             self.prev[head] = slot
-        self.free_head = slot
-        self.free_count += 1
+        w[W_FREE_HEAD] = slot
+        w[W_FREE_COUNT] += 1
 
     def unlist_free(self, slot: int) -> None:
         """Take a free slot off the free list (it stays free, but is no longer handed out)."""

@@ -25,6 +25,8 @@ from __future__ import annotations
 from memcache_server.storage.clock import exptime_to_abs
 from memcache_server.storage.items import (
     UPDATE_INTERVAL,
+    W_OLDEST_CAS,
+    W_OLDEST_LIVE,
     Mode,
     MoveCounters,
     Outcome,
@@ -39,6 +41,7 @@ from memcache_server.storage.slabclass import (
     NIL,
     SLAB_COUNTERS,
 )
+from memcache_server.storage.slabs import PAGE_SIZE
 from memcache_server.storage.store_stats import ClassStats, StoreStats
 
 __all__ = [
@@ -70,6 +73,9 @@ class Store(StoreStats):
             # The index probe, inlined: this is the hottest path of the server.
             index = self.index
             mask = index.mask
+            if mask != index.words[1]:  # another process resized it
+                index.sync()
+                mask = index.mask
             i = hv & mask
             handles = index.handles
             hashes = index.hashes
@@ -80,8 +86,9 @@ class Store(StoreStats):
                 if hashes[i] == hv:
                     c = classes[h & 63]
                     s = h >> 6
-                    view = c.views[s // c.perslab]
-                    base = (s % c.perslab) * c.size
+                    view = c.page_area
+                    p = c.perslab
+                    base = (s // p) * PAGE_SIZE + (s % p) * c.size
                     if view[base + koff : base + koff + c.klen[s]] == key:
                         break
                 i = (i + 1) & mask
@@ -89,7 +96,8 @@ class Store(StoreStats):
             if exp and exp <= now:
                 self.do_unlink(h)
                 return -1
-            if (self.oldest_live or self.oldest_cas) and self.do_is_flushed(c, s, now):
+            w = self.words
+            if (w[W_OLDEST_LIVE] or w[W_OLDEST_CAS]) and self.do_is_flushed(c, s, now):
                 self.do_unlink(h)
                 return -2
             bits = c.bits[s]
@@ -304,7 +312,7 @@ class Store(StoreStats):
         reclaimed = 0
         with self.lock:
             c = self.classes[cid]
-            end = min(start + count, len(c.bits))
+            end = min(start + count, c.nslots)
             bits = c.bits
             for s in range(start, end):
                 b = bits[s]
@@ -324,4 +332,4 @@ class Store(StoreStats):
                         self.expired_unfetched += 1
                     self.do_unlink(h)
                     reclaimed += 1
-            return (end if end < len(c.bits) else -1), reclaimed
+            return (end if end < c.nslots else -1), reclaimed

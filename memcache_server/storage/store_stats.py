@@ -68,7 +68,7 @@ class StoreStats(Items):
                         cid=c.cid,
                         chunk_size=c.size,
                         chunks_per_page=c.perslab,
-                        total_pages=len(c.pages),
+                        total_pages=c.npages,
                         used_chunks=c.used_chunks,
                         free_chunks=c.free_count,
                         items=c.items,

@@ -49,9 +49,9 @@ def check_free_list(store: Store, cid: int) -> None:
         assert not c.bits[s] & IN_USE
         seen.append(s)
         prev, s = s, c.nxt[s]
-        assert len(seen) <= len(c.bits)
+        assert len(seen) <= c.nslots
     assert len(seen) == c.free_count
-    assert c.used_chunks + c.free_count == len(c.pages) * c.perslab
+    assert c.used_chunks + c.free_count == c.npages * c.perslab
 
 
 def fill(store: Store, n: int, value: bytes = SMALL, prefix: bytes = b"k") -> list[bytes]:
@@ -74,8 +74,8 @@ def test_move_rescues_every_item_when_the_class_has_room() -> None:
     dst = class_of(store, 10 * KB)
     move(store, cid, dst)
     c = store.classes[cid]
-    assert len(c.pages) == 2 and len(store.classes[dst].pages) == 1
-    assert len(c.bits) == 2 * per
+    assert c.npages == 2 and store.classes[dst].npages == 1
+    assert c.nslots == 2 * per
     assert store.moves.rescues == per // 2 and store.moves.evictions_nomem == 0
     assert store.moves.slabs_moved == 1
     assert lru_keys(store, cid) == order
@@ -136,7 +136,7 @@ def test_chunked_items_survive_moves_of_their_header_and_data_pages() -> None:
     data_classes = {dh & 63 for chunks in store.chunk_lists.values() for dh in chunks}
     assert largest in data_classes
     for cid in sorted(data_classes):
-        if len(store.classes[cid].pages) > 1:
+        if store.classes[cid].npages > 1:
             move(store, cid, POOL, batch=1)
     assert store.moves.chunk_rescues >= 2 and store.moves.evictions_nomem == 0
     for k in keys[2:]:
@@ -149,7 +149,7 @@ def test_chunked_items_survive_moves_of_their_header_and_data_pages() -> None:
     store.delete(long_keys[0])
     for k in long_keys[1:]:
         assert get(store, k) == big[: 520 * KB]
-    pages = len(store.classes[header_cid].pages)
+    pages = store.classes[header_cid].npages
     if pages > 1:
         move(store, header_cid, POOL)
     for k in keys[2:]:
@@ -164,7 +164,7 @@ def test_pool_pages_are_taken_first_and_counted_as_allocated() -> None:
     store = make(limit=8 * MB)
     cid = class_of(store, 100)
     fill(store, 200_000)  # fills the limit with one class
-    pages = len(store.classes[cid].pages)
+    pages = store.classes[cid].npages
     malloced = store.malloced
     move(store, cid, POOL)
     assert store.pool_pages == 1
@@ -173,8 +173,8 @@ def test_pool_pages_are_taken_first_and_counted_as_allocated() -> None:
     for i in range(300):
         put(store, b"b%d" % i, b"x" * 10 * KB)
     assert store.pool_pages == 0
-    assert len(store.classes[big].pages) == 2  # its first page, then the pooled one
-    assert len(store.classes[cid].pages) == pages - 1
+    assert store.classes[big].npages == 2  # its first page, then the pooled one
+    assert store.classes[cid].npages == pages - 1
     assert store.used_memory() <= store.memory_limit
 
 
@@ -188,7 +188,7 @@ def test_pool_to_class_and_lowered_limit_releases_pooled_pages() -> None:
     dst = class_of(store, 10 * KB)
     m = PageMove(store, POOL, dst)
     assert m.begin() and m.step(1)
-    assert store.pool_pages == 2 and len(store.classes[dst].pages) == 1
+    assert store.pool_pages == 2 and store.classes[dst].npages == 1
     store.set_memory_limit(store.used_memory() - PAGE_SIZE)
     assert store.pool_pages == 1  # one released, the store back under its limit
     assert store.used_memory() <= store.memory_limit
@@ -205,7 +205,9 @@ def test_move_refused_without_a_spare_page_and_columns_truncated() -> None:
     cols = store.columns_bytes
     move(store, cid, POOL)
     assert store.columns_bytes == cols - per * SLOT_BYTES
-    assert len(store.classes[cid].cas) == per
+    c = store.classes[cid]
+    assert c.nslots == per
+    assert not any(c.cas[per : 2 * per]) and not any(c.bits[per : 2 * per])
 
 
 def test_writes_between_batches_never_land_on_the_page_being_emptied() -> None:
@@ -224,7 +226,7 @@ def test_writes_between_batches_never_land_on_the_page_being_emptied() -> None:
         put(store, b"new%d" % i, SMALL)
         i += 1
     c = store.classes[cid]
-    assert len(c.pages) == 2
+    assert c.npages == 2
     for j in range(i):
         assert get(store, b"new%d" % j) == SMALL
         assert get(store, keys[per + j]) is None
@@ -284,7 +286,7 @@ def test_the_class_giving_a_page_gets_no_new_page_meanwhile() -> None:
     while not m.step(500):
         pass
     c = store.classes[cid]
-    assert len(c.pages) == 1
+    assert c.npages == 1
     for i in range(50):
         assert get(store, b"late%d" % i) == SMALL
     check_free_list(store, cid)
@@ -310,4 +312,4 @@ def test_a_move_never_takes_the_store_past_its_limit() -> None:
             put(store, b"s%d" % i, SMALL)
         assert store.used_memory() <= limit
     assert store.moves.slabs_moved == 3
-    assert len(store.classes[small].pages) >= 2  # the freed budget reached the small class
+    assert store.classes[small].npages >= 2  # the freed budget reached the small class

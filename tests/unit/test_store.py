@@ -562,7 +562,7 @@ def test_large_items_round_trip(size: int) -> None:
     r = s.get_parts(b"big")
     assert not isinstance(r, int)
     assert r[0] == b"VALUE big 9 %d\r\n" % size and r[1] == value + b"\r\n"
-    assert s.bytes == s.table.item_size(3, 9, size + 2)
+    assert s.item_bytes == s.table.item_size(3, 9, size + 2)
 
 
 def test_large_items_free_their_chunks() -> None:
@@ -676,7 +676,7 @@ def churn(s: Store, n: int, sizes: list[int], seed: int = 0) -> int:
 def test_memory_stays_within_a_page_of_the_limit(limit_mb: int, sizes: list[int], n: int) -> None:
     s = make(limit=limit_mb * MB)
     worst = churn(s, n, sizes)
-    cid = max(range(1, len(s.classes)), key=lambda i: len(s.classes[i].pages))
+    cid = max(range(1, len(s.classes)), key=lambda i: s.classes[i].npages)
     assert s.evictions > 0
     assert worst <= page_cost(s, cid), (worst, page_cost(s, cid))
 
