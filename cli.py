@@ -278,7 +278,7 @@ class _NodeGroup(click.Group):
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as exc:
-            raise _FlagError(exc.message, exc.ctx) from None
+            raise _FlagError(exc.format_message(), exc.ctx) from None
 
 
 @click.group(

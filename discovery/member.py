@@ -146,6 +146,7 @@ class MembershipClient:
         endpoints = self.settings.endpoints
         # one config node (or one Service name): still a second try, on a fresh connection
         attempts = max(2, len(endpoints))
+        said: set[int] = set()  # each config node's failure is logged once per request
         for attempt in range(attempts):
             try:
                 if self._conn is None:
@@ -155,7 +156,8 @@ class MembershipClient:
             except (OSError, ReplyError, DocumentError) as exc:
                 self.view.counters.heartbeat_failures += 1
                 self._disconnect()
-                if not self._failing:
+                if not self._failing and self._current not in said:
+                    said.add(self._current)
                     self.log(f"config node {self._endpoint()}: {exc or type(exc).__name__}")
                 if attempt == attempts - 1:
                     raise
