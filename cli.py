@@ -71,6 +71,8 @@ def _build_config(opts: dict[str, Any]) -> ServerConfig:
         cluster_token=opts["cluster_token"],
         heartbeat_interval=opts["heartbeat_interval"],
         drain_seconds=opts["drain_seconds"],
+        warm=opts["warm"],
+        warm_rate=opts["warm_rate"],
         allow_config_writes=opts["allow_config_writes"],
         debug_time=opts["debug_time"],
         metrics_listen=opts["metrics_listen"],
@@ -351,6 +353,19 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     default=5.0,
     show_default=True,
     help="After leaving on SIGTERM, keep serving this long.",
+)
+@click.option(
+    "--warm",
+    is_flag=True,
+    help="With --join: copy this node's keys from their owners before joining, and push "
+    "them to the next owners before a graceful leave.",
+)
+@click.option(
+    "--warm-rate",
+    type=int,
+    default=20_000,
+    show_default=True,
+    help="Items per second --warm copies at most (0: no bound).",
 )
 @click.option(
     "--allow-config-writes",

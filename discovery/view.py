@@ -24,6 +24,7 @@ from discovery.document import (
     parse_document,
     supersedes,
 )
+from discovery.handover import HandoverProgress
 
 __all__ = ["ClusterView", "ViewCounters", "CONFIG_WRITES_REFUSED", "LEGACY_READ_ONLY"]
 
@@ -64,6 +65,9 @@ class ClusterView:
         # a member (started with --join) shows its cluster counters in `stats`
         self.member = member
         self.counters = ViewCounters()
+        # hand-overs of a --warm member (discovery.handover), shown in `stats` once started
+        self.warm: HandoverProgress | None = None
+        self.drain: HandoverProgress | None = None
         self._held: _Held = _EMPTY
         self._lock = threading.Lock()
 
@@ -165,4 +169,6 @@ class ClusterView:
             ("cluster_heartbeat_failures", c.heartbeat_failures),
             ("cluster_config_requests", c.config_requests),
             ("cluster_config_updates", c.config_updates),
+            *(self.warm.fields("cluster_warm") if self.warm else ()),
+            *(self.drain.fields("cluster_drain") if self.drain else ()),
         ]

@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from discovery.member import JoinSettings, MembershipClient, advertised_address
+from discovery.member import WILDCARDS, JoinSettings, MembershipClient, advertised_address
+from discovery.scaling import Scaling
 from discovery.view import ClusterView
 from discovery.wire import split_host_port
 from memcache_server import ops, report, watch
@@ -117,6 +118,7 @@ class Node:
         # cluster discovery: the document this node serves, and its membership (with --join)
         self.cluster = ClusterView(config.allow_config_writes, member=config.join is not None)
         self.membership: MembershipClient | None = None
+        self.scaling: Scaling | None = None  # --warm hand-overs around join and leave
         # Set by request_shutdown, which runs inside signal handlers: plain flags, no lock (a
         # second signal landing while a handler holds an Event's lock would deadlock).
         self._stop_requested = False
@@ -158,7 +160,21 @@ class Node:
         if self.config.slab_reassign:  # memcached starts no mover without slab_reassign
             self.rebalancer.start()
         if self.config.join:
-            self._start_membership(self.config.join)
+            join = self.config.join
+            if self.config.warm:
+                self.scaling = self._scaling(join)
+                self.scaling.warm_then(lambda: self._start_membership(join), self._stop)
+            else:
+                self._start_membership(join)
+
+    def _scaling(self, join: str) -> Scaling:
+        cfg = self.config
+        address = advertised_address(cfg.advertise, cfg.listen, self.port)
+        local = cfg.listen[0] if cfg.listen and cfg.listen[0] not in WILDCARDS else "127.0.0.1"
+        window = cfg.drain_seconds
+        return Scaling(
+            self.cluster, split_host_port(join), address, (local, self.port), cfg.warm_rate, window
+        )
 
     def _start_membership(self, join: str) -> None:
         """Register with the config node now that the node serves (never before)."""
@@ -207,7 +223,15 @@ class Node:
         self._stop.set()
         if self.membership is not None:
             drain = self.config.drain_seconds if self._graceful else 0.0
-            self.membership.leave_and_drain(drain, lambda: self._hurry_requested)
+            membership = self.membership
+
+            def leave() -> None:
+                membership.leave_and_drain(drain, lambda: self._hurry_requested)
+
+            if self.scaling is not None and drain > 0:
+                self.scaling.push_around(leave)
+            else:
+                leave()
             self.membership = None
         if self.acceptor is not None:
             self.acceptor.stop()

@@ -199,6 +199,9 @@ class ServerConfig:
     cluster_token: str | None = None
     heartbeat_interval: float = 1.0
     drain_seconds: float = 5.0
+    # --warm: copy this node's keys in before joining, push them out on a graceful leave
+    warm: bool = False
+    warm_rate: int = 20_000  # items per second a hand-over copies at most (0: no bound)
     allow_config_writes: bool = False
     debug_time: bool = False  # accept `debugtime <seconds>` (moves the clock; for tests)
     # HOST:PORT for the Prometheus /metrics endpoint (metrics_http.parse_listen); None: off.
@@ -318,6 +321,12 @@ class ServerConfig:
             raise ConfigError("--heartbeat-interval must be between 0.01 and 3600 seconds")
         if not 0 <= self.drain_seconds <= 86400:
             raise ConfigError("--drain-seconds must be between 0 and 86400")
+        if self.warm and not self.join:
+            raise ConfigError("--warm needs --join (it copies keys from the cluster's nodes)")
+        if self.warm and self.unix_socket:
+            raise ConfigError("--warm needs a TCP listener (the hand-over speaks to this node)")
+        if not 0 <= self.warm_rate <= 10_000_000:
+            raise ConfigError("--warm-rate must be between 0 and 10000000 items per second")
         if self.cluster_token is not None and not _is_token(self.cluster_token):
             raise ConfigError("--cluster-token must be 1-250 printable ASCII characters, no spaces")
         for name, text in (("--join", self.join), ("--advertise", self.advertise)):
