@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,65 +20,32 @@ from memcache_server import __version__
 from memcache_server.config import (
     EMULATED_VERSION,
     ConfigError,
+    ExitCode,
     ServerConfig,
     StartupError,
     parse_extended,
-    parse_size,
 )
+from memcache_server.options import OPTIONS
+
+if TYPE_CHECKING:
+    from discovery.member import MembershipClient
+    from discovery.scaling import Scaling
+    from memcache_server.app import Node
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _build_config(opts: dict[str, Any]) -> ServerConfig:
-    listen: list[str] = []
-    for entry in opts["listen"] or ("127.0.0.1",):
-        listen += [a for a in entry.split(",") if a]
-    extended = parse_extended(list(opts["extended"]))
-    delimiter = opts["delimiter"]
-    cfg = ServerConfig(
-        port=opts["port"],
-        listen=tuple(listen),
-        unix_socket=opts["unix_socket"],
-        unix_mask=int(opts["unix_mask"], 8),
-        udp_port=opts["udp_port"],
-        memory_limit_mb=opts["memory_limit"],
-        disable_evictions=opts["disable_evictions"],
-        max_connections=opts["conn_limit"],
-        threads=opts["threads"],
-        reqs_per_event=opts["max_reqs_per_event"],
-        item_size_max=parse_size(opts["max_item_size"]),
-        growth_factor=opts["slab_growth_factor"],
-        chunk_size=opts["slab_min_size"],
-        use_cas=not opts["disable_cas"],
-        flush_enabled=not opts["disable_flush_all"],
-        shutdown_enabled=opts["enable_shutdown"],
-        dump_enabled=not opts["disable_dumping"],
-        watch_enabled=not opts["disable_watch"],
-        backlog=opts["listen_backlog"],
-        protocol=opts["protocol"],
-        verbosity=opts["verbose"],
-        user=opts["user"],
-        daemonize=opts["daemon"],
-        pidfile=opts["pidfile"],
-        lock_memory=opts["lock_memory"],
-        large_pages=opts["enable_largepages"],
-        coredumps=opts["enable_coredumps"],
-        auth_file=opts["auth_file"],
-        enable_ssl=opts["enable_ssl"],
-        prefix_delimiter=delimiter or ":",
-        detail_enabled=delimiter is not None,
-        extended=extended,
-        join=opts["join"],
-        advertise=opts["advertise"],
-        cluster_token=opts["cluster_token"],
-        heartbeat_interval=opts["heartbeat_interval"],
-        drain_seconds=opts["drain_seconds"],
-        warm=opts["warm"],
-        warm_rate=opts["warm_rate"],
-        allow_config_writes=opts["allow_config_writes"],
-        debug_time=opts["debug_time"],
-        metrics_listen=opts["metrics_listen"],
-    ).with_extended()
+    """The options table turns what click parsed into config values; then the checks that
+    look at several settings at once, in memcached's order, and the config's own."""
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        if option.flags or option.param:
+            value = option.parse(opts[option.click_name])
+            if option.name:
+                values[option.name] = value
+    values["extended"] = parse_extended(list(opts["extended"]))
+    cfg = ServerConfig(**values).with_extended()
     if cfg.item_size_max < 1024:
         raise ConfigError("Item max size cannot be less than 1024 bytes.")
     if cfg.slab_chunk_max > cfg.item_size_max:
@@ -93,10 +62,6 @@ def _build_config(opts: dict[str, Any]) -> ServerConfig:
         )
     if (1024 * 1024) % cfg.slab_chunk_max != 0:
         raise ConfigError(f"slab_chunk_max must divide evenly into {1024 * 1024} (slab_page_size)")
-    if opts["enable_sasl"]:
-        raise ConfigError("SASL (-S) is not supported: use -Y for ASCII authentication")
-    if opts["memory_file"]:
-        raise ConfigError("-e (memory file) is not supported: nodes hold no persistent data")
     cfg.validate()
     return cfg
 
@@ -145,7 +110,7 @@ def run_node(cfg: ServerConfig) -> int:
         node.bind()
     except OSError as exc:
         click.echo(f"failed to listen: {exc.strerror or exc}", err=True)
-        return 71
+        return ExitCode.OS_ERROR
     _drop_privileges(cfg.user)
     if cfg.daemonize:
         _daemonize(cfg.pidfile)
@@ -165,21 +130,79 @@ def run_node(cfg: ServerConfig) -> int:
         click.echo(f"memcache-server {__version__} listening on {where}", err=True)
         if node.metrics is not None:
             click.echo(f"metrics on {node.metrics.url}", err=True)
+    joined: list[MembershipClient] = []
+    stopping = threading.Event()
+    scaling = _scaling(node) if cfg.warm else None
+    if scaling is not None:  # published only once warm: the join comes from the warm-up
+        scaling.warm_then(lambda: joined.append(_join_cluster(node)), stopping)
+    elif cfg.join:
+        joined.append(_join_cluster(node))
     try:
         node.wait()
     finally:
+        stopping.set()
+        if joined:
+            # leave first and keep serving through the drain, so clients can move away
+            drain = cfg.drain_seconds if node.graceful else 0.0
+            membership = joined[0]
+
+            def leave() -> None:
+                membership.leave_and_drain(drain, node.hurry_requested)
+
+            if scaling is not None and drain > 0:
+                scaling.push_around(leave)  # push items to their next owners first
+            else:
+                leave()
         node.shutdown()
-    return 0
+    return ExitCode.OK
+
+
+def _scaling(node: Node) -> Scaling:
+    """The --warm hand-overs: local is where this node's own items are read and written."""
+    from discovery.member import WILDCARDS, advertised_address
+    from discovery.scaling import Scaling
+    from discovery.wire import split_host_port
+
+    cfg = node.config
+    assert cfg.join is not None
+    address = advertised_address(cfg.advertise, cfg.listen, node.port)
+    local = cfg.listen[0] if cfg.listen and cfg.listen[0] not in WILDCARDS else "127.0.0.1"
+    return Scaling(
+        node.cluster,
+        split_host_port(cfg.join),
+        address,
+        (local, node.port),
+        cfg.warm_rate,
+        cfg.drain_seconds,
+    )
+
+
+def _join_cluster(node: Node) -> MembershipClient:
+    """Register with the config node now that the node serves (never before)."""
+    from discovery.member import JoinSettings, MembershipClient, advertised_address
+    from discovery.wire import split_host_port
+
+    cfg = node.config
+    assert cfg.join is not None
+    host, port = split_host_port(cfg.join)
+    settings = JoinSettings(
+        host, port, cfg.cluster_token, cfg.heartbeat_interval, cfg.drain_seconds
+    )
+    address = advertised_address(cfg.advertise, cfg.listen, node.port)
+    membership = MembershipClient(node.cluster, settings, address, cfg.verbosity)
+    membership.start()
+    return membership
 
 
 def _metrics_listen(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """Validate ``--metrics-listen`` early and normalise it to HOST:PORT (loopback by default)."""
     if value is None:
         return None
-    from memcache_server.metrics_http import format_address, parse_listen
+    from memcache_server.metrics_http import parse_listen
+    from memcache_server.protocol.address import format_host_port
 
     try:
-        return format_address(*parse_listen(value))
+        return format_host_port(*parse_listen(value))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -201,182 +224,39 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         ctx.exit(0)
 
 
+def _table_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Decorate ``command`` with one click option per flag of the options table, in table
+    order (`-h` lists them so); --metrics-listen keeps its shared option (and its check)."""
+    version = click.option(
+        "-V",
+        "--version",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_version,
+        help="Print version and exit.",
+    )
+    decorators = []
+    for option in OPTIONS:
+        if not option.flags or option.name == "metrics_listen":
+            continue
+        extras = dict(option.cli)
+        shown = option.click_default
+        if not extras.get("is_flag") and not extras.get("count") and not extras.get("multiple"):
+            extras["default"] = shown
+            extras["show_default"] = shown is not None
+        if option.flags[0] == "-P":
+            decorators.append(version)  # listed where it always was
+        decorators.append(
+            click.option(*option.flags, option.click_name, help=option.help, **extras)
+        )
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
 @click.group(invoke_without_command=True, context_settings=CONTEXT)
-@click.option(
-    "-p",
-    "--port",
-    type=int,
-    default=11211,
-    show_default=True,
-    help="TCP port to listen on; 0 picks a free port and prints it on stdout.",
-)
-@click.option(
-    "-U",
-    "--udp-port",
-    type=int,
-    default=0,
-    show_default=True,
-    help="UDP port (only 0, off, is supported).",
-)
-@click.option("-s", "--unix-socket", default=None, help="UNIX socket to listen on (disables TCP).")
-@click.option(
-    "-a",
-    "--unix-mask",
-    default="700",
-    show_default=True,
-    help="Access mask for the UNIX socket, in octal.",
-)
-@click.option("-A", "--enable-shutdown", is_flag=True, help='Enable the ascii "shutdown" command.')
-@click.option(
-    "-l",
-    "--listen",
-    multiple=True,
-    help="Interface(s) to listen on, comma separated (default: 127.0.0.1).",
-)
-@click.option("-d", "--daemon", is_flag=True, help="Run as a daemon.")
-@click.option("-r", "--enable-coredumps", is_flag=True, help="Accepted for compatibility.")
-@click.option("-u", "--user", default=None, help="Assume the identity of USER (when root).")
-@click.option(
-    "-m",
-    "--memory-limit",
-    type=int,
-    default=64,
-    show_default=True,
-    help="Item memory in megabytes (bounds the process's real memory).",
-)
-@click.option(
-    "-M",
-    "--disable-evictions",
-    is_flag=True,
-    help="Return an error on memory exhausted instead of evicting.",
-)
-@click.option(
-    "-c",
-    "--conn-limit",
-    type=int,
-    default=1024,
-    show_default=True,
-    help="Max simultaneous connections.",
-)
-@click.option("-k", "--lock-memory", is_flag=True, help="Accepted for compatibility (no effect).")
-@click.option("-v", "--verbose", count=True, help="Verbose; -vv also logs client commands.")
-@click.option(
-    "-V",
-    "--version",
-    is_flag=True,
-    expose_value=False,
-    is_eager=True,
-    callback=_version,
-    help="Print version and exit.",
-)
-@click.option("-P", "--pidfile", default=None, help="Save PID in FILE (with -d).")
-@click.option(
-    "-f",
-    "--slab-growth-factor",
-    type=float,
-    default=1.25,
-    show_default=True,
-    help="Chunk size growth factor.",
-)
-@click.option(
-    "-n",
-    "--slab-min-size",
-    type=int,
-    default=48,
-    show_default=True,
-    help="Min space used for key+value+flags.",
-)
-@click.option("-L", "--enable-largepages", is_flag=True, help="Accepted for compatibility.")
-@click.option(
-    "-D",
-    "delimiter",
-    default=None,
-    help="Delimiter between key prefixes and ids for per-prefix stats.",
-)
-@click.option(
-    "-t", "--threads", type=int, default=4, show_default=True, help="Number of worker threads."
-)
-@click.option(
-    "-R",
-    "--max-reqs-per-event",
-    type=int,
-    default=20,
-    show_default=True,
-    help="Max requests served per connection before yielding to others.",
-)
-@click.option("-C", "--disable-cas", is_flag=True, help="Disable use of CAS.")
-@click.option(
-    "-b", "--listen-backlog", type=int, default=1024, show_default=True, help="Listen backlog."
-)
-@click.option(
-    "-B",
-    "--protocol",
-    default="auto",
-    show_default=True,
-    help="ascii or auto (the binary protocol is not supported).",
-)
-@click.option(
-    "-I",
-    "--max-item-size",
-    default="1m",
-    show_default=True,
-    help="Max item size (k/m suffixes; min 1k, max 1024m).",
-)
-@click.option("-S", "--enable-sasl", is_flag=True, help="Not supported (use -Y).")
-@click.option("-F", "--disable-flush-all", is_flag=True, help="Disable flush_all.")
-@click.option(
-    "-X",
-    "--disable-dumping",
-    is_flag=True,
-    help="Disable stats cachedump and lru_crawler metadump.",
-)
-@click.option("-W", "--disable-watch", is_flag=True, help="Disable watch commands.")
-@click.option("-Y", "--auth-file", default=None, help="ASCII authentication file (user:pass).")
-@click.option("-e", "--memory-file", default=None, help="Not supported.")
-@click.option("-Z", "--enable-ssl", is_flag=True, help="Enable TLS.")
-@click.option("-N", "--napi-ids", type=int, default=None, help="Accepted for compatibility.")
-@click.option(
-    "-o", "--extended", multiple=True, help="Comma separated extended options (memcached's names)."
-)
-@click.option("--join", default=None, help="Join the cluster of this config node (HOST:PORT).")
-@click.option("--advertise", default=None, help="HOST[:PORT] published for this node.")
-@click.option(
-    "--cluster-token",
-    envvar="MEMCACHE_CLUSTER_TOKEN",
-    default=None,
-    help="Shared secret for joining (or set MEMCACHE_CLUSTER_TOKEN).",
-)
-@click.option("--heartbeat-interval", type=float, default=1.0, show_default=True, help="Seconds.")
-@click.option(
-    "--drain-seconds",
-    type=float,
-    default=5.0,
-    show_default=True,
-    help="After leaving on SIGTERM, keep serving this long.",
-)
-@click.option(
-    "--warm",
-    is_flag=True,
-    help="With --join: copy this node's keys from their owners before joining, and push "
-    "them to the next owners before a graceful leave.",
-)
-@click.option(
-    "--warm-rate",
-    type=int,
-    default=20_000,
-    show_default=True,
-    help="Items per second --warm copies at most (0: no bound).",
-)
-@click.option(
-    "--allow-config-writes",
-    is_flag=True,
-    help="Accept config set/delete and writes to AmazonElastiCache:cluster.",
-)
-@click.option(
-    "--debug-time",
-    is_flag=True,
-    help="Accept 'debugtime <seconds>' to move the server clock (for tests of expiry).",
-)
+@_table_options
 @metrics_listen_option
 @click.pass_context
 def main(ctx: click.Context, /, **opts: Any) -> None:
@@ -387,7 +267,7 @@ def main(ctx: click.Context, /, **opts: Any) -> None:
         cfg = _build_config(opts)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
-        sys.exit(64)
+        sys.exit(ExitCode.USAGE)
     sys.exit(run_node(cfg))
 
 
@@ -432,7 +312,7 @@ def cluster_owner(
         ring = owner_ring(endpoint, nodes, scheme=scheme, naming=naming, timeout=timeout)
     except (OSError, ValueError) as exc:
         click.echo(f"cannot build the ring: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.FAILURE)
     for key in keys:
         node = ring.owner(key)
         click.echo(f"{key} {node.hostname}:{node.port} {node.ip or '-'}")

@@ -27,6 +27,8 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from memcache_server.stats import murmur3_32 as murmur3_bytes
+
 __all__ = [
     "DEFAULT_PORT",
     "HashRing",
@@ -147,35 +149,7 @@ def murmur3_32(data: str | bytes, seed: int = 0) -> int:
         raw = data.encode("ascii") if data.isascii() else bytes(ord(c) & 0xFF for c in data)
     else:
         raw = bytes(data)
-    c1, c2, mask = 0xCC9E2D51, 0x1B873593, 0xFFFFFFFF
-    h = seed & mask
-    nblocks = len(raw) // 4
-    for (k,) in struct.iter_unpack("<I", raw[: nblocks * 4]):
-        k = (k * c1) & mask
-        k = ((k << 15) | (k >> 17)) & mask
-        k = (k * c2) & mask
-        h ^= k
-        h = ((h << 13) | (h >> 19)) & mask
-        h = (h * 5 + 0xE6546B64) & mask
-    tail = raw[nblocks * 4 :]
-    k = 0
-    if len(tail) >= 3:
-        k ^= tail[2] << 16
-    if len(tail) >= 2:
-        k ^= tail[1] << 8
-    if tail:
-        k ^= tail[0]
-        k = (k * c1) & mask
-        k = ((k << 15) | (k >> 17)) & mask
-        k = (k * c2) & mask
-        h ^= k
-    h ^= len(raw)
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & mask
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & mask
-    h ^= h >> 16
-    return h
+    return murmur3_bytes(raw, seed & 0xFFFFFFFF)
 
 
 class HashRing:

@@ -47,7 +47,7 @@ class Scaling:
 
     ``window`` is how long clients may keep using the old ring after a change is published
     (the node's drain period): catch-up passes run that long. Progress is kept on the node's
-    ``ClusterView`` (``view.warm`` / ``view.drain``), so ``stats`` shows it."""
+    ``ClusterView`` (``extra_stats``), so ``stats`` shows it."""
 
     def __init__(
         self,
@@ -61,6 +61,12 @@ class Scaling:
         self.view, self.config, self.me, self.local = view, config, me, local
         self.rate, self.window = rate, window
         self.timeout = 5.0
+
+    def _progress(self, name: str) -> HandoverProgress:
+        """A fresh progress record, shown in `stats` as ``cluster_<name>_*``."""
+        progress = HandoverProgress()
+        self.view.extra_stats[name] = lambda: progress.fields(f"cluster_{name}")
+        return progress
 
     @staticmethod
     def log(text: str) -> None:
@@ -131,7 +137,7 @@ class Scaling:
         ).start()
 
     def _warm_then(self, join: Callable[[], None], stop: threading.Event) -> None:
-        progress = self.view.warm = HandoverProgress()
+        progress = self._progress("warm")
         handover = None
         try:
             handover = self.warm_up(progress)
@@ -148,7 +154,7 @@ class Scaling:
         """Push every item to its next owner, then ``leave_and_drain()`` while catch-up passes
         carry over what clients still on the old ring write meanwhile; one last pass at the
         end."""
-        progress = self.view.drain = HandoverProgress()
+        progress = self._progress("drain")
         try:  # the config node's list is the one clients will switch to
             document = current_document(self.config, 2.0)
         except (OSError, ValueError, ReplyError) as exc:

@@ -21,6 +21,7 @@ import socket
 from dataclasses import dataclass
 
 from discovery.document import MAX_DOCUMENT, NodeAddress
+from memcache_server.protocol.address import split_host_port
 
 __all__ = [
     "JOIN",
@@ -74,25 +75,6 @@ def leave_line(hostname: str, port: int, token: str | None) -> bytes:
 
 def remove_line(hostname: str, port: int, token: str | None) -> bytes:
     return b"%b %b %d%b\r\n" % (REMOVE, hostname.encode("ascii"), port, _tail(token))
-
-
-def split_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port``, or a bare host when a default port is given."""
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    if not host:
-        raise ValueError(f"no host in {text!r}")
-    if not port_text:
-        if default_port is None:
-            raise ValueError(f"expected HOST:PORT, got {text!r}")
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
-        raise ValueError(f"bad port in {text!r}")
-    return host, int(port_text)
 
 
 class ReplyError(Exception):

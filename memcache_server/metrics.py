@@ -39,7 +39,7 @@ from memcache_server.latency import SAMPLE_EVERY, LatencySnapshot, merge
 from memcache_server.report import _fmt as stat_text
 
 if TYPE_CHECKING:
-    from memcache_server.app import Node
+    from memcache_server.report import StatsSource
 
 __all__ = [
     "StatsSnapshot",
@@ -117,7 +117,7 @@ def pairs_from_reply(reply: bytes) -> list[tuple[str, str]]:
     return out
 
 
-def node_snapshot(node: Node) -> StatsSnapshot:
+def node_snapshot(node: StatsSource) -> StatsSnapshot:
     """A cache node's snapshot: the four stats replies plus the workers' latency histograms."""
     recorders = [w.latency for w in node.workers if w.latency is not None]
     return StatsSnapshot.from_pairs(

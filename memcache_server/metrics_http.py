@@ -24,11 +24,12 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from memcache_server.metrics import build_registry, node_snapshot
+from memcache_server.protocol.address import format_host_port, split_host_port
 
 if TYPE_CHECKING:
-    from memcache_server.app import Node
+    from memcache_server.report import StatsSource
 
-__all__ = ["MetricsServer", "open_node_metrics", "parse_listen", "format_address", "DEFAULT_HOST"]
+__all__ = ["MetricsServer", "open_node_metrics", "parse_listen", "DEFAULT_HOST"]
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -45,24 +46,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` / ``[V6]:PORT`` / ``:PORT`` / ``PORT`` -> (host, port); loopback by default.
 
     Raises ValueError with a message meant for the command line."""
-    t = text.strip()
-    host, port_text = "", t
-    if t.startswith("["):
-        end = t.find("]")
-        if end < 0 or t[end + 1 : end + 2] != ":":
-            raise ValueError(f"expected [IPV6]:PORT, got {text!r}")
-        host, port_text = t[1:end], t[end + 2 :]
-    elif ":" in t:
-        host, _, port_text = t.rpartition(":")
-        if ":" in host:
-            raise ValueError(f"write an IPv6 address in brackets: [{host}]:{port_text}")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"invalid port in {text!r}")
-    return (host or DEFAULT_HOST, int(port_text))
-
-
-def format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return split_host_port(text.strip(), default_host=DEFAULT_HOST, port_zero=True)
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -124,7 +108,7 @@ class MetricsServer:
     @property
     def address(self) -> str:
         """``host:port`` actually bound (the port chosen when 0 was asked for)."""
-        return format_address(self.host, self.port)
+        return format_host_port(self.host, self.port)
 
     @property
     def url(self) -> str:
@@ -145,7 +129,7 @@ class MetricsServer:
         self._httpd.server_close()
 
 
-def open_node_metrics(node: Node) -> MetricsServer:
+def open_node_metrics(node: StatsSource) -> MetricsServer:
     """Bind the endpoint for a cache node (``--metrics-listen``); ``start()`` serves it."""
     assert node.config.metrics_listen is not None
     return MetricsServer.from_listen(

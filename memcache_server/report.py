@@ -8,16 +8,29 @@ from __future__ import annotations
 
 import os
 import resource
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
+from memcache_server.options import settings_values
 from memcache_server.stats import sum_thread_stats
-from memcache_server.storage.store import SLAB_COUNTERS
+from memcache_server.storage.slabclass import SLAB_COUNTERS
 
 if TYPE_CHECKING:
-    from memcache_server.app import Node
+    from memcache_server.commands.cluster import ClusterView
+    from memcache_server.config import ServerConfig
+    from memcache_server.metrics_http import MetricsServer
+    from memcache_server.server.listener import Listener
+    from memcache_server.server.tls import TLSServer
+    from memcache_server.server.worker import Connection, Worker
+    from memcache_server.stats import PrefixStats, ServerCounters
+    from memcache_server.storage.clock import Clock
+    from memcache_server.storage.crawler import Crawler
+    from memcache_server.storage.rebalancer import Rebalancer
+    from memcache_server.storage.slabs import SlabTable
+    from memcache_server.storage.store import Store
 
 __all__ = [
+    "StatsSource",
     "general_stats",
     "settings_stats",
     "slabs_stats",
@@ -27,6 +40,75 @@ __all__ = [
 ]
 
 Stat = tuple[str, object]
+
+
+class StatsSource(Protocol):
+    """What the stats replies read: the whole node's state, at call time (the node has it)."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def table(self) -> SlabTable: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def counters(self) -> ServerCounters: ...
+    @property
+    def workers(self) -> Sequence[Worker]: ...
+    @property
+    def listeners(self) -> Sequence[Listener]: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def verbosity(self) -> int: ...
+    @property
+    def rebalancer(self) -> Rebalancer: ...
+    @property
+    def crawler(self) -> Crawler: ...
+    @property
+    def cluster(self) -> ClusterView: ...
+    @property
+    def tls(self) -> TLSServer | None: ...
+    @property
+    def metrics(self) -> MetricsServer | None: ...
+    @property
+    def detail(self) -> PrefixStats | None: ...
+    @property
+    def ops(self) -> OpsSettings: ...
+    @property
+    def logger(self) -> LogCounters: ...
+
+    def hash_power_level(self) -> int: ...
+    def oldest_live_age(self) -> int: ...
+    def crawler_running(self) -> bool: ...
+    def crawler_starts(self) -> int: ...
+    def connections(self) -> list[Connection]: ...
+
+
+class OpsSettings(Protocol):
+    """The run-time settings `stats settings` shows (``lru_crawler sleep|tocrawl``)."""
+
+    @property
+    def crawler_sleep(self) -> int: ...
+    @property
+    def crawler_tocrawl(self) -> int: ...
+
+
+class LogCounters(Protocol):
+    """The log streams' counters `stats` shows."""
+
+    @property
+    def written(self) -> int: ...
+    @property
+    def sent(self) -> int: ...
+    @property
+    def skipped(self) -> int: ...
+    @property
+    def watchers(self) -> Sequence[object]: ...
 
 
 def _fmt(value: object) -> str:
@@ -50,7 +132,7 @@ def _rusage(t: float) -> str:
     return f"{sec}.{usec:06d}"
 
 
-def general_stats(node: Node) -> list[Stat]:
+def general_stats(node: StatsSource) -> list[Stat]:
     """`stats`: the fields of memcached 1.6.18's server_stats + get_stats, in its order."""
     cfg = node.config
     store = node.store
@@ -163,7 +245,7 @@ def general_stats(node: Node) -> list[Stat]:
     return pairs
 
 
-def _tls_stats(node: Node, handshake_errors: int) -> list[Stat]:
+def _tls_stats(node: StatsSource, handshake_errors: int) -> list[Stat]:
     """memcached's TLS lines of `stats`, present only when -Z is on."""
     tls = node.tls
     if tls is None:
@@ -174,101 +256,98 @@ def _tls_stats(node: Node, handshake_errors: int) -> list[Stat]:
     ]
 
 
-def settings_stats(node: Node) -> list[Stat]:
-    """`stats settings`, in memcached 1.6.18's order (its TLS/extstore lines included)."""
+# `stats settings`, in memcached 1.6.18's order (its TLS/extstore lines included). Lines that
+# show a setting as the config holds it come from the options table (options.py); the others
+# are computed in ``_settings_not_in_table`` (values that change at run time, or read several
+# settings) or are memcached's constants for features this server does not have.
+SETTINGS_ORDER: tuple[str, ...] = (
+    "maxbytes", "maxconns", "tcpport", "udpport", "inter", "verbosity", "oldest", "evictions",
+    "domain_socket", "umask", "shutdown_command", "growth_factor", "chunk_size", "num_threads",
+    "num_threads_per_udp", "stat_key_prefix", "detail_enabled", "reqs_per_event", "cas_enabled",
+    "tcp_backlog", "binding_protocol", "auth_enabled_sasl", "auth_enabled_ascii",
+    "item_size_max", "maxconns_fast", "hashpower_init", "slab_reassign", "slab_automove",
+    "slab_automove_ratio", "slab_automove_window", "slab_chunk_max", "lru_crawler",
+    "lru_crawler_sleep", "lru_crawler_tocrawl", "tail_repair_time", "flush_enabled",
+    "dump_enabled", "hash_algorithm", "lru_maintainer_thread", "lru_segmented", "hot_lru_pct",
+    "warm_lru_pct", "hot_max_factor", "warm_max_factor", "temp_lru", "temporary_ttl",
+    "idle_timeout", "watcher_logbuf_size", "worker_logbuf_size", "read_buf_mem_limit",
+    "track_sizes", "inline_ascii_response", "ext_item_size", "ext_item_age", "ext_low_ttl",
+    "ext_recache_rate", "ext_wbuf_size", "ext_compact_under", "ext_drop_under", "ext_max_sleep",
+    "ext_max_frag", "slab_automove_freeratio", "ext_drop_unread", "ssl_enabled",
+    "ssl_chain_cert", "ssl_key", "ssl_verify_mode", "ssl_keyformat", "ssl_ciphers",
+    "ssl_ca_cert", "ssl_wbuf_size", "ssl_session_cache", "ssl_kernel_tls", "ssl_min_version",
+    "num_napi_ids", "memory_file",
+)  # fmt: skip
+# memcached's values for what this server does not have (extstore, UDP, SASL, NAPI, -e).
+_SETTINGS_CONSTANTS: dict[str, object] = {
+    "auth_enabled_sasl": False,
+    "inline_ascii_response": False,
+    "ext_item_size": 512,
+    "ext_item_age": 4294967295,
+    "ext_low_ttl": 0,
+    "ext_recache_rate": 2000,
+    "ext_wbuf_size": 4194304,
+    "ext_compact_under": 0,
+    "ext_drop_under": 0,
+    "ext_max_sleep": 1000000,
+    "ext_max_frag": 0.8,
+    "slab_automove_freeratio": "0.010",
+    "ext_drop_unread": False,
+    "ssl_keyformat": 1,
+    "ssl_wbuf_size": 16384,
+    "ssl_session_cache": False,
+    "ssl_kernel_tls": False,
+    "num_napi_ids": "(null)",
+    "memory_file": "(null)",
+}
+
+
+def settings_stats(node: StatsSource) -> list[Stat]:
+    """`stats settings`: the options table's lines, the run-time ones, memcached's constants."""
+    values = {**_SETTINGS_CONSTANTS, **settings_values(node.config), **_settings_not_in_table(node)}
+    return [(name, values[name]) for name in SETTINGS_ORDER] + _metrics_settings(node)
+
+
+def _settings_not_in_table(node: StatsSource) -> dict[str, object]:
+    """Lines whose value changes at run time or reads more than one setting."""
     c = node.config
-    inter = ",".join(c.listen) if not c.unix_socket else "NULL"
-    return [
-        ("maxbytes", node.store.memory_limit),
-        ("maxconns", c.max_connections),
-        ("tcpport", node.port if not c.unix_socket else 0),
-        ("udpport", c.udp_port),
-        ("inter", inter),
-        ("verbosity", node.verbosity),
-        ("oldest", node.oldest_live_age()),
-        ("evictions", "off" if c.disable_evictions else "on"),
-        ("domain_socket", c.unix_socket or "NULL"),
-        ("umask", f"{c.unix_mask:o}"),
-        ("shutdown_command", c.shutdown_enabled),
-        ("growth_factor", c.growth_factor),
-        ("chunk_size", c.chunk_size),
-        ("num_threads", c.threads),
-        ("num_threads_per_udp", c.threads),
-        ("stat_key_prefix", c.prefix_delimiter),
-        ("detail_enabled", node.detail is not None),
-        ("reqs_per_event", c.reqs_per_event),
-        ("cas_enabled", c.use_cas),
-        ("tcp_backlog", c.backlog),
-        (
-            "binding_protocol",
-            {"auto": "auto-negotiate", "ascii": "ascii"}.get(c.protocol, c.protocol),
-        ),
-        ("auth_enabled_sasl", False),
-        ("auth_enabled_ascii", c.auth_file or False),
-        ("item_size_max", c.item_size_max),
-        ("maxconns_fast", c.maxconns_fast),
-        ("hashpower_init", int(c.extended.get("hashpower") or 0)),
-        ("slab_reassign", c.slab_reassign),
-        ("slab_automove", node.rebalancer.automove),
-        ("slab_automove_ratio", node.rebalancer.ratio),
-        ("slab_automove_window", c.slab_automove_window),
-        ("slab_chunk_max", node.table.chunk_max),
-        ("lru_crawler", node.crawler.enabled),
-        ("lru_crawler_sleep", node.ops.crawler_sleep),
-        ("lru_crawler_tocrawl", node.ops.crawler_tocrawl),
-        ("tail_repair_time", c.tail_repair_time),
-        ("flush_enabled", c.flush_enabled),
-        ("dump_enabled", c.dump_enabled),
-        ("hash_algorithm", c.hash_algorithm),
-        ("lru_maintainer_thread", "no_lru_maintainer" not in c.extended),
-        ("lru_segmented", "no_lru_maintainer" not in c.extended),
-        ("hot_lru_pct", c.hot_lru_pct),
-        ("warm_lru_pct", c.warm_lru_pct),
-        ("hot_max_factor", c.hot_max_factor),
-        ("warm_max_factor", c.warm_max_factor),
-        ("temp_lru", "temp_lru" in c.extended),
-        ("temporary_ttl", c.temporary_ttl),
-        ("idle_timeout", c.idle_timeout),
-        ("watcher_logbuf_size", c.watcher_logbuf_size),
-        ("worker_logbuf_size", c.worker_logbuf_size),
-        ("read_buf_mem_limit", c.read_buf_mem_limit),
-        ("track_sizes", node.store.sizes is not None),
-        ("inline_ascii_response", False),
-        ("ext_item_size", 512),
-        ("ext_item_age", 4294967295),
-        ("ext_low_ttl", 0),
-        ("ext_recache_rate", 2000),
-        ("ext_wbuf_size", 4194304),
-        ("ext_compact_under", 0),
-        ("ext_drop_under", 0),
-        ("ext_max_sleep", 1000000),
-        ("ext_max_frag", 0.8),
-        ("slab_automove_freeratio", "0.010"),
-        ("ext_drop_unread", False),
-        ("ssl_enabled", c.enable_ssl),
-        ("ssl_chain_cert", c.extended.get("ssl_chain_cert") or "(null)"),
-        ("ssl_key", c.extended.get("ssl_key") or "(null)"),
-        ("ssl_verify_mode", int(c.extended.get("ssl_verify_mode") or 0)),
-        ("ssl_keyformat", 1),
-        ("ssl_ciphers", c.extended.get("ssl_ciphers") or "NULL"),
-        ("ssl_ca_cert", c.extended.get("ssl_ca_cert") or "NULL"),
-        ("ssl_wbuf_size", 16384),
-        ("ssl_session_cache", False),
-        ("ssl_kernel_tls", False),
-        ("ssl_min_version", node.tls.settings.min_version_name if node.tls else "tlsv1.2"),
-        ("num_napi_ids", "(null)"),
-        ("memory_file", "(null)"),
-    ] + _metrics_settings(node)
+    ext = c.extended
+    maintainer = "no_lru_maintainer" not in ext
+    return {
+        "maxbytes": node.store.memory_limit,  # cache_memlimit changes it
+        "tcpport": node.port if not c.unix_socket else 0,  # -p 0: the port picked
+        "inter": ",".join(c.listen) if not c.unix_socket else "NULL",
+        "verbosity": node.verbosity,
+        "oldest": node.oldest_live_age(),
+        "detail_enabled": node.detail is not None,
+        "hashpower_init": int(ext.get("hashpower") or 0),
+        "slab_automove": node.rebalancer.automove,
+        "slab_automove_ratio": node.rebalancer.ratio,
+        "slab_chunk_max": node.table.chunk_max,
+        "lru_crawler": node.crawler.enabled,
+        "lru_crawler_sleep": node.ops.crawler_sleep,
+        "lru_crawler_tocrawl": node.ops.crawler_tocrawl,
+        "lru_maintainer_thread": maintainer,
+        "lru_segmented": maintainer,
+        "temp_lru": "temp_lru" in ext,
+        "track_sizes": node.store.sizes is not None,
+        "ssl_chain_cert": ext.get("ssl_chain_cert") or "(null)",
+        "ssl_key": ext.get("ssl_key") or "(null)",
+        "ssl_verify_mode": int(ext.get("ssl_verify_mode") or 0),
+        "ssl_ciphers": ext.get("ssl_ciphers") or "NULL",
+        "ssl_ca_cert": ext.get("ssl_ca_cert") or "NULL",
+        "ssl_min_version": node.tls.settings.min_version_name if node.tls else "tlsv1.2",
+    }
 
 
-def _metrics_settings(node: Node) -> list[Stat]:
+def _metrics_settings(node: StatsSource) -> list[Stat]:
     """Where /metrics is served (only when it is): how a caller of ``--metrics-listen :0``
     learns the port that was picked."""
     server = node.metrics
     return [("metrics_listen", server.address)] if server is not None else []
 
 
-def slabs_stats(node: Node) -> list[Stat]:
+def slabs_stats(node: StatsSource) -> list[Stat]:
     out: list[Stat] = []
     classes = [c for c in node.store.class_stats() if c.total_pages]
     for c in classes:
@@ -288,7 +367,7 @@ def slabs_stats(node: Node) -> list[Stat]:
     return out
 
 
-def items_stats(node: Node) -> list[Stat]:
+def items_stats(node: StatsSource) -> list[Stat]:
     out: list[Stat] = []
     for c in node.store.class_stats():
         if not c.items:
@@ -328,7 +407,7 @@ def items_stats(node: Node) -> list[Stat]:
     return out
 
 
-def conns_stats(node: Node) -> list[Stat]:
+def conns_stats(node: StatsSource) -> list[Stat]:
     out: list[Stat] = []
     now = node.clock.now
     for lst in node.listeners:
@@ -348,5 +427,3 @@ def conns_stats(node: Node) -> list[Stat]:
         ]
     return out
 
-
-_ = time

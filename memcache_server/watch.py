@@ -4,8 +4,9 @@ Why a separate thread: a watcher that reads slowly must never slow the server. R
 only format a line and append it to each interested watcher's bounded buffer (a short lock per
 watcher); the logger thread writes buffers out with non-blocking sends. When a buffer is full the
 line is dropped and counted, and the watcher later reads ``skipped=<n>`` where lines went
-missing, as memcached's logger does. The request paths pay one attribute test (``node.observed``
-or ``logger.mask``) while nobody watches.
+missing, as memcached's logger does. The request paths pay one attribute test (the handlers'
+context's ``observed``, or ``logger.mask``) while nobody watches. The ``watch`` command itself is
+a handler (``commands/admin.py``).
 
 Line formats are memcached's (logger.c): ``ts=<sec>.<usec> gid=<n> type=<event> ...``; keys are
 URI-encoded. ``deletions`` follows newer memcached releases (1.6.18 has no such stream).
@@ -18,15 +19,15 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from memcache_server.protocol import constants as C
+from memcache_server.protocol.uri import uriencode
 
 if TYPE_CHECKING:
-    from memcache_server.app import Node
-    from memcache_server.executor import Session
+    from memcache_server.storage.clock import Clock
 
-__all__ = ["Logger", "cmd_watch", "FETCHERS", "MUTATIONS", "EVICTIONS", "CONNEVENTS", "DELETIONS"]
+__all__ = ["Logger", "STREAMS", "FETCHERS", "MUTATIONS", "EVICTIONS", "CONNEVENTS", "DELETIONS"]
 
 RAWCMDS = 1
 EVICTIONS = 2
@@ -50,7 +51,7 @@ STREAMS = {
     b"proxyuser": PROXYUSER,
     b"deletions": DELETIONS,
 }
-# Streams whose events come from the item request paths (they set node.observed).
+# Streams whose events come from the item request paths (they set the context's ``observed``).
 ITEM_STREAMS = FETCHERS | MUTATIONS | DELETIONS
 MAX_WATCHERS = 20  # memcached's WATCHER_LIMIT
 FLUSH_INTERVAL = 0.05
@@ -74,9 +75,10 @@ class Watcher:
 class Logger:
     """The node's log streams; ``mask`` is the union of what current watchers asked for."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.cap = node.config.watcher_logbuf_size
+    def __init__(self, cap: int, clock: Clock, on_change: Callable[[], None]) -> None:
+        self.cap = cap  # each watcher's pending-output bound (-o watcher_logbuf_size)
+        self.clock = clock
+        self.on_change = on_change  # told when ``mask`` changes (it gates the request paths)
         self.mask = 0
         self.watchers: list[Watcher] = []
         self._lock = threading.Lock()
@@ -109,7 +111,7 @@ class Logger:
         for w in self.watchers:
             mask |= w.mask
         self.mask = mask
-        self.node.refresh_observed()
+        self.on_change()
 
     def _drop(self, w: Watcher) -> None:
         with self._lock:
@@ -183,36 +185,6 @@ class Logger:
             del w.buf[:sent]
 
 
-def cmd_watch(s: Session, tokens: list[bytes]) -> None:
-    """``watch [stream ...]`` (fetchers by default): the connection becomes a log stream and
-    reads no further commands."""
-    node = s.node
-    if not node.config.watch_enabled:
-        s.out += b"CLIENT_ERROR watch commands not allowed\r\n"
-        return
-    if s.out:
-        s.out += b"ERROR cannot pipeline other commands before watch\r\n"
-        return
-    mask = 0
-    for name in tokens[1:]:
-        bit = STREAMS.get(name)
-        if bit is None:
-            s.out += C.ERROR
-            return
-        mask |= bit
-    if not mask:
-        mask = FETCHERS
-    try:
-        os.write(s.fd, C.OK)  # before any line the logger thread may send
-    except OSError:
-        s.want_close = True
-        return
-    if not node.logger.add(s.fd, mask):
-        s.out += b"WATCHER_TOO_MANY log watcher limit reached\r\n"
-        return
-    s.framer.discard_input()
-
-
 # ------------------------------------------------------------------ events from request paths
 
 _GET_STATUS = {1: b"found", 0: b"not_found", -1: b"expired", -2: b"flushed"}
@@ -235,12 +207,11 @@ _STORE_STATUS = {
 }
 
 
-def log_get(node: Node, fd: int, key: bytes, code: int, clsid: int, size: int) -> None:
+def log_get(
+    logger: Logger, fd: int, key: bytes, code: int, clsid: int, size: int) -> None:
     """An item fetch: ``code`` is 1 for a hit, else a miss code (0, -1 expired, -2 flushed)."""
-    from memcache_server.ops import uriencode
-
-    if node.logger.mask & FETCHERS:
-        node.logger.emit(
+    if logger.mask & FETCHERS:
+        logger.emit(
             FETCHERS,
             b"type=item_get key=%b status=%b clsid=%d cfd=%d size=%d"
             % (
@@ -254,12 +225,10 @@ def log_get(node: Node, fd: int, key: bytes, code: int, clsid: int, size: int) -
 
 
 def log_store(
-    node: Node, fd: int, cmd: bytes, key: bytes, ttl: int, clsid: int, size: int, outcome: int
+    logger: Logger, fd: int, cmd: bytes, key: bytes, ttl: int, clsid: int, size: int, outcome: int
 ) -> None:
-    from memcache_server.ops import uriencode
-
-    if node.logger.mask & MUTATIONS:
-        node.logger.emit(
+    if logger.mask & MUTATIONS:
+        logger.emit(
             MUTATIONS,
             b"type=item_store key=%b status=%b cmd=%b ttl=%d clsid=%d cfd=%d size=%d"
             % (
@@ -274,11 +243,10 @@ def log_store(
         )
 
 
-def log_delete(node: Node, fd: int, cmd: bytes, key: bytes, clsid: int, size: int) -> None:
-    from memcache_server.ops import uriencode
-
-    if node.logger.mask & DELETIONS:
-        node.logger.emit(
+def log_delete(
+    logger: Logger, fd: int, cmd: bytes, key: bytes, clsid: int, size: int) -> None:
+    if logger.mask & DELETIONS:
+        logger.emit(
             DELETIONS,
             b"type=deleted key=%b cmd=%b clsid=%d cfd=%d size=%d"
             % (uriencode(key), cmd, clsid, fd, size),
@@ -286,13 +254,11 @@ def log_delete(node: Node, fd: int, cmd: bytes, key: bytes, clsid: int, size: in
 
 
 def log_eviction(
-    node: Node, key: bytes, fetched: bool, exp: int, atime: int, clsid: int, size: int
+    logger: Logger, key: bytes, fetched: bool, exp: int, atime: int, clsid: int, size: int
 ) -> None:
     """Called by the store (under its lock) for each evicted item while evictions are watched."""
-    from memcache_server.ops import uriencode
-
-    now = node.clock.now
-    node.logger.emit(
+    now = logger.clock.now
+    logger.emit(
         EVICTIONS,
         b"type=eviction key=%b fetch=%b ttl=%d la=%d clsid=%d size=%d"
         % (
@@ -306,12 +272,14 @@ def log_eviction(
     )
 
 
-def log_slab_move(node: Node, src: int, dst: int) -> None:
+def log_slab_move(
+    logger: Logger, src: int, dst: int) -> None:
     """An automover decision, as memcached's LOGGER_SLAB_MOVE line (``watch sysevents``)."""
-    node.logger.emit(SYSEVENTS, b"type=slab_move src=%d dst=%d" % (src, dst))
+    logger.emit(SYSEVENTS, b"type=slab_move src=%d dst=%d" % (src, dst))
 
 
-def log_conn(node: Node, new: bool, peer: str, fd: int) -> None:
+def log_conn(
+    logger: Logger, new: bool, peer: str, fd: int) -> None:
     family, _, addr = peer.partition(":")  # "tcp:<ip>:<port>", or a UNIX socket's path
     if family in ("tcp", "tcp6"):
         host, _, port = addr.rpartition(":")
@@ -322,4 +290,4 @@ def log_conn(node: Node, new: bool, peer: str, fd: int) -> None:
         body = b"type=conn_new rip=%b rport=%b transport=%b cfd=%d"
     else:
         body = b"type=conn_close rip=%b rport=%b transport=%b reason=normal cfd=%d"
-    node.logger.emit(CONNEVENTS, body % (host.strip("[]").encode(), port.encode(), transport, fd))
+    logger.emit(CONNEVENTS, body % (host.strip("[]").encode(), port.encode(), transport, fd))

@@ -33,6 +33,32 @@ TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
 MEMLIMIT_TOO_SMALL = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
 MEMLIMIT_ADJUST = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
 
+# admin, slabs, stats and meta replies (memcached 1.6.18's words)
+CRAWLER_DISABLED = b"CLIENT_ERROR lru crawler disabled\r\n"
+CRAWLER_BADCLASS = b"BADCLASS invalid class id\r\n"
+CRAWLER_BUSY = b"BUSY currently processing crawler request\r\n"
+METADUMP_NOT_ALLOWED = b"ERROR metadump not allowed\r\n"
+METADUMP_PIPELINED = b"ERROR cannot pipeline other commands before metadump\r\n"
+CRAWLER_SLEEP_TOO_LONG = b"CLIENT_ERROR sleep must be one second or less\r\n"
+CRAWLER_START_FAILED = b"ERROR failed to start lru crawler thread\r\n"
+WATCH_NOT_ALLOWED = b"CLIENT_ERROR watch commands not allowed\r\n"
+WATCH_PIPELINED = b"ERROR cannot pipeline other commands before watch\r\n"
+WATCHER_TOO_MANY = b"WATCHER_TOO_MANY log watcher limit reached\r\n"
+ITEM_NO_MEMORY = b"SERVER_ERROR Out of memory allocating new item\r\n"
+REASSIGN_DISABLED = b"CLIENT_ERROR slab reassignment disabled\r\n"
+REASSIGN_BUSY = b"BUSY currently processing reassign request\r\n"
+REASSIGN_BADCLASS = b"BADCLASS invalid src or dst class id\r\n"
+REASSIGN_NOSPARE = b"NOSPARE source class has no spare pages\r\n"
+REASSIGN_SAME = b"SAME src and dst class are identical\r\n"
+DETAIL_USAGE = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"
+SIZES_DISABLED = b"STAT sizes_status disabled\r\n"
+SIZES_ENABLED = b"STAT sizes_status enabled\r\n"
+SIZES_NEED_CAS = b"STAT sizes_status error\r\nSTAT sizes_error cas_support_disabled\r\n"
+CACHEDUMP_NOT_ALLOWED = b"CLIENT_ERROR stats cachedump not allowed\r\n"
+CACHEDUMP_BAD_SLAB = b"CLIENT_ERROR Illegal slab id\r\n"
+EN = b"EN\r\n"
+MN = b"MN\r\n"
+
 KEY_MAX_LENGTH = 250
 MAX_TOKENS = 24  # memcached tokenises at most 23 tokens plus a terminal one
 MAX_LINE = 2048  # a line longer than this without a newline closes the connection...

@@ -204,7 +204,7 @@ class Framer:
             if ntok < 0:
                 return self._meta_storage(tokens, data_start)
             self.pos = data_start
-            return (CMD, tokens)  # wrong token count: the executor answers ERROR
+            return (CMD, tokens)  # wrong token count: the handler answers ERROR
         noreply = n == ntok + 1 and tokens[-1] == b"noreply"
         key = tokens[1]
         if len(key) > C.KEY_MAX_LENGTH:

@@ -3,8 +3,8 @@
 memcached parses meta flags in one pass over the tokens after the key (``_meta_flag_preparse``)
 and builds the reply line in a second pass, in the order the client gave the flags. Both passes
 live here as pure functions over byte tokens so they can be tested without a socket or a store;
-the executor glues them to the store. Error strings and their precedence are memcached 1.6.18's,
-checked side by side with the real server.
+``commands/meta.py`` glues them to the store. Error strings and their precedence are
+memcached 1.6.18's, checked side by side with the real server.
 """
 
 from __future__ import annotations

@@ -13,12 +13,23 @@ import socket
 import stat
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from memcache_server.protocol.address import split_host_port
 from memcache_server.protocol.constants import TOO_MANY_CONNECTIONS
 
 if TYPE_CHECKING:
-    from memcache_server.app import Node
+    from memcache_server.server.connections import ConnectionTable
+    from memcache_server.server.worker import Worker
+
+
+class AcceptorContext(Protocol):
+    """What the acceptor needs of its node: the -c check and the workers to deal to."""
+
+    @property
+    def workers(self) -> Sequence[Worker]: ...
+    @property
+    def conn_table(self) -> ConnectionTable: ...
 
 __all__ = ["Acceptor", "open_listeners", "Listener"]
 
@@ -31,17 +42,6 @@ class Listener:
     def __init__(self, sock: socket.socket, name: str) -> None:
         self.sock = sock
         self.name = name
-
-
-def _split_host_port(entry: str, default_port: int) -> tuple[str, int]:
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else default_port
-        return host, port
-    if entry.count(":") == 1:
-        host, _, p = entry.partition(":")
-        return host, int(p)
-    return entry, default_port
 
 
 def open_listeners(
@@ -63,7 +63,7 @@ def open_listeners(
         return [Listener(s, f"unix:{unix_socket}")]
     chosen = port
     for entry in listen:
-        host, p = _split_host_port(entry, chosen)
+        host, p = split_host_port(entry, chosen, port_zero=True)
         infos = socket.getaddrinfo(host, p, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, socktype, proto, _, addr = infos[0]
         s = socket.socket(family, socktype, proto)
@@ -97,7 +97,7 @@ def open_listeners(
 class Acceptor(threading.Thread):
     """Accepts on every listener and deals connections to the workers."""
 
-    def __init__(self, node: Node, listeners: list[Listener]) -> None:
+    def __init__(self, node: AcceptorContext, listeners: list[Listener]) -> None:
         super().__init__(name="acceptor", daemon=True)
         self.node = node
         self.listeners = listeners
@@ -131,7 +131,9 @@ class Acceptor(threading.Thread):
             os.close(self._stop_r)
             os.close(self._stop_w)
 
-    def _accept_all(self, lst: Listener, node: Node, workers: Sequence[object]) -> None:
+    def _accept_all(
+        self, lst: Listener, node: AcceptorContext, workers: Sequence[Worker]
+    ) -> None:
         for _ in range(64):
             try:
                 sock, addr = lst.sock.accept()
@@ -139,7 +141,7 @@ class Acceptor(threading.Thread):
                 return
             except OSError:
                 return  # EMFILE and friends: try again on the next event
-            if not node.admit():
+            if not node.conn_table.admit():
                 with contextlib.suppress(OSError):
                     sock.setblocking(False)
                     sock.send(TOO_MANY_CONNECTIONS)

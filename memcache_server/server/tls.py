@@ -20,7 +20,7 @@ import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from memcache_server.config import ServerConfig, StartupError
+from memcache_server.config import ExitCode, ServerConfig, StartupError
 from memcache_server.server.worker import READ_SIZE, Connection, Worker
 
 if TYPE_CHECKING:
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TLSError", "TLSSettings", "TLSServer", "TLSConn", "TLSWorker", "build_context"]
 
-EX_USAGE = 64  # memcached exits with this when its certificates cannot be loaded
+# memcached exits with EX_USAGE when its certificates cannot be loaded
+EX_USAGE = ExitCode.USAGE
 
 # ssl_verify_mode: 0 none, 1 request, 2 require, 3 once (OpenSSL's CLIENT_ONCE only matters for
 # renegotiation, which is disabled, so "once" behaves as "request").

@@ -31,10 +31,11 @@ import socket
 import sys
 import threading
 import traceback
+from collections.abc import Sequence
 from time import perf_counter_ns
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from memcache_server.executor import Session
+from memcache_server.commands.session import Session
 from memcache_server.latency import (
     OTHER_OFFSET,
     PREFIX_OFFSET,
@@ -46,10 +47,12 @@ from memcache_server.latency import (
 from memcache_server.stats import ThreadStats
 
 if TYPE_CHECKING:
-    from memcache_server.app import Node
-    from memcache_server.server.tls import TLSConn
+    from memcache_server.config import ServerConfig
+    from memcache_server.server.connections import ConnectionTable
+    from memcache_server.server.tls import TLSConn, TLSServer
+    from memcache_server.storage.clock import Clock
 
-__all__ = ["Worker", "Connection"]
+__all__ = ["Worker", "Connection", "WorkerContext"]
 
 READ_SIZE = 256 * 1024
 EV_READ = select.POLLIN  # the same bits for poll and epoll
@@ -112,10 +115,34 @@ class Connection:
         self.charged = 0  # bytes counted against read_buf_mem_limit for this connection
 
 
-class Worker(threading.Thread):
-    """One event loop thread."""
+class WorkerContext(Protocol):
+    """What a worker needs of its node: settings, the clock, sessions for new connections, the
+    connection bookkeeping, the other workers (for the node-wide buffer cap) and, with -Z, TLS."""
 
-    def __init__(self, node: Node, index: int) -> None:
+    @property
+    def config(self) -> ServerConfig: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def verbosity(self) -> int: ...
+    @property
+    def worker_turns(self) -> threading.Lock | None: ...
+    @property
+    def workers(self) -> Sequence[Worker]: ...
+    @property
+    def tls(self) -> TLSServer | None: ...
+
+    @property
+    def conn_table(self) -> ConnectionTable: ...
+
+    def new_session(self, stats: ThreadStats, peer: str, fd: int) -> Session: ...
+    def log_input(self, fd: int, data: bytes) -> None: ...
+
+
+class Worker(threading.Thread):
+    """One event loop thread. ``node`` is its node as a ``WorkerContext``, nothing more."""
+
+    def __init__(self, node: WorkerContext, index: int) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.node = node
         self.index = index
@@ -249,12 +276,12 @@ class Worker(threading.Thread):
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = self.node.session_class(self.node, self.stats, peer, sock.fileno())
+        session = self.node.new_session(self.stats, peer, sock.fileno())
         conn = Connection(sock, session, peer, listen_addr)
         conn.last_active = self.node.clock.now
         self.conns[conn.fd] = conn
         self.poller.register(conn.fd, EV_READ)
-        self.node.conn_opened(conn)
+        self.node.conn_table.opened(conn)
 
     def _receive(self, conn: Connection) -> bytes | None:
         """One read from a readable connection (raw bytes, TLS records included): None when
@@ -454,4 +481,4 @@ class Worker(threading.Thread):
             conn.sock.close()
         except OSError:
             pass
-        self.node.conn_closed(conn)
+        self.node.conn_table.closed(conn)

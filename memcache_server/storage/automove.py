@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memcache_server.storage.store import ClassStats
+from memcache_server.storage.store_stats import ClassStats
 
 __all__ = ["Automover", "ClassSample"]
 

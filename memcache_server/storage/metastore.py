@@ -3,7 +3,8 @@
 Why a separate module: the meta commands need more than the classic verbs (no-bump reads, TTL
 changes in flag order, vivify-on-miss, stale items and win tokens, CAS compare on delete and
 arithmetic), and they must not slow the classic get/set path. These functions take the store's
-lock themselves, like every public ``Store`` method, and work on its columns directly.
+lock themselves, like every public ``Store`` method, and then use the store's lock-held API
+(the ``do_*`` steps of ``storage/items.py``) and its columns.
 
 TTL events: a meta request may change an item's expiry and report it in the same line, in the
 order the client gave its flags (``mg k t T30 t`` shows the old TTL, then the new one). Callers
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from memcache_server.storage.store import (
+from memcache_server.storage.items import Mode, Outcome
+from memcache_server.storage.slabclass import (
     DATA_CHUNK,
     FETCHED,
     IN_USE,
@@ -23,10 +25,8 @@ from memcache_server.storage.store import (
     NIL,
     STALE,
     TOKEN_SENT,
-    Mode,
-    Outcome,
-    Store,
 )
+from memcache_server.storage.store import Store
 
 __all__ = [
     "MetaStore",
@@ -106,16 +106,16 @@ class MetaStore:
 
     def _lookup(self, key: bytes, now: int) -> int:
         """Handle of a live item; or 0 (miss), -1 (expired), -2 (flushed), unlinking dead ones."""
-        return self.store._live(key, now)
+        return self.store.do_live(key, now)
 
     def _create(self, key: bytes, flags: int, exp: int, body: bytes, now: int) -> int:
         """Write and link a new item; NIL when memory is exhausted."""
         st = self.store
-        outcome, h = st._write_item(key, flags, exp, body, now)
+        outcome, h = st.do_write_item(key, flags, exp, body, now)
         if outcome != Outcome.STORED:
             return NIL
         c = st.classes[h & 63]
-        st._link(key, h, st._lru_cid(c, h >> 6), st._ntotal(c, h >> 6), len(body))
+        st.do_link(key, h, st.do_lru_cid(c, h >> 6), st.do_ntotal(c, h >> 6), len(body))
         return int(h)
 
     # ------------------------------------------------------------------ mg
@@ -175,7 +175,7 @@ class MetaStore:
             hit.stale = bool(bits & STALE)
             hit.fetched = bool(bits & FETCHED)
             hit.key_binary = bool(bits & KEY_BINARY)
-            hit.key = st._key_of(c, s)
+            hit.key = st.do_key_of(c, s)
             hit.flags = c.flags[s]
             hit.cas = c.cas[s]
             hit.nbytes = c.blen[s] - 2
@@ -183,11 +183,11 @@ class MetaStore:
             hit.exp = exp
             if want_value:
                 plen = c.plen[s]
-                hit.value = st._read(c, s, h, plen, c.blen[s])
+                hit.value = st.do_read(c, s, h, plen, c.blen[s])
             if not count:
                 c.bits[s] = bits
                 return hit
-            lru = st.classes[st._lru_cid(c, s)]
+            lru = st.classes[st.do_lru_cid(c, s)]
             if touch:
                 lru.touch_hits += 1
             else:
@@ -195,7 +195,7 @@ class MetaStore:
             if bump:
                 bits |= FETCHED
                 c.bits[s] = bits
-                st._bump(c, s, h, now)
+                st.do_bump(c, s, h, now)
             else:
                 c.bits[s] = bits
             return hit
@@ -226,9 +226,9 @@ class MetaStore:
             if table.class_for(table.item_size(nkey, flags, len(body))) == 0:
                 h = st.index.get(key)
                 if h is not None:
-                    st._unlink(h)  # memcached drops the old value when the new one cannot fit
+                    st.do_unlink(h)  # memcached drops the old value when the new one cannot fit
                 return Outcome.TOO_LARGE, 0
-            st._count_set(nkey, flags, len(body))
+            st.do_count_set(nkey, flags, len(body))
             old = self._lookup(key, now)
             extra_bits = 0
             if old > 0:
@@ -243,9 +243,9 @@ class MetaStore:
                     cas_res = 2  # stale
                 else:
                     cas_res = 3  # bad value
-                lru = st.classes[st._lru_cid(oc, os_)]
+                lru = st.classes[st.do_lru_cid(oc, os_)]
                 if mode == Mode.ADD:
-                    st._bump(oc, os_, old, now)
+                    st.do_bump(oc, os_, old, now)
                     return Outcome.NOT_STORED, 0
                 if mode == Mode.CAS:
                     if cas_res == 1:
@@ -260,7 +260,7 @@ class MetaStore:
                 elif mode == Mode.APPEND or mode == Mode.PREPEND:
                     if cas_res > 1:
                         return Outcome.EXISTS, 0
-                    value = st._read(oc, os_, old, oc.plen[os_], oc.blen[os_])
+                    value = st.do_read(oc, os_, old, oc.plen[os_], oc.blen[os_])
                     if mode == Mode.APPEND:
                         body = value[:-2] + body
                     else:
@@ -273,15 +273,15 @@ class MetaStore:
                 return Outcome.NOT_FOUND, 0
             elif mode != Mode.SET and mode != Mode.ADD:
                 return Outcome.NOT_STORED, 0
-            outcome, h = st._write_item(key, flags, exp, body, now)
+            outcome, h = st.do_write_item(key, flags, exp, body, now)
             if outcome != Outcome.STORED:
                 hold = st.index.get(key)
                 if hold is not None:
-                    st._unlink(hold)
+                    st.do_unlink(hold)
                 return outcome, 0
             c = st.classes[h & 63]
             s = h >> 6
-            st._link(key, h, st._lru_cid(c, s), st._ntotal(c, s), len(body))
+            st.do_link(key, h, st.do_lru_cid(c, s), st.do_ntotal(c, s), len(body))
             if key_binary:
                 extra_bits |= KEY_BINARY
             c.bits[s] |= extra_bits
@@ -309,10 +309,10 @@ class MetaStore:
                 if new_exp is not None:
                     c.exp[s] = new_exp
                 c.bits[s] = (c.bits[s] | STALE) & ~TOKEN_SENT
-                c.cas[s] = st._next_cas()
+                c.cas[s] = st.do_next_cas()
             else:
-                st.classes[st._lru_cid(c, s)].delete_hits += 1
-                st._unlink(h)
+                st.classes[st.do_lru_cid(c, s)].delete_hits += 1
+                st.do_unlink(h)
             return MetaResult.OK
 
     # ------------------------------------------------------------------ ma
@@ -349,7 +349,7 @@ class MetaStore:
             else:
                 c = st.classes[h & 63]
                 s = h >> 6
-                outcome, value, longer = st._add_delta(c, s, h, delta, incr, now, req_cas)
+                outcome, value, longer = st.do_add_delta(c, s, h, delta, incr, now, req_cas)
                 if outcome == Outcome.NON_NUMERIC:
                     return MetaResult.NON_NUMERIC, None
                 if outcome == Outcome.EXISTS:
@@ -390,14 +390,14 @@ class MetaStore:
             c = st.classes[h & 63]
             s = h >> 6
             hit = MetaHit()
-            hit.key = st._key_of(c, s)
+            hit.key = st.do_key_of(c, s)
             hit.key_binary = bool(c.bits[s] & KEY_BINARY)
             hit.exp = c.exp[s]
             hit.la = now - c.atime[s]
             hit.cas = c.cas[s]
             hit.fetched = bool(c.bits[s] & FETCHED)
-            hit.cid = st._lru_cid(c, s)  # a chunked item reports the largest class, as memcached
-            hit.ntotal = st._ntotal(c, s)
+            hit.cid = st.do_lru_cid(c, s)  # a chunked item reports the largest class, as memcached
+            hit.ntotal = st.do_ntotal(c, s)
             return hit
 
     # ------------------------------------------------------------------ metadump
@@ -426,17 +426,17 @@ class MetaStore:
                     end = min(start + batch, len(c.bits))
                     for s in range(start, end):
                         b = c.bits[s]
-                        if not b & IN_USE or b & DATA_CHUNK or st._is_dead(c, s, now):
+                        if not b & IN_USE or b & DATA_CHUNK or st.do_is_dead(c, s, now):
                             continue
                         out.append(
                             (
-                                st._key_of(c, s),
+                                st.do_key_of(c, s),
                                 c.exp[s],
                                 c.atime[s],
                                 c.cas[s],
                                 bool(b & FETCHED),
-                                st._lru_cid(c, s),
-                                st._ntotal(c, s),
+                                st.do_lru_cid(c, s),
+                                st.do_ntotal(c, s),
                             )
                         )
                 if end >= len(c.bits):

@@ -25,8 +25,7 @@ Callers (the rebalancer thread) hold no lock; every method here takes ``store.lo
 
 from __future__ import annotations
 
-from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE
-from memcache_server.storage.store import (
+from memcache_server.storage.slabclass import (
     CHUNKED,
     DATA_CHUNK,
     IN_USE,
@@ -34,8 +33,9 @@ from memcache_server.storage.store import (
     NIL,
     SLOT_BYTES,
     SlabClass,
-    Store,
 )
+from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE
+from memcache_server.storage.store import Store
 
 __all__ = ["PageMove", "POOL"]
 
@@ -96,8 +96,8 @@ class PageMove:
                     self._rescue_chunk(c, s)
                     continue
                 h = (s << 6) | self.src
-                if st._is_dead(c, s, now):
-                    st._unlink(h)
+                if st.do_is_dead(c, s, now):
+                    st.do_unlink(h)
                 else:
                     self._rescue_item(c, s, h)
             self.pos = end
@@ -122,13 +122,13 @@ class PageMove:
         if self.dst == POOL:
             st.pool_pages += 1
             st.malloced += PAGE_SIZE
-            st.release_pool()
+            st.do_release_pool()
         else:
             d = st.classes[self.dst]
             if not d.pages or (
                 st.used_memory() + PAGE_SIZE + d.perslab * SLOT_BYTES <= st.memory_limit
             ):
-                st.add_page(d)
+                st.do_add_page(d)
 
     def _room(self, c: SlabClass, moving: int) -> int:
         """A free slot of ``c`` off the page, evicting from the class's LRU tail if need be."""
@@ -141,7 +141,7 @@ class PageMove:
             if tail in (NIL, moving):
                 return NIL
             st.moves.evictions_nomem += 1
-            st._unlink(tail)
+            st.do_unlink(tail)
             self._owners = None  # chunk lists may have changed
         return NIL
 
@@ -152,7 +152,7 @@ class PageMove:
         if t == NIL:
             if c.bits[s] & IN_USE:
                 self.store.moves.evictions_nomem += 1
-                self.store._unlink(item)
+                self.store.do_unlink(item)
             return NIL
         if not c.bits[s] & IN_USE:
             c.push_free(t)
@@ -177,7 +177,7 @@ class PageMove:
         c.klen[t] = c.klen[s]
         c.bits[t] = c.bits[s]
         nh = (t << 6) | c.cid
-        lru = st.classes[st._lru_cid(c, s)]
+        lru = st.classes[st.do_lru_cid(c, s)]
         p = c.prev[s]
         nx = c.nxt[s]
         c.prev[t] = p
@@ -190,7 +190,7 @@ class PageMove:
             st.classes[nx & 63].prev[nx >> 6] = nh
         else:
             lru.lru_tail = nh
-        st.index.replace_handle(st._key_of(c, t), h, nh)
+        st.index.replace_handle(st.do_key_of(c, t), h, nh)
         if c.bits[t] & CHUNKED:
             st.chunk_lists[nh] = st.chunk_lists.pop(h)
             self._owners = None

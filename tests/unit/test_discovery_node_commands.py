@@ -11,7 +11,6 @@ import pytest
 from discovery.document import ClusterDocument, NodeAddress, config_reply
 from memcache_server.app import Node
 from memcache_server.config import ServerConfig
-from memcache_server.executor import Session
 from memcache_server.stats import ThreadStats
 
 GOLDEN_DOC = b"12\nnode-a.cache.local|127.0.0.1|11311 node-b.cache.local|127.0.0.1|11312\n"
@@ -26,7 +25,7 @@ def make_node(**kw: object) -> Node:
 
 
 def converse(node: Node, data: bytes, bytewise: bool) -> bytes:
-    session = Session(node, ThreadStats())
+    session = node.new_session(ThreadStats())
     out = bytearray()
     chunks = [data[i : i + 1] for i in range(len(data))] if bytewise else [data]
     for chunk in chunks:

@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memcache_server.app import Node
+from memcache_server.commands.session import Session
 from memcache_server.config import ServerConfig
-from memcache_server.executor import Session
 from memcache_server.protocol.asciiauth import AUTH_CLOSE, AUTH_CREDENTIALS, AuthFramer
 from memcache_server.storage.clock import ManualClock
 
@@ -154,7 +154,7 @@ def fresh_session() -> Iterator[Session]:
     -I 1k keeps every data block small; larger claims are swallowed, which is tested too."""
     node = Node(ServerConfig(threads=1, item_size_max=1024), clock=ManualClock())
     try:
-        yield Session(node, node.workers[0].stats)
+        yield node.new_session(node.workers[0].stats)
     finally:
         for w in node.workers:
             w.poller.close()

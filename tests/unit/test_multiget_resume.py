@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from memcache_server.app import Node
+from memcache_server.commands.session import Session
 from memcache_server.config import ServerConfig
-from memcache_server.executor import Session
 
 VALUE = b"v" * 10_000
 
@@ -21,7 +21,7 @@ VALUE = b"v" * 10_000
 @pytest.fixture
 def session() -> Iterator[Session]:
     node = Node(ServerConfig(threads=1, max_output_buffer=25_000))
-    s = Session(node, node.workers[0].stats)
+    s = node.new_session(node.workers[0].stats)
     s.feed(b"set k 0 0 %d\r\n%s\r\nset s 0 0 1\r\nx\r\n" % (len(VALUE), VALUE))
     s.process(20)
     assert bytes(s.out) == b"STORED\r\nSTORED\r\n"

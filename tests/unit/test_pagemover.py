@@ -12,8 +12,9 @@ import random
 from memcache_server.storage.automove import Automover, ClassSample
 from memcache_server.storage.clock import ManualClock
 from memcache_server.storage.pagemover import POOL, PageMove
+from memcache_server.storage.slabclass import IN_USE, NIL, SLOT_BYTES
 from memcache_server.storage.slabs import PAGE_SIZE
-from memcache_server.storage.store import IN_USE, NIL, SLOT_BYTES, Mode, Store
+from memcache_server.storage.store import Mode, Store
 from tests.unit.test_store import KB, MB, T0, get, make, put
 
 SMALL = b"v" * 100

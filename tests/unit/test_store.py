@@ -13,8 +13,9 @@ import pytest
 from memcache_server.protocol.constants import VALUE_KEY_OFFSET, value_header
 from memcache_server.storage.clock import REALTIME_MAXDELTA, ManualClock
 from memcache_server.storage.crawler import Crawler
+from memcache_server.storage.slabclass import SLOT_BYTES
 from memcache_server.storage.slabs import PAGE_SIZE, SlabTable
-from memcache_server.storage.store import SLOT_BYTES, Mode, Outcome, Store, StoreLimits
+from memcache_server.storage.store import Mode, Outcome, Store, StoreLimits
 
 KB = 1024
 MB = 1024 * 1024
@@ -842,7 +843,7 @@ def test_a_set_that_evicts_the_item_it_replaces() -> None:
     cid = store.classes[store.index.get(keys[-1]) & 63].cid  # type: ignore[operator]
     for _ in range(3):
         tail = store.classes[cid].lru_tail
-        key = store._key_of(store.classes[tail & 63], tail >> 6)
+        key = store.do_key_of(store.classes[tail & 63], tail >> 6)
         assert put(store, key, b"w" * 100) == Outcome.STORED
         assert get(store, key) == b"w" * 100
     items = sum(cl.items for cl in store.classes)

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from memcache_server.app import Node
+from memcache_server.commands.session import Session
+from memcache_server.commands.table import HANDLERS
 from memcache_server.config import ServerConfig
-from memcache_server.executor import HANDLERS, Session
 from memcache_server.server.worker import Worker
 
 

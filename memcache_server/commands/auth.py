@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from memcache_server.executor import Session
+from memcache_server.commands.session import Session
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.asciiauth import AUTH_CLOSE, AUTH_FAILURE, AUTH_REPLY, AuthFramer
 
 if TYPE_CHECKING:
-    from memcache_server.app import Node
     from memcache_server.auth import AuthTable
+    from memcache_server.commands.context import AdminContext, ItemContext
     from memcache_server.stats import ThreadStats
 
 __all__ = ["AuthSession"]
@@ -30,11 +30,17 @@ class AuthSession(Session):
 
     __slots__ = ("gate", "table", "authenticated")
 
-    def __init__(self, node: Node, stats: ThreadStats, peer: str = "", fd: int = -1) -> None:
-        super().__init__(node, stats, peer, fd)
-        table = node.auth
-        assert table is not None, "AuthSession needs a node started with an auth file"
-        self.table: AuthTable = table
+    def __init__(
+        self,
+        ctx: ItemContext,
+        stats: ThreadStats,
+        peer: str,
+        fd: int,
+        admin: AdminContext | None,
+        table: AuthTable,
+    ) -> None:
+        super().__init__(ctx, stats, peer, fd, admin)
+        self.table = table
         self.gate = AuthFramer()
         self.authenticated = False
 

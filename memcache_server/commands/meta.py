@@ -1,6 +1,6 @@
 """Meta command handlers (``mg ms md ma mn me``): parsed flags -> store operation -> reply bytes.
 
-Like ``executor``, this is glue between the sans-IO protocol (``protocol.meta``) and the store
+Like ``items``, this is glue between the sans-IO protocol (``protocol.meta``) and the store
 (``storage.metastore``); handlers run on the connection's worker thread and append to the
 session's output buffer. They are separate from the classic handlers so the classic get/set path
 pays nothing for the meta protocol. Reply details (which flags echo on a miss, what ``q``
@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from discovery.document import LEGACY_KEY
-from discovery.view import LEGACY_READ_ONLY
 from memcache_server import watch
 from memcache_server.protocol import constants as C
 from memcache_server.protocol import meta as M
+from memcache_server.protocol.document import LEGACY_KEY, LEGACY_READ_ONLY
 from memcache_server.protocol.numbers import strtol32
 from memcache_server.storage.clock import exptime_to_abs
 from memcache_server.storage.metastore import (
@@ -31,14 +30,12 @@ from memcache_server.storage.store import Mode, Outcome
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from memcache_server.executor import Session
+    from memcache_server.commands.session import Session
     from memcache_server.protocol.framer import Request
 
 __all__ = ["META_HANDLERS", "meta_store"]
 
 HD = b"HD"
-EN = b"EN\r\n"
-MN = b"MN\r\n"
 U32 = 0xFFFFFFFF
 
 _MS_MODES = {
@@ -62,7 +59,7 @@ def _events(
     s: Session, f: M.MetaFlags, tokens: list[bytes], start: int, stop: int
 ) -> tuple[tuple[int, int], ...]:
     """The TTL-related flags in the client's order, with their times made absolute."""
-    clock = s.node.clock
+    clock = s.ctx.clock
     ev: list[tuple[int, int]] = []
     for i in range(start, stop):
         o = tokens[i][0]
@@ -135,14 +132,14 @@ def cmd_mg(s: Session, tokens: list[bytes]) -> None:
     cut = M.opaque_error_at(tokens, 2)
     events = _events(s, f, tokens, 2, cut)
     touch = f.new_ttl and any(tokens[i][0] == 0x54 for i in range(2, cut))
-    r = s.node.meta.get(f.key, events, not f.no_update, f.vivify, f.value, touch, cut == n)
-    if s.node.observed and s.node.logger.mask & watch.FETCHERS:
+    r = s.ctx.meta.get(f.key, events, not f.no_update, f.vivify, f.value, touch, cut == n)
+    if s.ctx.observed and s.ctx.logger.mask & watch.FETCHERS:
         if isinstance(r, int):
-            watch.log_get(s.node, s.fd, f.key, r, 0, 0)
+            watch.log_get(s.ctx.logger, s.fd, f.key, r, 0, 0)
         else:
-            t = s.node.table
+            t = s.ctx.table
             cid = t.class_for(t.item_size(len(f.key), r.flags, r.nbytes + 2))
-            watch.log_get(s.node, s.fd, f.key, 1, cid, r.nbytes)
+            watch.log_get(s.ctx.logger, s.fd, f.key, 1, cid, r.nbytes)
     stats = s.stats
     if isinstance(r, int):
         stats.get_cmds += 1
@@ -167,7 +164,7 @@ def cmd_mg(s: Session, tokens: list[bytes]) -> None:
 
 
 def _mg_line(s: Session, r: MetaHit, tokens: list[bytes], value: bool) -> bytes:
-    now = s.node.clock.now
+    now = s.ctx.clock.now
     parts = [b"VA %d" % r.nbytes if value else HD]
     marks = iter(r.ttls)
     for i in range(2, len(tokens)):
@@ -176,7 +173,7 @@ def _mg_line(s: Session, r: MetaHit, tokens: list[bytes], value: bool) -> bytes:
         if o == 0x73:  # s
             parts.append(b" s%d" % r.nbytes)
         elif o == 0x74:  # t
-            parts.append(_ttl(next(marks), now, s.node.clock.started))
+            parts.append(_ttl(next(marks), now, s.ctx.clock.started))
         elif o == 0x63:  # c
             parts.append(b" c%d" % r.cas)
         elif o == 0x66:  # f
@@ -213,7 +210,7 @@ def meta_store(s: Session, req: Request) -> None:
     if f.error:
         out += f.error
         return
-    if f.key == LEGACY_KEY and s.node.cluster.legacy_read_only:
+    if f.key == LEGACY_KEY and s.ctx.cluster.legacy_read_only:
         out += LEGACY_READ_ONLY  # the discovery key is not the clients' to write
         return
     mode = _MS_MODES.get(f.mode)
@@ -225,7 +222,7 @@ def meta_store(s: Session, req: Request) -> None:
     if M.opaque_error_at(tokens, 3) < len(tokens):
         out += M.ERR_OPAQUE
         return
-    meta = s.node.meta
+    meta = s.ctx.meta
     if body is None:
         # Certainly over -I: memcached refuses it without reading it and drops the old value.
         s.stats.store_too_large += 1
@@ -237,7 +234,7 @@ def meta_store(s: Session, req: Request) -> None:
         s.store.count_set(len(f.key), f.client_flags, (strtol32(tokens[2]) or 0) + 2)
         out += C.BAD_CHUNK
         return
-    exp = exptime_to_abs(f.exptime, s.node.clock) if f.exptime else 0
+    exp = exptime_to_abs(f.exptime, s.ctx.clock) if f.exptime else 0
     outcome, cas = meta.set(
         mode,
         f.key,
@@ -248,11 +245,11 @@ def meta_store(s: Session, req: Request) -> None:
         f.req_cas,
         f.set_stale and mode == Mode.CAS,
     )
-    if s.node.observed:
-        t = s.node.table
+    if s.ctx.observed:
+        t = s.ctx.table
         cid = t.class_for(t.item_size(len(f.key), f.client_flags, len(body)))
-        ttl = f.exptime if 0 <= f.exptime <= 2592000 else max(0, exp - s.node.clock.now)
-        watch.log_store(s.node, s.fd, b"ms", f.key, ttl, cid, len(body) - 2, outcome)
+        ttl = f.exptime if 0 <= f.exptime <= 2592000 else max(0, exp - s.ctx.clock.now)
+        watch.log_store(s.ctx.logger, s.fd, b"ms", f.key, ttl, cid, len(body) - 2, outcome)
     status = _MS_STATUS.get(outcome)
     if status is None:
         if outcome == Outcome.TOO_LARGE:
@@ -294,11 +291,11 @@ def cmd_md(s: Session, tokens: list[bytes]) -> None:
     if M.opaque_error_at(tokens, 2) < len(tokens):
         s.out += M.ERR_OPAQUE
         return
-    new_exp = exptime_to_abs(f.exptime, s.node.clock) if f.new_ttl else None
-    r = s.node.meta.delete(f.key, f.req_cas if f.has_cas else None, f.set_stale, new_exp)
+    new_exp = exptime_to_abs(f.exptime, s.ctx.clock) if f.new_ttl else None
+    r = s.ctx.meta.delete(f.key, f.req_cas if f.has_cas else None, f.set_stale, new_exp)
     if r == MetaResult.OK:
-        if s.node.observed and not f.set_stale:
-            watch.log_delete(s.node, s.fd, b"md", f.key, 0, 0)
+        if s.ctx.observed and not f.set_stale:
+            watch.log_delete(s.ctx.logger, s.fd, b"md", f.key, 0, 0)
         if f.no_reply:
             return
         status = HD
@@ -325,7 +322,7 @@ def cmd_ma(s: Session, tokens: list[bytes]) -> None:
     n = len(tokens)
     cut = M.opaque_error_at(tokens, 2)
     events = _events(s, f, tokens, 2, cut)
-    r, hit = s.node.meta.arith(f.key, incr, f.delta, f.req_cas, f.vivify, f.initial, events)
+    r, hit = s.ctx.meta.arith(f.key, incr, f.delta, f.req_cas, f.vivify, f.initial, events)
     out = s.out
     if r == MetaResult.NON_NUMERIC:
         out += C.NON_NUMERIC
@@ -334,7 +331,7 @@ def cmd_ma(s: Session, tokens: list[bytes]) -> None:
         out += C.DELTA_NO_MEMORY
         return
     if r == MetaResult.NOT_STORED:
-        out += b"SERVER_ERROR Out of memory allocating new item\r\n"
+        out += C.ITEM_NO_MEMORY
         return
     if hit is None:
         if r == MetaResult.NOT_FOUND:
@@ -355,7 +352,7 @@ def cmd_ma(s: Session, tokens: list[bytes]) -> None:
         return
     if f.no_reply and not hit.created:
         return
-    now = s.node.clock.now
+    now = s.ctx.clock.now
     digits = hit.value
     parts = [b"VA %d" % len(digits) if f.value else HD]
     marks = iter(hit.ttls)
@@ -365,7 +362,7 @@ def cmd_ma(s: Session, tokens: list[bytes]) -> None:
         if o == 0x63:  # c
             parts.append(b" c%d" % hit.cas)
         elif o == 0x74:  # t
-            parts.append(_ttl(next(marks), now, s.node.clock.started))
+            parts.append(_ttl(next(marks), now, s.ctx.clock.started))
         elif o == 0x4F:  # O
             parts.append(b" " + tok)
         elif o == 0x6B:  # k
@@ -392,13 +389,13 @@ def cmd_me(s: Session, tokens: list[bytes]) -> None:
             s.out += C.BAD_FORMAT
             return
     s.stats.meta_cmds += 1
-    hit = s.node.meta.debug(key)
+    hit = s.ctx.meta.debug(key)
     if hit is None:
-        s.out += EN
+        s.out += C.EN
         return
-    now = s.node.clock.now
+    now = s.ctx.clock.now
     shown = M.b64encode(hit.key) if hit.key_binary else hit.key
-    started = s.node.clock.started
+    started = s.ctx.clock.started
     exp = -1 if hit.exp == 0 else _rel(now, started) - _rel(hit.exp, started)
     s.out += b"ME %b exp=%d la=%d cas=%d fetch=%s cls=%d size=%d\r\n" % (
         shown,
@@ -412,7 +409,7 @@ def cmd_me(s: Session, tokens: list[bytes]) -> None:
 
 
 def cmd_mn(s: Session, tokens: list[bytes]) -> None:
-    s.out += MN
+    s.out += C.MN
 
 
 META_HANDLERS: dict[bytes, Callable[[Session, list[bytes]], None]] = {

@@ -3,7 +3,8 @@
 Parsing and replies are memcached's, byte for byte (proto_text.c ``process_slabs_command``):
 ``reassign`` needs exactly two arguments and takes no ``noreply``; ``automove`` honours a
 trailing ``noreply`` (which silences its errors too) and ignores extra tokens. The work itself
-is the rebalancer's (``storage/rebalancer.py``); a reassign is answered as soon as it is queued.
+is the rebalancer's (``storage/rebalancer.py``, through the node-wide context); a reassign
+is answered as soon as it is queued.
 """
 
 from __future__ import annotations
@@ -15,26 +16,25 @@ from memcache_server.protocol.numbers import strtod, strtol32, strtoul32
 from memcache_server.storage.rebalancer import Reassign
 
 if TYPE_CHECKING:
-    from memcache_server.executor import Session
+    from memcache_server.commands.session import Session
 
-__all__ = ["cmd_slabs"]
+__all__ = ["cmd_slabs", "SLABS_HANDLERS"]
 
-REASSIGN_DISABLED = b"CLIENT_ERROR slab reassignment disabled\r\n"
 REASSIGN_REPLIES = {
     Reassign.OK: C.OK,
-    Reassign.RUNNING: b"BUSY currently processing reassign request\r\n",
-    Reassign.BADCLASS: b"BADCLASS invalid src or dst class id\r\n",
-    Reassign.NOSPARE: b"NOSPARE source class has no spare pages\r\n",
-    Reassign.SAME: b"SAME src and dst class are identical\r\n",
+    Reassign.RUNNING: C.REASSIGN_BUSY,
+    Reassign.BADCLASS: C.REASSIGN_BADCLASS,
+    Reassign.NOSPARE: C.REASSIGN_NOSPARE,
+    Reassign.SAME: C.REASSIGN_SAME,
 }
 
 
 def cmd_slabs(s: Session, tokens: list[bytes]) -> None:
     ntokens = len(tokens) + 1  # memcached counts a terminal token
-    rebalancer = s.node.rebalancer
+    rebalancer = s.node_wide().rebalancer
     if ntokens == 5 and tokens[1] == b"reassign":
         if not rebalancer.enabled:
-            s.out += REASSIGN_DISABLED
+            s.out += C.REASSIGN_DISABLED
             return
         src = strtol32(tokens[2])
         dst = strtol32(tokens[3])
@@ -51,7 +51,7 @@ def cmd_slabs(s: Session, tokens: list[bytes]) -> None:
 
 
 def _automove(s: Session, tokens: list[bytes], ntokens: int) -> bytes:
-    rebalancer = s.node.rebalancer
+    rebalancer = s.node_wide().rebalancer
     if tokens[2] == b"ratio":
         ratio = strtod(tokens[3]) if ntokens >= 5 else None
         if ratio is None:
@@ -65,3 +65,6 @@ def _automove(s: Session, tokens: list[bytes], ntokens: int) -> bytes:
         return C.ERROR
     rebalancer.set_automove(level)
     return C.OK
+
+
+SLABS_HANDLERS = {b"slabs": cmd_slabs}

@@ -1,0 +1,385 @@
+"""Classic item commands: storage (``set add replace append prepend cas``), ``get gets gat
+gats bget``, ``delete``, ``incr decr``, ``touch``.
+
+The hot path: a get is a lookup that appends the item's stored header and value to the output
+buffer; nothing is formatted per hit except a CAS. Handlers run on the connection's worker
+thread and use only the session's item context (``s.ctx``). Replies are memcached 1.6.18's,
+byte for byte; the checks run in its order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from memcache_server import watch
+from memcache_server.protocol import constants as C
+from memcache_server.protocol.document import LEGACY_KEY, LEGACY_READ_ONLY
+from memcache_server.protocol.framer import Request
+from memcache_server.protocol.numbers import strtol32, strtoull
+from memcache_server.storage.store import Mode, Outcome
+
+if TYPE_CHECKING:
+    from memcache_server.commands.session import Handler, Session
+
+__all__ = ["ITEM_COMMAND_HANDLERS", "STORE_MODES", "store_request", "vlen_of"]
+
+STORE_MODES = {
+    b"set": Mode.SET,
+    b"add": Mode.ADD,
+    b"replace": Mode.REPLACE,
+    b"append": Mode.APPEND,
+    b"prepend": Mode.PREPEND,
+    b"cas": Mode.CAS,
+}
+OUTCOME_REPLY = {
+    Outcome.STORED: C.STORED,
+    Outcome.NOT_STORED: C.NOT_STORED,
+    Outcome.EXISTS: C.EXISTS,
+    Outcome.NOT_FOUND: C.NOT_FOUND,
+    Outcome.TOO_LARGE: C.TOO_LARGE,
+    Outcome.NO_MEMORY: C.NO_MEMORY,
+}
+_STORED = Outcome.STORED
+_GET_KEYS_MAX = C.KEY_MAX_LENGTH
+
+
+def vlen_of(req: Request) -> int:
+    """The declared data length (with CRLF) of a storage request, read as the framer read it."""
+    return (strtol32(req[1][4]) or 0) + 2
+
+
+# ------------------------------------------------------------------ storage
+
+def store_request(s: Session, req: Request) -> None:
+    _, tokens, key, flags, exptime, cas, body, noreply = req
+    if key == LEGACY_KEY and s.ctx.cluster.legacy_read_only:
+        if not noreply:
+            s.out += LEGACY_READ_ONLY  # the discovery key is not the clients' to write
+        return
+    observed = s.ctx.observed
+    if observed:
+        observe_store(s, req, None)
+    if body is None:
+        # Over -I: memcached refuses it before reading and drops the old value of a set.
+        s.stats.store_too_large += 1
+        if tokens[0] == b"set":
+            s.store.drop(key)
+        if observed:
+            observe_store(s, req, Outcome.TOO_LARGE)
+        if not noreply:
+            s.out += C.TOO_LARGE
+        return
+    if not body:
+        s.store.count_set(len(key), flags, vlen_of(req))
+        if not noreply:
+            s.out += C.BAD_CHUNK
+        return
+    outcome = s.store.store(
+        STORE_MODES[tokens[0]],
+        key,
+        flags,
+        exptime,
+        body,
+        cas,
+    )
+    if outcome != _STORED:
+        if outcome == Outcome.NOT_FOUND:
+            s.stats.cas_misses += 1
+        elif outcome == Outcome.TOO_LARGE:
+            s.stats.store_too_large += 1
+        elif outcome == Outcome.NO_MEMORY:
+            s.stats.store_no_memory += 1
+    if observed:
+        observe_store(s, req, outcome)
+    if not noreply:
+        s.out += OUTCOME_REPLY[outcome]
+
+# ------------------------------------------------------------------ retrieval
+
+
+def cmd_get(s: Session, tokens: list[bytes]) -> None:
+    n = len(tokens)
+    if n < 2:
+        s.out += C.ERROR
+        return
+    if s.ctx.observed:
+        _get_with(s, tokens, False, False)  # the same reply, with stats detail/watchers
+        return
+    out = s.out
+    get_into = s.store.get_into
+    stats = s.stats
+    if n == 2:
+        key = tokens[1]
+        if len(key) > _GET_KEYS_MAX:
+            out.clear()  # memcached releases every reply still queued on the connection
+            out += C.BAD_FORMAT
+            return
+        stats.get_cmds += 1
+        r = get_into(key, out)
+        if r != 1 and not (key == LEGACY_KEY and _legacy_get(s, key)):
+            _miss(s, r)
+        out += C.END
+        return
+    keys = iter(tokens)
+    next(keys)
+    limit = s.out_limit
+    for key in keys:
+        if len(key) > _GET_KEYS_MAX:
+            out.clear()  # memcached releases every reply still queued on the connection
+            out += C.BAD_FORMAT
+            return
+        stats.get_cmds += 1
+        r = get_into(key, out)
+        if r != 1 and not (key == LEGACY_KEY and _legacy_get(s, key)):
+            _miss(s, r)
+        elif len(out) > limit:
+            rest = list(keys)
+            if rest:
+                s.suspend(cmd_get, tokens[:1], rest)
+                return
+    out += C.END
+
+def _legacy_get(s: Session, key: bytes) -> bool:
+    """A miss on ``AmazonElastiCache:cluster``: the cluster document instead (checked only on
+    a miss, with one bytes comparison, so ordinary gets pay nothing for it)."""
+    return s.ctx.cluster.legacy_value_into(key, s.out)
+
+def _miss(s: Session, r: int) -> None:
+    stats = s.stats
+    stats.get_misses += 1
+    if r == -1:
+        stats.get_expired += 1
+    elif r == -2:
+        stats.get_flushed += 1
+
+def _get_with(
+    s: Session, tokens: list[bytes], with_cas: bool, touch: bool
+) -> None:
+    out = s.out
+    first = 1
+    exptime: int | None = None
+    if touch:
+        if len(tokens) < 2:
+            out += C.ERROR
+            return
+        exptime = strtol32(tokens[1])
+        if exptime is None:
+            out += C.BAD_EXPTIME
+            return
+        first = 2
+    stats = s.stats
+    get_parts = s.store.get_parts
+    observed = s.ctx.observed
+    keys = iter(tokens)
+    for _ in range(first):
+        next(keys)
+    limit = s.out_limit
+    for key in keys:
+        if len(key) > _GET_KEYS_MAX:
+            out.clear()  # memcached releases every reply still queued on the connection
+            out += C.BAD_FORMAT
+            return
+        r = get_parts(key, exptime)
+        if observed:
+            observe_get(s, key, r)
+        if touch:
+            stats.touch_cmds += 1
+        else:
+            stats.get_cmds += 1
+        if isinstance(r, int):
+            if touch:
+                stats.touch_misses += 1
+            elif not (key == LEGACY_KEY and not with_cas and _legacy_get(s, key)):
+                _miss(s, r)
+            continue
+        header, body, cas = r
+        if with_cas:
+            out += header[:-2]
+            out += b" %d\r\n" % cas
+        else:
+            out += header
+        out += body
+        if len(out) > limit:
+            rest = list(keys)
+            if rest:
+                s.suspend(_GET_WITH[with_cas, touch], tokens[:first], rest)
+                return
+    out += C.END
+
+def cmd_gets(s: Session, tokens: list[bytes]) -> None:
+    if len(tokens) < 2:
+        s.out += C.ERROR
+        return
+    _get_with(s, tokens, True, False)
+
+def cmd_gat(s: Session, tokens: list[bytes]) -> None:
+    if len(tokens) < 2:
+        s.out += C.ERROR
+        return
+    _get_with(s, tokens, False, True)
+
+def cmd_gats(s: Session, tokens: list[bytes]) -> None:
+    if len(tokens) < 2:
+        s.out += C.ERROR
+        return
+    _get_with(s, tokens, True, True)
+
+# ------------------------------------------------------------------ other item commands
+
+
+def cmd_delete(s: Session, tokens: list[bytes]) -> None:
+    n = len(tokens)
+    if n < 2 or n > 4:
+        s.out += C.ERROR
+        return
+    noreply = tokens[-1] == b"noreply"
+    if n > 2:
+        hold_is_zero = tokens[2] == b"0"
+        valid = (n == 3 and (hold_is_zero or noreply)) or (n == 4 and hold_is_zero and noreply)
+        if not valid:
+            if not noreply:
+                s.out += C.DELETE_USAGE
+            return
+    key = tokens[1]
+    if len(key) > C.KEY_MAX_LENGTH:
+        if not noreply:
+            s.out += C.BAD_FORMAT
+        return
+    observed = s.ctx.observed
+    if observed:
+        observe_delete(s, key, None)
+    if s.store.delete(key):
+        if observed:
+            observe_delete(s, key, b"delete")
+        reply = C.DELETED
+    else:
+        s.stats.delete_misses += 1
+        reply = C.NOT_FOUND
+    if not noreply:
+        s.out += reply
+
+def _key_number(
+    s: Session,
+    tokens: list[bytes],
+    parse: Callable[[bytes], int | None],
+    bad_number: bytes,
+    act: Callable[[bytes, int], bytes],
+) -> None:
+    """``<cmd> <key> <number> [noreply]`` (incr, decr, touch): memcached's shared checks, in
+    its order (token count, key length, the number), then ``act(key, number)``'s reply."""
+    n = len(tokens)
+    if n != 3 and n != 4:
+        s.out += C.ERROR
+        return
+    noreply = n == 4 and tokens[3] == b"noreply"
+    key = tokens[1]
+    if len(key) > C.KEY_MAX_LENGTH:
+        reply = C.BAD_FORMAT
+    else:
+        number = parse(tokens[2])
+        reply = bad_number if number is None else act(key, number)
+    if not noreply:
+        s.out += reply
+
+def _delta(s: Session, key: bytes, delta: int, incr: bool) -> bytes:
+    outcome, value = s.store.incr_decr(key, delta, incr)
+    if outcome == Outcome.DELTA_OK:
+        return b"%d\r\n" % value
+    if outcome == Outcome.NOT_FOUND:
+        if incr:
+            s.stats.incr_misses += 1
+        else:
+            s.stats.decr_misses += 1
+        return C.NOT_FOUND
+    if outcome == Outcome.NON_NUMERIC:
+        return C.NON_NUMERIC
+    return C.DELTA_NO_MEMORY
+
+def _touch(s: Session, key: bytes, exptime: int) -> bytes:
+    s.stats.touch_cmds += 1
+    if s.store.touch(key, exptime):
+        return C.TOUCHED
+    s.stats.touch_misses += 1
+    return C.NOT_FOUND
+
+def cmd_incr(s: Session, tokens: list[bytes]) -> None:
+    _key_number(s, tokens, strtoull, C.BAD_DELTA, lambda k, d: _delta(s, k, d, True))
+
+def cmd_decr(s: Session, tokens: list[bytes]) -> None:
+    _key_number(s, tokens, strtoull, C.BAD_DELTA, lambda k, d: _delta(s, k, d, False))
+
+def cmd_touch(s: Session, tokens: list[bytes]) -> None:
+    _key_number(s, tokens, strtol32, C.BAD_EXPTIME, lambda k, e: _touch(s, k, e))
+
+
+_GET_WITH: dict[tuple[bool, bool], Handler] = {
+    (False, False): cmd_get,  # a plain get takes this path when stats detail is on
+    (True, False): cmd_gets,
+    (False, True): cmd_gat,
+    (True, True): cmd_gats,
+}
+
+
+def _wrong_arity(s: Session, tokens: list[bytes]) -> None:
+    """A storage command with the wrong number of tokens arrives as a CMD: memcached says ERROR."""
+    s.out += C.ERROR
+
+
+ITEM_COMMAND_HANDLERS: dict[bytes, Handler] = {
+    b"get": cmd_get,
+    b"bget": cmd_get,
+    b"gets": cmd_gets,
+    b"gat": cmd_gat,
+    b"gats": cmd_gats,
+    b"delete": cmd_delete,
+    b"incr": cmd_incr,
+    b"decr": cmd_decr,
+    b"touch": cmd_touch,
+    **{name: _wrong_arity for name in STORE_MODES},
+}
+
+# ------------------------------------------------------------------ observing item requests
+# Called only while ``ctx.observed`` (stats detail on, or an item log stream watched); never on
+# the plain request path.
+
+
+def observe_get(s: Session, key: bytes, r: tuple[bytes, bytes, int] | int) -> None:
+    """A get/gets/gat/gats key: per-prefix counts and the fetchers stream."""
+    ctx = s.ctx
+    hit = not isinstance(r, int)
+    if ctx.detail is not None:
+        ctx.detail.record_get(key, hit)
+    if ctx.logger.mask & watch.FETCHERS:
+        if isinstance(r, int):
+            watch.log_get(ctx.logger, s.fd, key, r, 0, 0)
+        else:
+            header, body, _ = r
+            flags = int(header.rsplit(b" ", 2)[1])
+            cid = ctx.table.class_for(ctx.table.item_size(len(key), flags, len(body)))
+            watch.log_get(ctx.logger, s.fd, key, 1, cid, len(body) - 2)
+
+
+def observe_store(s: Session, req: Request, outcome: int | None) -> None:
+    """A storage command: counted before it runs (None), logged once it has an outcome."""
+    ctx = s.ctx
+    _, tokens, key, flags, exptime, _, body, _ = req
+    if outcome is None:
+        if ctx.detail is not None:
+            ctx.detail.record_set(key)
+        return
+    if ctx.logger.mask & watch.MUTATIONS:
+        nbytes = int(tokens[4]) + 2 if tokens[4].isdigit() else 2
+        cid = ctx.table.class_for(ctx.table.item_size(len(key), flags, nbytes))
+        ttl = exptime if 0 <= exptime <= 2592000 else max(0, exptime - ctx.clock.now)
+        watch.log_store(ctx.logger, s.fd, tokens[0], key, ttl, cid, nbytes - 2, outcome)
+
+
+def observe_delete(s: Session, key: bytes, cmd: bytes | None) -> None:
+    """A delete: counted before it runs (None); logged as ``cmd`` when it removed the item."""
+    ctx = s.ctx
+    if cmd is None:
+        if ctx.detail is not None:
+            ctx.detail.record_delete(key)
+    elif ctx.logger.mask & watch.DELETIONS:
+        watch.log_delete(ctx.logger, s.fd, cmd, key, 0, 0)

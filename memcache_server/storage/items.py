@@ -1,0 +1,568 @@
+"""Items under the lock: the store's lock-held API (memcached's ``do_item_*`` functions).
+
+Every method named ``do_*`` here must be called with ``lock`` held; none takes it. The store's
+public operations (``storage/store.py``) take the lock and call these; so do the meta store and
+the page mover, which need several of these steps under one hold. This is the seam between the
+item operations and whoever serialises them.
+
+What lives here: allocation (a free chunk, a new page, or an eviction from the LRU tail), the
+index and LRU links, expiry and flush checks, reading and writing an item's chunks, CAS numbers
+and the arithmetic core of incr/decr. Times are unix seconds from the ``Clock``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from memcache_server.storage.clock import Clock
+from memcache_server.storage.index import KeyIndex
+from memcache_server.storage.slabclass import (
+    CHUNKED,
+    DATA_CHUNK,
+    FETCHED,
+    IN_USE,
+    KILL_NONE,
+    NIL,
+    SLOT_BYTES,
+    SlabClass,
+)
+from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE, SlabTable
+
+__all__ = [
+    "Items",
+    "Outcome",
+    "Mode",
+    "StoreLimits",
+    "MoveCounters",
+    "SizeHistogram",
+    "parse_u64",
+    "UPDATE_INTERVAL",
+]
+
+UPDATE_INTERVAL = 60  # memcached's ITEM_UPDATE_INTERVAL: bump an item in the LRU at most this often
+TAIL_SEARCH = 5  # items examined at an LRU tail for an expired one before evicting
+
+
+class Outcome(IntEnum):
+    STORED = 0
+    NOT_STORED = 1
+    EXISTS = 2
+    NOT_FOUND = 3
+    TOO_LARGE = 4
+    NO_MEMORY = 5
+    NON_NUMERIC = 6
+    DELTA_OK = 7
+
+
+class Mode(IntEnum):
+    SET = 0
+    ADD = 1
+    REPLACE = 2
+    APPEND = 3
+    PREPEND = 4
+    CAS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    memory_limit: int
+    evictions: bool
+    use_cas: bool
+
+
+@dataclass(slots=True)
+class MoveCounters:
+    """memcached's slab mover stats: pages moved, items and chunks rescued, items lost."""
+
+    slabs_moved: int = 0
+    rescues: int = 0
+    chunk_rescues: int = 0
+    evictions_nomem: int = 0
+
+
+@dataclass(slots=True)
+class SizeHistogram:
+    """``stats sizes`` (memcached's track_sizes): live items per 32-byte size bucket.
+
+    Items stored before tracking was turned on (a CAS below ``cas_min``) are left out, as
+    memcached leaves them out, so the counts never go negative."""
+
+    cas_min: int
+    counts: dict[int, int] = field(default_factory=dict)
+
+    def add(self, ntotal: int, cas: int) -> None:
+        if cas >= self.cas_min:
+            bucket = (ntotal + 31) >> 5
+            self.counts[bucket] = self.counts.get(bucket, 0) + 1
+
+    def remove(self, ntotal: int, cas: int) -> None:
+        if cas >= self.cas_min:
+            bucket = (ntotal + 31) >> 5
+            left = self.counts.get(bucket, 0) - 1
+            if left > 0:
+                self.counts[bucket] = left
+            else:
+                self.counts.pop(bucket, None)
+
+
+class Items:
+    """All items of a node, and the steps on them that run with ``lock`` held."""
+
+    def __init__(
+        self,
+        table: SlabTable,
+        limits: StoreLimits,
+        clock: Clock,
+        header_fn: Callable[[bytes, int, int], bytes],
+    ) -> None:
+        self.table = table
+        self.limits = limits
+        self.clock = clock
+        self.header_fn = header_fn
+        self.lock = threading.Lock()
+        self.classes = [
+            SlabClass(i, table.sizes[i], table.perslab[i]) for i in range(len(table.sizes))
+        ]
+        self.index = KeyIndex(self.do_key_view)
+        self.chunk_lists: dict[int, list[int]] = {}  # header handle -> data chunk handles
+        self.memory_limit = limits.memory_limit
+        self.malloced = 0  # bytes of pages handed to classes
+        self.columns_bytes = 0  # metadata columns of every page
+        self.next_cas = 0
+        self.oldest_live = 0
+        self.oldest_cas = 0
+        # global counters (memcached's "slab" stats, kept under the lock)
+        self.curr_items = 0
+        self.total_items = 0
+        self.bytes = 0
+        self.evictions = 0
+        self.reclaimed = 0
+        self.expired_unfetched = 0
+        self.evicted_unfetched = 0
+        self.crawler_reclaimed = 0
+        self.crawler_items_checked = 0
+        # Page moving (memcached's slab rebalancer): pages held in the global pool, and the
+        # mover's counters. See pagemover.py.
+        # (The counters sit in their own object: CPython 3.11 stops sharing instance-dict keys
+        # past 30 attributes, which slows every attribute load on the request path.)
+        self.pool_pages = 0
+        self.moves = MoveCounters()
+        # Called with the class id after an allocation had to evict (slab_automove=2 moves a
+        # page towards that class); None otherwise.
+        self.on_class_evict: Callable[[int], None] | None = None
+        # Called for each eviction (key, fetched, exp, atime, class, value length) while
+        # someone watches evictions; None otherwise, so evicting costs one test.
+        self.on_evict: Callable[[bytes, bool, int, int, int, int], None] | None = None
+
+    def do_grow(self, cls: SlabClass) -> bool:
+        """Give ``cls`` a new page if memory allows (a class with no page always gets one).
+
+        A page in the global pool is already counted as allocated, so taking it only needs room
+        for the new class's metadata columns. A class giving a page away gets none meanwhile
+        (the page being emptied must stay its last)."""
+        if cls.kill_lo != KILL_NONE:
+            return False
+        cost = PAGE_SIZE + cls.perslab * SLOT_BYTES
+        pooled = PAGE_SIZE if self.pool_pages else 0
+        if cls.pages and self.used_memory() - pooled + cost > self.memory_limit:
+            return False
+        if pooled:
+            self.pool_pages -= 1
+            self.malloced -= PAGE_SIZE
+        self.do_add_page(cls)
+        return True
+
+    def do_add_page(self, cls: SlabClass) -> None:
+        """Hand ``cls`` one more page and charge it (the caller checked the budget)."""
+        cls.add_page(bytearray(cls.perslab * cls.size))
+        self.malloced += PAGE_SIZE
+        self.columns_bytes += cls.perslab * SLOT_BYTES
+
+    def do_release_pool(self) -> None:
+        """Free pooled pages while the store holds more than its limit (memcached's
+        memory_release: a lowered cache_memlimit is honoured as pages reach the pool)."""
+        while self.pool_pages and self.used_memory() > self.memory_limit:
+            self.pool_pages -= 1
+            self.malloced -= PAGE_SIZE
+
+    def used_memory(self) -> int:
+        """Real bytes held for items: pages, their metadata columns, and the index."""
+        return self.malloced + self.columns_bytes + self.index.nbytes
+
+    def do_alloc(self, cid: int, now: int) -> int:
+        """A free slot of class ``cid``, reclaiming or evicting at its LRU tail if needed."""
+        cls = self.classes[cid]
+        slot = cls.pop_free()
+        if slot != NIL:
+            return slot
+        # Look for an expired or flushed item near the tail first, as memcached does.
+        h = cls.lru_tail
+        for _ in range(TAIL_SEARCH):
+            if h == NIL:
+                break
+            hc = self.classes[h & 63]
+            hs = h >> 6
+            if self.do_is_dead(hc, hs, now):
+                prev = hc.prev[hs]
+                cls.reclaimed += 1
+                self.reclaimed += 1
+                if not hc.bits[hs] & FETCHED:
+                    cls.expired_unfetched += 1
+                    self.expired_unfetched += 1
+                self.do_unlink(h)
+                slot = cls.pop_free()
+                if slot != NIL:
+                    return slot
+                h = prev
+                continue
+            h = hc.prev[hs]
+        if self.do_grow(cls):
+            return cls.pop_free()
+        if not self.limits.evictions:
+            cls.outofmemory += 1
+            return NIL
+        # Evict from the tail until a chunk of this class is free.
+        for _ in range(TAIL_SEARCH * 10):
+            h = cls.lru_tail
+            if h == NIL:
+                break
+            hc = self.classes[h & 63]
+            hs = h >> 6
+            cls.evicted += 1
+            self.evictions += 1
+            if hc.exp[hs] != 0:
+                cls.evicted_nonzero += 1
+            cls.evicted_time = now - hc.atime[hs]
+            if not hc.bits[hs] & FETCHED:
+                cls.evicted_unfetched += 1
+                self.evicted_unfetched += 1
+            if self.on_evict is not None:
+                self.on_evict(
+                    self.do_key_of(hc, hs),
+                    bool(hc.bits[hs] & FETCHED),
+                    hc.exp[hs],
+                    hc.atime[hs],
+                    cls.cid,
+                    hc.blen[hs] - 2,
+                )
+            self.do_unlink(h)
+            slot = cls.pop_free()
+            if slot != NIL:
+                if self.on_class_evict is not None:
+                    self.on_class_evict(cid)
+                return slot
+        cls.outofmemory += 1
+        return NIL
+
+    def do_is_dead(self, cls: SlabClass, slot: int, now: int) -> bool:
+        exp = cls.exp[slot]
+        if exp and exp <= now:
+            return True
+        return self.do_is_flushed(cls, slot, now)
+
+    def do_is_flushed(self, cls: SlabClass, slot: int, now: int) -> bool:
+        ol = self.oldest_live
+        if ol and ol <= now and cls.atime[slot] <= ol:
+            return True
+        return bool(self.oldest_cas and cls.cas[slot] < self.oldest_cas)
+
+    def do_link(self, key: bytes, h: int, lru_cid: int, ntotal: int, nbytes: int) -> None:
+        """Put a fully written item into the index and at the head of its class's LRU,
+        replacing the key's current item if it has one.
+
+        The index entry is swapped in place, and what it held is the item to unlink: one probe
+        for a set, and exact even when the allocation for ``h`` evicted the old item (its
+        entry is gone then, and its chunk may be ``h`` itself)."""
+        old = self.index.put(key, h)
+        if old is not None:
+            self.do_unlink(old, False)
+        c = self.classes[h & 63]
+        s = h >> 6
+        lru = self.classes[lru_cid]
+        c.prev[s] = NIL
+        c.nxt[s] = lru.lru_head
+        if lru.lru_head != NIL:
+            self.classes[lru.lru_head & 63].prev[lru.lru_head >> 6] = h
+        else:
+            lru.lru_tail = h
+        lru.lru_head = h
+        lru.items += 1
+        lru.mem_requested += ntotal
+        self.curr_items += 1
+        self.total_items += 1
+        self.bytes += ntotal
+        if self.sizes is not None:
+            self.sizes.add(ntotal, c.cas[s])
+        _ = nbytes
+
+    def do_lru_cid(self, c: SlabClass, s: int) -> int:
+        """The class whose LRU holds the item at (c, s): its own, or the largest if chunked."""
+        return self.table.largest if c.bits[s] & CHUNKED else c.cid
+
+    def do_ntotal(self, c: SlabClass, s: int) -> int:
+        """memcached's ITEM_ntotal (a chunked item counts its whole value, as there)."""
+        return self.table.item_size(c.klen[s], c.flags[s], c.blen[s])
+
+    def do_key_of(self, c: SlabClass, s: int) -> bytes:
+        """The key, read back from the stored header (it sits at offset ``key_offset``)."""
+        base = (s % c.perslab) * c.size + self.key_offset
+        return bytes(c.views[s // c.perslab][base : base + c.klen[s]])
+
+    key_offset = 6  # set by the protocol layer; the header embeds the key at this offset
+    # While track_sizes is on; a class attribute until then, so the instance dict stays small.
+    sizes: SizeHistogram | None = None
+
+    def do_key_view(self, h: int) -> memoryview:
+        """The key of handle ``h`` as a view into its chunk (no copy): the index compares it."""
+        c = self.classes[h & 63]
+        s = h >> 6
+        base = (s % c.perslab) * c.size + self.key_offset
+        return c.views[s // c.perslab][base : base + c.klen[s]]
+
+    def do_unlink(self, h: int, indexed: bool = True) -> None:
+        """Remove an item from the index (unless ``do_link`` already replaced its entry) and its
+        LRU, and free its chunks."""
+        # _key_of, _lru_cid and _ntotal inlined: every overwrite and delete comes through here.
+        classes = self.classes
+        c = classes[h & 63]
+        s = h >> 6
+        klen = c.klen[s]
+        if indexed:
+            base = (s % c.perslab) * c.size + self.key_offset
+            self.index.remove(bytes(c.views[s // c.perslab][base : base + klen]), h)
+        bits = c.bits[s]
+        lru = classes[self.table.largest] if bits & CHUNKED else c
+        p = c.prev[s]
+        n = c.nxt[s]
+        if p != NIL:
+            classes[p & 63].nxt[p >> 6] = n
+        else:
+            lru.lru_head = n
+        if n != NIL:
+            classes[n & 63].prev[n >> 6] = p
+        else:
+            lru.lru_tail = p
+        ntotal = self.table.item_size(klen, c.flags[s], c.blen[s])
+        lru.items -= 1
+        lru.mem_requested -= ntotal
+        self.curr_items -= 1
+        self.bytes -= ntotal
+        if self.sizes is not None:
+            self.sizes.remove(ntotal, c.cas[s])
+        if bits & CHUNKED:
+            for dh in self.chunk_lists.pop(h, ()):
+                classes[dh & 63].push_free(dh >> 6)
+        c.push_free(s)
+
+    def do_bump(self, c: SlabClass, s: int, h: int, now: int) -> None:
+        """Move to the LRU head, at most once per UPDATE_INTERVAL (memcached's rule)."""
+        if c.atime[s] + UPDATE_INTERVAL > now:
+            return
+        c.atime[s] = now
+        lru = self.classes[self.do_lru_cid(c, s)]
+        if lru.lru_head == h:
+            return
+        p = c.prev[s]
+        n = c.nxt[s]
+        self.classes[p & 63].nxt[p >> 6] = n
+        if n != NIL:
+            self.classes[n & 63].prev[n >> 6] = p
+        else:
+            lru.lru_tail = p
+        c.prev[s] = NIL
+        c.nxt[s] = lru.lru_head
+        self.classes[lru.lru_head & 63].prev[lru.lru_head >> 6] = h
+        lru.lru_head = h
+
+    def do_find(self, key: bytes, now: int) -> int:
+        """The live handle for ``key``, or NIL; expired/flushed items are unlinked on the way."""
+        h = self.index.get(key)
+        if h is None:
+            return NIL
+        c = self.classes[h & 63]
+        s = h >> 6
+        exp = c.exp[s]
+        if (exp and exp <= now) or self.do_is_flushed(c, s, now):
+            self.do_unlink(h)
+            return NIL
+        return h
+
+    def do_live(self, key: bytes, now: int) -> int:
+        """Handle of the live item for ``key``; else 0 (miss), -1 (expired) or -2 (flushed),
+        unlinking a dead item on the way. The caller holds the lock."""
+        h = self.index.get(key)
+        if h is None:
+            return 0
+        c = self.classes[h & 63]
+        s = h >> 6
+        exp = c.exp[s]
+        if exp and exp <= now:
+            self.do_unlink(h)
+            return -1
+        if self.do_is_flushed(c, s, now):
+            self.do_unlink(h)
+            return -2
+        return h
+
+    def do_read(self, c: SlabClass, s: int, h: int, start: int, length: int) -> bytes:
+        """Bytes ``start..start+length`` of the item's header+value, across chunks if needed."""
+        if not c.bits[s] & CHUNKED:
+            base = (s % c.perslab) * c.size + start
+            return bytes(c.views[s // c.perslab][base : base + length])
+        return bytes(self.do_chunked_view(c, s, h))[start : start + length]
+
+    def do_chunked_view(self, c: SlabClass, s: int, h: int) -> bytearray:
+        out = bytearray(c.views[s // c.perslab][(s % c.perslab) * c.size :][: c.plen[s]])
+        remain = c.blen[s]
+        for dh in self.chunk_lists[h]:
+            dc = self.classes[dh & 63]
+            ds = dh >> 6
+            cap = dc.size - CHUNK_HEADER
+            take = min(cap, remain)
+            base = (ds % dc.perslab) * dc.size
+            out += dc.views[ds // dc.perslab][base : base + take]
+            remain -= take
+        return out
+
+    def do_next_cas(self) -> int:
+        if not self.limits.use_cas:
+            return 0
+        self.next_cas += 1
+        return self.next_cas
+
+    def do_write_item(
+        self, key: bytes, flags: int, exp_abs: int, body: bytes | bytearray | memoryview, now: int,
+        ntotal: int = 0,
+    ) -> tuple[Outcome, int]:
+        """Allocate and fill an item (not yet linked). Returns (outcome, handle)."""
+        table = self.table
+        nbytes = len(body)
+        nkey = len(key)
+        if not ntotal:
+            ntotal = table.item_size(nkey, flags, nbytes)
+        cid = table.class_for(ntotal)
+        if cid == 0:
+            return Outcome.TOO_LARGE, NIL
+        header = self.header_fn(key, flags, nbytes)
+        plen = len(header)
+        if ntotal <= table.chunk_max:
+            slot = self.do_alloc(cid, now)
+            if slot == NIL:
+                return Outcome.NO_MEMORY, NIL
+            c = self.classes[cid]
+            page = c.pages[slot // c.perslab]
+            base = (slot % c.perslab) * c.size
+            page[base : base + plen] = header
+            page[base + plen : base + plen + nbytes] = body
+            bits = IN_USE
+        else:
+            hcid = table.class_for(table.chunked_header_size(nkey, flags))
+            if hcid == 0 or plen > table.sizes[hcid]:
+                return Outcome.TOO_LARGE, NIL
+            data_cids = table.data_chunks(nbytes)
+            slot = self.do_alloc(hcid, now)
+            if slot == NIL:
+                return Outcome.NO_MEMORY, NIL
+            c = self.classes[hcid]
+            c.bits[slot] = IN_USE | CHUNKED  # so a failing data alloc can free it
+            chunks: list[int] = []
+            off = 0
+            for dcid in data_cids:
+                ds = self.do_alloc(dcid, now)
+                if ds == NIL:
+                    for dh in chunks:
+                        self.classes[dh & 63].push_free(dh >> 6)
+                    c.push_free(slot)
+                    return Outcome.NO_MEMORY, NIL
+                dc = self.classes[dcid]
+                dc.bits[ds] = IN_USE | DATA_CHUNK
+                take = min(dc.size - CHUNK_HEADER, nbytes - off)
+                dbase = (ds % dc.perslab) * dc.size
+                dc.pages[ds // dc.perslab][dbase : dbase + take] = body[off : off + take]
+                off += take
+                chunks.append((ds << 6) | dcid)
+            page = c.pages[slot // c.perslab]
+            base = (slot % c.perslab) * c.size
+            page[base : base + plen] = header
+            self.chunk_lists[(slot << 6) | hcid] = chunks
+            bits = IN_USE | CHUNKED
+        c.bits[slot] = bits
+        c.plen[slot] = plen
+        c.blen[slot] = nbytes
+        c.klen[slot] = nkey
+        c.flags[slot] = flags
+        c.exp[slot] = exp_abs
+        c.atime[slot] = now
+        c.cas[slot] = self.do_next_cas()
+        return Outcome.STORED, (slot << 6) | c.cid
+
+    def do_count_set(self, nkey: int, flags: int, nbytes: int) -> None:
+        """memcached counts a set in the item's class once the item could be sized."""
+        cid = self.table.class_for(self.table.item_size(nkey, flags, nbytes))
+        if cid:
+            self.classes[cid].cmd_set += 1
+
+    def do_add_delta(
+        self, c: SlabClass, s: int, h: int, delta: int, incr: bool, now: int, req_cas: int = 0
+    ) -> tuple[Outcome, int, bytes]:
+        """The arithmetic of memcached's do_add_delta on the item at (c, s), shared by
+        incr/decr and ``ma``: NON_NUMERIC, EXISTS (``req_cas`` given and not the item's), or
+        DELTA_OK with the new value. A result that fits is written in place (padded with
+        spaces, a new CAS, bumped) and the digits come back empty; a longer one comes back as
+        digits for the caller to store as a new item."""
+        nbytes = c.blen[s]
+        if nbytes <= 2 or c.bits[s] & CHUNKED:
+            return Outcome.NON_NUMERIC, 0, b""
+        if req_cas and c.cas[s] != req_cas:
+            return Outcome.EXISTS, 0, b""
+        plen = c.plen[s]
+        value = parse_u64(self.do_read(c, s, h, plen, nbytes - 2))
+        if value is None:
+            return Outcome.NON_NUMERIC, 0, b""
+        lru = self.classes[self.do_lru_cid(c, s)]
+        if incr:
+            value = (value + delta) & 0xFFFFFFFFFFFFFFFF
+            lru.incr_hits += 1
+        else:
+            value = max(value - delta, 0)
+            lru.decr_hits += 1
+        digits = b"%d" % value
+        res = len(digits)
+        if res + 2 > nbytes:
+            return Outcome.DELTA_OK, value, digits
+        base = (s % c.perslab) * c.size + plen
+        c.pages[s // c.perslab][base : base + nbytes - 2] = digits + b" " * (nbytes - 2 - res)
+        c.cas[s] = self.do_next_cas()
+        self.do_bump(c, s, h, now)
+        return Outcome.DELTA_OK, value, b""
+
+
+def parse_u64(raw: bytes) -> int | None:
+    """memcached's safe_strtoull on a stored value: strtoull, then only whitespace may follow.
+
+    Leading whitespace and a sign are accepted as strtoull accepts them; parsing stops at the
+    first non-digit, which must be whitespace (so "1\r\n2" reads as 1, as in memcached).
+    """
+    s = raw.lstrip(b" \t\r\n\v\f")
+    neg = False
+    if s[:1] in (b"+", b"-"):
+        neg = s[:1] == b"-"
+        s = s[1:]
+    n = 0
+    while n < len(s) and 48 <= s[n] <= 57:
+        n += 1
+    if n == 0:
+        return None
+    if n < len(s) and s[n] not in b" \t\r\n\v\f":
+        return None
+    v = int(s[:n])
+    if v > 0xFFFFFFFFFFFFFFFF:
+        return None
+    if neg:
+        v = (1 << 64) - v if v else 0
+        if v >= 1 << 63:
+            return None
+    return v

@@ -1,0 +1,109 @@
+"""The store's statistics: class snapshots, ``stats sizes``, ``stats cachedump``, resets.
+
+Read under the store's lock, on the thread of whoever asks (a ``stats`` command, the metrics
+collector, the automover); nothing here is on the request path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memcache_server.storage.items import Items, MoveCounters, SizeHistogram
+from memcache_server.storage.slabclass import CLASS_COUNTERS, NIL
+
+__all__ = ["StoreStats", "ClassStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClassStats:
+    """A snapshot of one class for `stats slabs` / `stats items`."""
+
+    cid: int
+    chunk_size: int
+    chunks_per_page: int
+    total_pages: int
+    used_chunks: int
+    free_chunks: int
+    items: int
+    mem_requested: int
+    age: int
+    counters: dict[str, int]
+
+
+class StoreStats(Items):
+    """Snapshots and resets of the counters ``Items`` keeps."""
+
+    def track_sizes(self, on: bool) -> bool:
+        """``stats sizes_enable``/``sizes_disable`` (and ``-o track_sizes``). Turning tracking
+        on counts items stored from then on, and takes a CAS value to mark where, as memcached
+        does; turning it on again changes nothing. Returns whether it was already on."""
+        with self.lock:
+            was = self.sizes is not None
+            if on and not was:
+                self.sizes = SizeHistogram(self.do_next_cas() if self.limits.use_cas else 0)
+            elif not on:
+                self.sizes = None
+            return was
+
+    def size_counts(self) -> list[tuple[int, int]] | None:
+        """(bucket size in bytes, live items) in size order; None while tracking is off."""
+        with self.lock:
+            if self.sizes is None:
+                return None
+            return [(b << 5, n) for b, n in sorted(self.sizes.counts.items())]
+
+    def class_stats(self) -> list[ClassStats]:
+        """Snapshot of every class (callers filter: stats slabs shows classes with pages)."""
+        now = self.clock.now
+        out = []
+        with self.lock:
+            for c in self.classes[1:]:
+                age = 0
+                if c.lru_tail != NIL:
+                    t = c.lru_tail
+                    age = now - self.classes[t & 63].atime[t >> 6]
+                counters = {name: getattr(c, name) for name in CLASS_COUNTERS}
+                out.append(
+                    ClassStats(
+                        cid=c.cid,
+                        chunk_size=c.size,
+                        chunks_per_page=c.perslab,
+                        total_pages=len(c.pages),
+                        used_chunks=c.used_chunks,
+                        free_chunks=c.free_count,
+                        items=c.items,
+                        mem_requested=c.mem_requested,
+                        age=age,
+                        counters=counters,
+                    )
+                )
+        return out
+
+    def dump_class(self, cid: int, limit: int) -> list[tuple[bytes, int, int]]:
+        """(key, value length, absolute expiry or 0) from the head of a class's LRU, for
+        ``stats cachedump``; at most ``limit`` items (0: no limit), at most 2 MB of output."""
+        out: list[tuple[bytes, int, int]] = []
+        budget = 2 * 1024 * 1024
+        with self.lock:
+            if not 0 < cid < len(self.classes):
+                return out
+            h = self.classes[cid].lru_head
+            while h != NIL and (limit == 0 or len(out) < limit) and budget > 0:
+                c = self.classes[h & 63]
+                s = h >> 6
+                key = self.do_key_of(c, s)
+                out.append((key, c.blen[s] - 2, c.exp[s]))
+                budget -= len(key) + 40
+                h = c.nxt[s]
+        return out
+
+    def reset_stats(self) -> None:
+        with self.lock:
+            self.total_items = 0
+            self.evictions = self.reclaimed = 0
+            self.expired_unfetched = self.evicted_unfetched = 0
+            self.crawler_reclaimed = self.crawler_items_checked = 0
+            self.moves = MoveCounters()
+            for c in self.classes:
+                for name in CLASS_COUNTERS:
+                    setattr(c, name, 0)
