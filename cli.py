@@ -109,7 +109,7 @@ def run_node(cfg: ServerConfig) -> int:
     try:
         node.bind()
     except OSError as exc:
-        click.echo(f"failed to listen: {exc.strerror or exc}", err=True)
+        click.echo(exc.strerror or str(exc), err=True)  # the message names the address
         return ExitCode.OS_ERROR
     _drop_privileges(cfg.user)
     if cfg.daemonize:

@@ -161,7 +161,7 @@ def _open_metrics(node: ConfigNode, listen: str, verbose: int) -> MetricsServer:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--metrics-listen") from None
     except OSError as exc:
-        click.echo(f"failed to listen for metrics: {exc.strerror or exc}", err=True)
+        click.echo(exc.strerror or str(exc), err=True)  # the message names the address
         sys.exit(71)
     server.start()
     if verbose:

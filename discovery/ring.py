@@ -27,7 +27,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from memcache_server.stats import murmur3_32 as murmur3_bytes
+from pymemcache.client.rendezvous import RendezvousHash
 
 __all__ = [
     "DEFAULT_PORT",
@@ -39,7 +39,6 @@ __all__ = [
     "ketama_key_hash",
     "ketama_name",
     "ketama_points",
-    "murmur3_32",
 ]
 
 DEFAULT_PORT = 11211
@@ -138,20 +137,6 @@ def ketama_key_hash(key: str | bytes) -> int:
     return int(_U32.unpack_from(hashlib.md5(_key_bytes(key)).digest())[0])
 
 
-def murmur3_32(data: str | bytes, seed: int = 0) -> int:
-    """MurmurHash3 x86_32 exactly as pymemcache's pure-Python ``murmur3_32`` computes it.
-
-    pymemcache hashes a ``str`` one character at a time keeping the low 8 bits of each code
-    point (not its UTF-8 bytes): a non-ASCII key must be hashed the same way to land on the
-    same node, so that is what this does too.
-    """
-    if isinstance(data, str):
-        raw = data.encode("ascii") if data.isascii() else bytes(ord(c) & 0xFF for c in data)
-    else:
-        raw = bytes(data)
-    return murmur3_bytes(raw, seed & 0xFFFFFFFF)
-
-
 class HashRing:
     """An immutable key -> node map over a set of nodes.
 
@@ -160,7 +145,16 @@ class HashRing:
     ``with_nodes``/``without`` are cheap enough (160 MD5s per member) to run on every change.
     """
 
-    __slots__ = ("nodes", "scheme", "naming", "_names", "_by_name", "_hashes", "_owners")
+    __slots__ = (
+        "nodes",
+        "scheme",
+        "naming",
+        "_names",
+        "_by_name",
+        "_hashes",
+        "_owners",
+        "_rendezvous",
+    )
 
     def __init__(
         self,
@@ -188,6 +182,9 @@ class HashRing:
             points.sort()
             self._hashes = [p for p, _ in points]
             self._owners = [self._by_name[name] for _, name in points]
+        # pymemcache's own RendezvousHash (murmur3 of "<name>-<key>", ties to the larger name):
+        # placement is then pymemcache HashClient's by construction, not by a copy of its code
+        self._rendezvous = RendezvousHash(nodes=list(self._names))
 
     def member_name(self, node: Node) -> str:
         """The string this ring hashes for ``node`` (depends on the scheme and the naming)."""
@@ -220,12 +217,8 @@ class HashRing:
     def _rendezvous_owner(self, key: str | bytes) -> Node:
         # pymemcache formats the key into the scored string as given: a bytes key scores as
         # "b'...'", so b"foo" and "foo" may land on different nodes. Kept for compatibility.
-        best_score, best = -1, ""
-        for name in self._names:
-            score = murmur3_32(f"{name}-{key!s}" if isinstance(key, str) else f"{name}-{key!r}")
-            if score > best_score or (score == best_score and name > best):
-                best_score, best = score, name
-        return self._by_name[best]
+        name: str = self._rendezvous.get_node(key)
+        return self._by_name[name]
 
     def with_nodes(self, nodes: Iterable[Node]) -> HashRing:
         """A new ring with ``nodes`` added (same scheme and naming)."""

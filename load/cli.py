@@ -10,6 +10,7 @@ import click
 
 from load import __version__
 from load.cluster import fetch_config
+from load.engine import Unreachable, open_socket
 from load.report import build_result, human_table
 from load.runner import RunSpec, run
 from load.targets import check_loopback, parse_hostport
@@ -83,7 +84,7 @@ def main() -> None:
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the result JSON here.",
+    help="Write the result JSON here ('-' for stdout; the table then goes to stderr).",
 )
 @click.option("--quiet", is_flag=True, help="No progress line and no table.")
 def run_cmd(
@@ -147,6 +148,11 @@ def run_cmd(
         _fail("give at least one --server HOST:PORT or --config-endpoint HOST:PORT")
     if len(set(targets)) != len(targets):
         _fail("duplicate server")
+    for target in targets:  # fail before any worker starts, naming the address
+        try:
+            open_socket(target).close()
+        except Unreachable as exc:
+            raise click.ClickException(str(exc.strerror)) from exc
     if duration is None:
         duration = MAX_DURATION if requests is not None else DEFAULT_DURATION
     spec = RunSpec(
@@ -157,11 +163,14 @@ def run_cmd(
     except (RuntimeError, TimeoutError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     result = build_result(spec, res, extra)
-    if json_path is not None:
+    to_stdout = json_path is not None and str(json_path) == "-"
+    if to_stdout:
+        click.echo(json.dumps(result, indent=1))
+    elif json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=1) + "\n")
     if not quiet:
-        click.echo(human_table(result))
+        click.echo(human_table(result), err=to_stdout)
     if res.worker_errors:
         raise click.ClickException("; ".join(res.worker_errors))
 

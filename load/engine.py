@@ -74,8 +74,17 @@ class Conn:
         self.retry_at = 0.0
 
 
+class Unreachable(OSError):
+    """A target refused or timed out a connect; the message names the address."""
+
+
 def open_socket(addr: tuple[str, int], timeout: float = 2.0) -> socket.socket:
-    sock = socket.create_connection(addr, timeout=timeout)
+    try:
+        sock = socket.create_connection(addr, timeout=timeout)
+    except OSError as exc:
+        host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise Unreachable(exc.errno, f"cannot connect to {host}:{addr[1]}: {reason}") from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     return sock

@@ -11,21 +11,32 @@ import itertools
 import random
 from array import array
 
-from load.ring import Ring
+from discovery.ring import HashRing, Node
 
 
 def key_name(prefix: bytes, index: int) -> bytes:
     return b"%s%d" % (prefix, index)
 
 
-def partition(prefix: bytes, keys: int, ring: Ring) -> list[array[int]]:
-    """Key indexes owned by each server (MD5 per key: a one-off cost at start-up)."""
-    parts: list[array[int]] = [array("q") for _ in ring.servers]
-    if len(ring.servers) == 1:
+def server_ring(servers: list[tuple[str, int]]) -> HashRing:
+    """The libketama ring a ketama client builds over ``servers`` (reached and named by address).
+
+    It is the cluster client's own ring, so a load run places keys exactly as pylibmc,
+    libmemcached and our ClusterClient do.
+    """
+    return HashRing(Node(host, host, port) for host, port in servers)
+
+
+def partition(prefix: bytes, keys: int, servers: list[tuple[str, int]]) -> list[array[int]]:
+    """Key indexes owned by each of ``servers``, in order (MD5 per key: a one-off start-up cost)."""
+    parts: list[array[int]] = [array("q") for _ in servers]
+    if len(servers) == 1:
         parts[0] = array("q", range(keys))
         return parts
+    ring = server_ring(servers)
+    position = {addr: i for i, addr in enumerate(servers)}
     for i in range(keys):
-        parts[ring.owner(key_name(prefix, i))].append(i)
+        parts[position[ring.owner(key_name(prefix, i)).address]].append(i)
     return parts
 
 

@@ -13,10 +13,9 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from load.engine import Conn, Engine, EngineConfig
+from load.engine import Conn, Engine, EngineConfig, Unreachable
 from load.keys import KeyChooser, partition
 from load.prefill import prefill
-from load.ring import Ring
 from load.workload import Workload
 
 READY_TIMEOUT = 900.0
@@ -52,6 +51,8 @@ def worker_main(cfg: WorkerConfig, queue: Queue, go: Event, start_at: SharedFloa
     """Process entry point; every outcome, including a crash, is reported on ``queue``."""
     try:
         _run(cfg, queue, go, start_at)
+    except Unreachable as exc:  # an operator's typo or a server down: the address says it all
+        queue.put(("fatal", cfg.wid, {"error": exc.strerror}))
     except Exception as exc:  # report, do not hang the parent
         queue.put(("fatal", cfg.wid, {"error": f"{type(exc).__name__}: {exc}"}))
         traceback.print_exc()
@@ -60,8 +61,7 @@ def worker_main(cfg: WorkerConfig, queue: Queue, go: Event, start_at: SharedFloa
 def _run(cfg: WorkerConfig, queue: Queue, go: Event, start_at: SharedFloat) -> None:
     rng = random.Random(cfg.seed * 7919 + cfg.wid)
     wl = cfg.workload
-    ring = Ring([f"{h}:{p}" for h, p in cfg.servers])
-    parts = partition(cfg.prefix, wl.keys, ring)
+    parts = partition(cfg.prefix, wl.keys, cfg.servers)
     pre: dict[str, Any] = {"stored": 0, "errors": {}, "seconds": 0.0}
     if wl.prefill:
         t = time.monotonic()

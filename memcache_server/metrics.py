@@ -23,16 +23,18 @@ Deviations from the exporter, all deliberate:
 
 from __future__ import annotations
 
+import platform
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, Gauge, PlatformCollector, ProcessCollector
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from memcache_server import report
+from memcache_server import __version__, report
+from memcache_server.config import EMULATED_VERSION
 from memcache_server.latency import SAMPLE_EVERY, LatencySnapshot, merge
 
 # The formatter `stats` itself uses, so the text of every value is identical to the reply.
@@ -625,10 +627,34 @@ def _latency(lat: LatencySnapshot) -> HistogramMetricFamily:
     return h
 
 
+def build_info(registry: CollectorRegistry) -> None:
+    """``memcache_server_build_info``: tells our node apart from a real memcached on a dashboard.
+
+    memcached_exporter's ``memcached_version`` says the protocol version we emulate; this series
+    says what actually runs (our release and the interpreter), as Prometheus' own
+    ``prometheus_build_info`` does.
+    """
+    labels = {
+        "version": __version__,
+        "memcached_version": EMULATED_VERSION,
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+    }
+    # a gauge fixed at 1, as prometheus_build_info is, so both exposition formats name it alike
+    info = Gauge(
+        "memcache_server_build_info",
+        "Which memcache-server release this is; always 1.",
+        list(labels),
+        registry=registry,
+    )
+    info.labels(**labels).set(1)
+
+
 def build_registry(provider: SnapshotProvider, process_metrics: bool = True) -> CollectorRegistry:
     """A registry of our own with the memcached collector (and the process's CPU/RSS/fds)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MemcachedCollector(provider))
+    build_info(registry)
     if process_metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)

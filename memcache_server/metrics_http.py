@@ -94,7 +94,13 @@ class MetricsServer:
     """Serves one registry. Built (and bound) by the main thread; ``stop()`` from any thread."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
-        self._httpd = _Server((host, port), _family(host))
+        try:
+            self._httpd = _Server((host, port), _family(host))
+        except OSError as exc:  # the operator must see which of the node's addresses is taken
+            where = format_host_port(host, port)
+            raise OSError(
+                exc.errno, f"failed to listen for metrics on {where}: {exc.strerror}"
+            ) from None
         self._httpd.set_app(_routes(make_wsgi_app(registry)))
         self.host = host
         self.port = int(self._httpd.server_address[1])

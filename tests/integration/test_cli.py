@@ -167,3 +167,19 @@ def test_slab_chunk_max_is_in_bytes() -> None:
         assert b"STAT slab_chunk_max 256\r\n" in buf
     finally:
         srv.stop()
+
+
+def test_a_taken_port_is_named_once() -> None:
+    srv = start_node()
+    try:
+        taken = subprocess.run(
+            [sys.executable, str(ROOT / "cli.py"), "-l", "127.0.0.1", "-p", str(srv.port)],
+            capture_output=True,
+            timeout=30,
+        )
+    finally:
+        srv.stop()
+    assert taken.returncode == 71
+    assert taken.stderr.decode().strip() == (
+        f"failed to listen on 127.0.0.1 port {srv.port}: Address already in use"
+    )

@@ -175,7 +175,10 @@ def test_bad_or_busy_address_refuses_to_start() -> None:
     try:
         busy = stats(srv, "settings")["metrics_listen"]
         taken = subprocess.run([*cli, "--metrics-listen", busy], capture_output=True, timeout=30)
-        assert taken.returncode == 71 and b"failed to listen" in taken.stderr
+        assert taken.returncode == 71
+        assert taken.stderr.decode().strip() == (
+            f"failed to listen for metrics on {busy}: Address already in use"
+        )
     finally:
         srv.stop()
 
@@ -255,3 +258,18 @@ def test_the_endpoint_binds_exactly_what_it_is_given() -> None:
         assert get(f"http://127.0.0.1:{port}/metrics").status == 200
     finally:
         srv.stop()
+
+
+def test_build_info_tells_our_node_apart(mnode: ServerProc) -> None:
+    import platform
+
+    import memcache_server
+
+    data = scrape(metrics_url(mnode))
+    labels = {
+        "version": memcache_server.__version__,
+        "memcached_version": stats(mnode)["version"],
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+    }
+    assert value(data, "memcache_server_build_info", **labels) == 1.0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +72,37 @@ def test_loopback_only_refuses_before_connecting() -> None:
     proc = _run(["--server", "192.0.2.1:11211", "--loopback-only", "--duration", "1"])
     assert proc.returncode != 0
     assert "non-loopback" in proc.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_closed_port_is_named_without_a_traceback() -> None:
+    port = _closed_port()
+    proc = _run(["--server", f"127.0.0.1:{port}", "--duration", "1", "--quiet"])
+    assert proc.returncode == 1
+    assert f"cannot connect to 127.0.0.1:{port}: Connection refused" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_json_dash_writes_the_result_to_stdout(tmp_path: Path) -> None:
+    server = start_memcached("-m", "16")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "load", "run", "--server", f"127.0.0.1:{server.port}"]
+            + ["--keys", "200", "--duration", "0.5", "--connections", "1", "--json", "-"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["schema"] == "load-result/1"
+    assert "ops/s" in proc.stderr  # the human table moved to stderr
+    assert not (tmp_path / "-").exists()

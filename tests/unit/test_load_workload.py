@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from array import array
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from load.keys import KeyChooser, key_name, partition
-from load.ring import Ring
+from load.keys import KeyChooser, partition, server_ring
 from load.workload import PRESETS, ValueSize, resolve_workload
 
 
@@ -77,14 +77,26 @@ def test_zipf_prefers_low_ranks_and_uniform_is_flat() -> None:
 
 
 def test_ring_spreads_keys_and_is_stable() -> None:
-    servers = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
-    ring = Ring(servers)
-    parts = partition(b"load:", 30_000, ring)
+    servers = [("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)]
+    parts = partition(b"load:", 30_000, servers)
     assert sum(len(p) for p in parts) == 30_000
     assert all(len(p) > 5_000 for p in parts)
     # Removing a server moves only keys it owned.
-    smaller = Ring(servers[:2])
-    for i in range(2000):
-        k = key_name(b"load:", i)
-        if ring.owner(k) < 2:
-            assert smaller.owner(k) == ring.owner(k)
+    smaller = partition(b"load:", 30_000, servers[:2])
+    for kept, after in zip(parts[:2], smaller, strict=True):
+        assert set(kept) <= set(after)
+
+
+def test_load_places_keys_as_libmemcached_does() -> None:
+    """The generator's ring is libmemcached's ketama continuum, checked on its own vectors."""
+    rows = [
+        line.rstrip("\n").split("\t")
+        for line in (Path(__file__).parents[1] / "data" / "ketama-vectors.tsv").open()
+        if line.strip() and not line.startswith("#")
+    ]
+    checked = 0
+    for _set, members, key, owner in rows:
+        ring = server_ring([(m, 11211) for m in members.split()])
+        assert ring.owner(key.encode()).hostname == owner
+        checked += 1
+    assert checked == 45

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymemcache.client.hash import HashClient
-from pymemcache.client.murmur3 import murmur3_32 as pymemcache_murmur3
 from pymemcache.client.rendezvous import RendezvousHash
 
 from discovery.ring import (
@@ -22,7 +21,6 @@ from discovery.ring import (
     Scheme,
     ketama_key_hash,
     ketama_points,
-    murmur3_32,
 )
 
 VECTORS = Path(__file__).resolve().parent.parent / "data" / "ketama-vectors.tsv"
@@ -147,12 +145,6 @@ def test_rendezvous_is_pymemcaches(ports: set[int], keys: list[str | bytes]) -> 
         theirs.add_node(f"127.0.0.1:{node.port}")
     for key in keys:
         assert f"127.0.0.1:{ours.owner(key).port}" == theirs.get_node(key)
-
-
-@settings(max_examples=200, derandomize=True, deadline=None)
-@given(st.text(max_size=64))
-def test_murmur3_is_pymemcaches(text: str) -> None:
-    assert murmur3_32(text) == pymemcache_murmur3(text)
 
 
 # ------------------------------------------------------------------ pymemcache HashClient hasher
