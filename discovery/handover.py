@@ -37,7 +37,7 @@ __all__ = ["Handover", "HandoverError", "HandoverProgress", "Item", "MetaConnect
 
 Address = tuple[str, int]
 #: keys per pipelined batch of mg/ms
-BATCH = 100
+BATCH = 500
 _RECV = 1 << 16
 MAX_LINE = 8192
 PROGRESS_EVERY = 2.0  # seconds between progress lines in the log
