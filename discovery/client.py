@@ -210,12 +210,13 @@ class ClusterClient:
     yourself); ``rng`` seeds the jitter.
 
     Hand-over: clients switch to a new document at different moments, and ``--warm`` nodes
-    copy keys between owners. For ``handover_window`` seconds after a change (default: one
-    poll interval plus its jitter, the longest another client like this one keeps the old
-    ring), a key whose owner changed is read from its old owner first (a hit there is the
-    latest value: every client still on the old ring writes there, and this one deletes it
-    there after each write to the new owner), then from the new owner; ``gets``/``cas`` use
-    the new owner only (a CAS token belongs to one node). 0 turns this off.
+    copy keys between owners. For ``handover_window`` seconds after a change (default: twice
+    the poll interval plus its jitter: the longest another client like this one keeps the old
+    ring, and as long again for the nodes to catch up on its last writes), a key whose owner
+    changed is read from its old owner first (a hit there is the latest value: every client
+    still on the old ring writes there, and this one deletes it there after each write to the
+    new owner), then from the new owner; ``gets``/``cas`` use the new owner only (a CAS token
+    belongs to one node). 0 turns this off.
     """
 
     def __init__(
@@ -252,9 +253,10 @@ class ClusterClient:
         self.fetch_timeout = fetch_timeout
         self.failure_limit, self.dead_timeout = failure_limit, dead_timeout
         self.ignore_exc = ignore_exc
-        # as long as another client polling like this one may still use the old ring
+        # as long as another client polling like this one may still use the old ring, and
+        # as long again for --warm nodes to catch up on what such a client wrote meanwhile
         self.handover_window = (
-            poll_interval * (1 + poll_jitter) if handover_window is None else handover_window
+            2 * poll_interval * (1 + poll_jitter) if handover_window is None else handover_window
         )
         self._handover: _Handover | None = None
         self._client_kwargs: dict[str, Any] = {

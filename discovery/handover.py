@@ -17,8 +17,18 @@ for a while writes for a moving key may land on either node. The rules:
   CAS moved was written by a client still on the old ring; it is copied again *with the
   target CAS it got* (``ms ... C<cas>``), so it replaces only our own earlier copy, never a
   value a client wrote to the target meanwhile (the target then answers ``EX`` and wins).
-- A key gone from the source (deleted by a client on the old ring) is deleted from the target
-  the same way, only if the target still holds our copy (``md ... C<cas>``).
+- A key gone from the source (deleted by a client on the old ring, or invalidated there by a
+  client already on the new one) is deleted from the target the same way, only if the target
+  still holds our copy (``md ... C<cas>``).
+- A key written on the source again after it was gone there is newer than anything the target
+  got before (our ``ClusterClient`` deletes the old owner's copy after each write to the new
+  owner during its hand-over window): it replaces the target's value, compare-and-swapped
+  against the CAS the target had when it was read, so a write racing it on the target wins.
+
+Clients that write the new owner without invalidating the old one (most ElastiCache clients):
+a later write by a client still on the old ring then loses to the earlier one on the new
+owner (the target keeps what a client wrote to it); every such window is bounded by the clients'
+poll interval, as it is without a hand-over.
 
 Keys travel base64-encoded (meta flag ``b``), so any key a client stored is copied intact.
 """
@@ -217,6 +227,8 @@ class Handover:
     log: Callable[[str], None] = lambda _text: None
     progress: HandoverProgress = field(default_factory=HandoverProgress)
     _copies: dict[tuple[Address, bytes], _Copy] = field(default_factory=dict)
+    # keys that vanished from a source after we copied them (deleted there)
+    _gone: set[tuple[Address, bytes]] = field(default_factory=set)
     _started: float = field(default_factory=time.monotonic)
     _reported: float = field(default_factory=time.monotonic)
     _budget_start: float = 0.0
@@ -299,6 +311,8 @@ class Handover:
             self.log(f"{p.copied} of {p.keys_seen}+ keys copied ({rate:.0f}/s)")
 
     def _changed(self, source: Address, key: bytes, cas: int) -> bool:
+        if (source, key) in self._gone:
+            return True  # written again on the source after it was deleted there
         done = self._copies.get((source, key))
         if done is not None and done.target_cas < 0:
             return False  # a client wrote this key on its new owner: that value stays
@@ -313,10 +327,20 @@ class Handover:
         keys: list[bytes],
     ) -> None:
         items = src.fetch(keys)
+        back = [k for k in items if (source, k) in self._gone]
+        now_there = dst.fetch(back) if back else {}
         writes: list[tuple[bytes, Item, int | None]] = []
         for key, item in items.items():
             done = self._copies.get((source, key))
-            writes.append((key, item, None if done is None else done.target_cas))
+            expected = None if done is None else done.target_cas
+            if (source, key) in self._gone:
+                # deleted on the source (a switched client invalidates its old copy there),
+                # then written there again: that write is the newer one; it replaces what
+                # the target holds as long as nobody writes the target meanwhile
+                self._gone.discard((source, key))
+                there = now_there.get(key)
+                expected = None if there is None else there.cas
+            writes.append((key, item, expected))
         p = self.progress
         for (key, item, expected), (code, cas) in zip(writes, dst.store(writes), strict=True):
             if code == b"HD":
@@ -333,15 +357,18 @@ class Handover:
     def _deleted(
         self, source: Address, listed: dict[bytes, int], target: Address, dst: MetaConnection
     ) -> None:
-        gone = [
+        vanished = [
             (key, c.target_cas)
             for (src, key), c in self._copies.items()
-            if src == source and c.target == target and key not in listed and c.target_cas >= 0
+            if src == source and c.target == target and key not in listed
         ]
+        for key, _cas in vanished:
+            del self._copies[(source, key)]
+            self._gone.add((source, key))
+        gone = [(key, cas) for key, cas in vanished if cas >= 0]  # our copy is still there
         for i in range(0, len(gone), BATCH):
             batch = gone[i : i + BATCH]
-            for (key, _cas), (code, _) in zip(batch, dst.delete_if(batch), strict=True):
-                del self._copies[(source, key)]
+            for code, _ in dst.delete_if(batch):
                 if code == b"HD":
                     self.progress.deleted += 1
                 else:
