@@ -167,6 +167,7 @@ class _Handover:
     old: _Topology
     until: float
     dead: set[Node] = field(default_factory=set)  # old owners that did not answer: skipped
+    errors: dict[Node, int] = field(default_factory=dict)  # consecutive, per old owner
 
 
 @dataclass(slots=True)
@@ -387,18 +388,22 @@ class ClusterClient:
         return moved
 
     def _on_old(self, node: Node, op: Callable[[Any], T], default: T) -> T:
-        """Run ``op`` on an old owner; a failure marks it dead for this hand-over (no
-        ejection: it may have left the cluster)."""
+        """Run ``op`` on an old owner; ``failure_limit`` connection errors in a row mark
+        it dead for this hand-over (no ejection: it may have left the cluster)."""
         h = self._handover
         if h is None:
             return default
         try:
-            return op(h.old.clients[node])
+            result = op(h.old.clients[node])
         except CONNECTION_ERRORS:
-            h.dead.add(node)
+            h.errors[node] = h.errors.get(node, 0) + 1
+            if h.errors[node] >= self.failure_limit:
+                h.dead.add(node)
+            return default
         except MemcacheError:
-            pass
-        return default
+            return default
+        h.errors.pop(node, None)
+        return result
 
     def _read_old(self, keys: Iterable[Key]) -> dict[Key, Any]:
         nothing: dict[Key, Any] = {}

@@ -14,21 +14,21 @@ for a while writes for a moving key may land on either node. The rules:
   target is newer than anything copied, and is never overwritten.
 - The copy records the source's CAS and the target's CAS. Catch-up passes (during the
   hand-over window after the change is published) list the source again: a key whose source
-  CAS moved was written by a client still on the old ring; it is copied again *with the
-  target CAS it got* (``ms ... C<cas>``), so it replaces only our own earlier copy, never a
-  value a client wrote to the target meanwhile (the target then answers ``EX`` and wins).
+  CAS moved was written there since the last pass, by a client still on the old ring (our
+  ``ClusterClient`` deletes the old owner's copy after each write to the new owner during its
+  hand-over window, so what survives on the source is the later write). It is copied again,
+  compare-and-swapped against the target's CAS read just before (``ms ... C<cas>``): a client
+  write racing the copy on the target wins (``EX``).
 - A key gone from the source (deleted by a client on the old ring, or invalidated there by a
   client already on the new one) is deleted from the target the same way, only if the target
   still holds our copy (``md ... C<cas>``).
-- A key written on the source again after it was gone there is newer than anything the target
-  got before (our ``ClusterClient`` deletes the old owner's copy after each write to the new
-  owner during its hand-over window): it replaces the target's value, compare-and-swapped
-  against the CAS the target had when it was read, so a write racing it on the target wins.
+- A key written on the source again after it was gone there is copied the same way.
 
 Clients that write the new owner without invalidating the old one (most ElastiCache clients):
-a later write by a client still on the old ring then loses to the earlier one on the new
-owner (the target keeps what a client wrote to it); every such window is bounded by the clients'
-poll interval, as it is without a hand-over.
+when, between two catch-up passes, such a client writes the new owner and a client still on
+the old ring then writes the old one, the later write wins as it should; in the opposite order
+within one pass interval the old ring's (earlier) write is copied over the later one. That
+needs two clients writing one key within ~``CATCH_UP_EVERY`` plus one pass, during a switch.
 
 Keys travel base64-encoded (meta flag ``b``), so any key a client stored is copied intact.
 """
@@ -295,7 +295,7 @@ class Handover:
                     self._throttle(len(batch))
                     self._copy_batch(source, src, target, conn, batch)
                     self._report(first)
-                self._deleted(source, listed, target, conn)
+                self._deleted(source, src, listed, target, conn)
         finally:
             src.close()
             for conn in targets.values():
@@ -311,12 +311,9 @@ class Handover:
             self.log(f"{p.copied} of {p.keys_seen}+ keys copied ({rate:.0f}/s)")
 
     def _changed(self, source: Address, key: bytes, cas: int) -> bool:
-        if (source, key) in self._gone:
-            return True  # written again on the source after it was deleted there
+        """Not copied yet, written on the source since our copy, or back after a delete."""
         done = self._copies.get((source, key))
-        if done is not None and done.target_cas < 0:
-            return False  # a client wrote this key on its new owner: that value stays
-        return done is None or done.source_cas != cas
+        return done is None or done.source_cas != cas or (source, key) in self._gone
 
     def _copy_batch(
         self,
@@ -327,40 +324,51 @@ class Handover:
         keys: list[bytes],
     ) -> None:
         items = src.fetch(keys)
-        back = [k for k in items if (source, k) in self._gone]
-        now_there = dst.fetch(back) if back else {}
+        again = [k for k in items if (source, k) in self._copies or (source, k) in self._gone]
+        now_there = dst.fetch(again) if again else {}
         writes: list[tuple[bytes, Item, int | None]] = []
         for key, item in items.items():
-            done = self._copies.get((source, key))
-            expected = None if done is None else done.target_cas
-            if (source, key) in self._gone:
-                # deleted on the source (a switched client invalidates its old copy there),
-                # then written there again: that write is the newer one; it replaces what
-                # the target holds as long as nobody writes the target meanwhile
-                self._gone.discard((source, key))
-                there = now_there.get(key)
-                expected = None if there is None else there.cas
+            expected = None  # a first copy: an add, a client's own write on the target wins
+            if key in now_there:
+                # written on the source since we last looked: every client still on the old
+                # ring writes there, and ours invalidate it there after writing the new owner,
+                # so the source's value is the later one. It replaces the target's value
+                # compare-and-swapped against the CAS just read: a write racing us wins.
+                expected = now_there[key].cas
+            self._gone.discard((source, key))
             writes.append((key, item, expected))
         p = self.progress
         for (key, item, expected), (code, cas) in zip(writes, dst.store(writes), strict=True):
             if code == b"HD":
                 self._copies[(source, key)] = _Copy(item.cas, target, cas)
-                if expected is None:
+                if expected is not None:
+                    p.updated += 1
+                else:
                     p.copied += 1
                     p.bytes_copied += len(item.value)
-                else:
-                    p.updated += 1
-            else:  # NS/EX/NF: a client wrote (or deleted) it on the target: that is newer
+            else:  # NS/EX/NF: a client wrote (or deleted) it on the target meanwhile: it wins
                 p.kept += 1
                 self._copies[(source, key)] = _Copy(item.cas, target, -1)
 
     def _deleted(
-        self, source: Address, listed: dict[bytes, int], target: Address, dst: MetaConnection
+        self,
+        source: Address,
+        src: MetaConnection,
+        listed: dict[bytes, int],
+        target: Address,
+        dst: MetaConnection,
     ) -> None:
+        unlisted = [
+            key
+            for (s, key), c in self._copies.items()
+            if s == source and c.target == target and key not in listed
+        ]
+        # a metadump walks a live table and may miss an item: only a miss on `mg` is gone
+        still = set()
+        for i in range(0, len(unlisted), BATCH):
+            still |= set(src.fetch(unlisted[i : i + BATCH]))
         vanished = [
-            (key, c.target_cas)
-            for (src, key), c in self._copies.items()
-            if src == source and c.target == target and key not in listed
+            (key, self._copies[(source, key)].target_cas) for key in unlisted if key not in still
         ]
         for key, _cas in vanished:
             del self._copies[(source, key)]
