@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from memcache_server.app import Node
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+#: every flag can also come from the environment, as MEMCACHE_SERVER_<LONG_FLAG> for the node
+#: (MEMCACHE_SERVER_MEMORY_LIMIT=1024) and MEMCACHE_SERVER_<COMMAND>_<LONG_FLAG> for the
+#: subcommands (MEMCACHE_SERVER_CONFIG_NODE_STATE_FILE); a flag on the command line wins
+ENV_PREFIX = "MEMCACHE_SERVER"
 
 
 def _build_config(opts: dict[str, Any]) -> ServerConfig:
@@ -47,21 +51,25 @@ def _build_config(opts: dict[str, Any]) -> ServerConfig:
     values["extended"] = parse_extended(list(opts["extended"]))
     cfg = ServerConfig(**values).with_extended()
     if cfg.item_size_max < 1024:
-        raise ConfigError("Item max size cannot be less than 1024 bytes.")
+        raise ConfigError("Item max size cannot be less than 1024 bytes.", ExitCode.USAGE)
     if cfg.slab_chunk_max > cfg.item_size_max:
         raise ConfigError(
             f"slab_chunk_max (bytes: {cfg.slab_chunk_max}) cannot be larger than -I "
-            f"(item_size_max {cfg.item_size_max})"
+            f"(item_size_max {cfg.item_size_max})",
+            ExitCode.USAGE,
         )
     if cfg.slab_chunk_max <= 0:
-        raise ConfigError("slab_chunk_max must be greater than 0")
+        raise ConfigError("slab_chunk_max must be greater than 0", ExitCode.USAGE)
     if cfg.item_size_max % cfg.slab_chunk_max != 0:
         raise ConfigError(
             f"-I (item_size_max: {cfg.item_size_max}) must be evenly divisible by "
-            f"slab_chunk_max (bytes: {cfg.slab_chunk_max})"
+            f"slab_chunk_max (bytes: {cfg.slab_chunk_max})",
+            ExitCode.USAGE,
         )
     if (1024 * 1024) % cfg.slab_chunk_max != 0:
-        raise ConfigError(f"slab_chunk_max must divide evenly into {1024 * 1024} (slab_page_size)")
+        raise ConfigError(
+            f"slab_chunk_max must divide evenly into {1024 * 1024} (slab_page_size)", ExitCode.USAGE
+        )
     cfg.validate()
     return cfg
 
@@ -224,6 +232,16 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         ctx.exit(0)
 
 
+def _as_list(envvar: str | list[str] | None) -> list[str]:
+    return [] if envvar is None else [envvar] if isinstance(envvar, str) else list(envvar)
+
+
+def _env_name(flags: tuple[str, ...]) -> str:
+    """MEMCACHE_SERVER_<LONG_FLAG>: ``--memory-limit`` reads MEMCACHE_SERVER_MEMORY_LIMIT."""
+    long = next((f for f in flags if f.startswith("--")), flags[0])
+    return f"{ENV_PREFIX}_{long.lstrip('-').upper().replace('-', '_')}"
+
+
 def _table_options(command: Callable[..., None]) -> Callable[..., None]:
     """Decorate ``command`` with one click option per flag of the options table, in table
     order (`-h` lists them so); --metrics-listen keeps its shared option (and its check)."""
@@ -245,6 +263,7 @@ def _table_options(command: Callable[..., None]) -> Callable[..., None]:
         if not extras.get("is_flag") and not extras.get("count") and not extras.get("multiple"):
             extras["default"] = shown
             extras["show_default"] = shown is not None
+        extras["envvar"] = [*_as_list(extras.get("envvar")), _env_name(option.flags)]
         if option.flags[0] == "-P":
             decorators.append(version)  # listed where it always was
         decorators.append(
@@ -255,7 +274,42 @@ def _table_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-@click.group(invoke_without_command=True, context_settings=CONTEXT)
+_SUB_VALUE = {"flag": "", "int": "=N", "int?": "[=N]", "float": "=R", "str": "=S"}
+
+
+def _extended_help() -> str:
+    """The -o sub-options from the options table, listed after the flags as memcached's -h does."""
+    rows = [(o.sub + _SUB_VALUE[o.kind], o.help) for o in OPTIONS if o.sub]
+    width = max(len(name) for name, _ in rows) + 2
+    lines = [f"  {name.ljust(width)}{text}" for name, text in sorted(rows)]
+    head = "\b\n-o/--extended sub-options (comma separated, memcached's names):\n"
+    return head + "\n".join(lines)
+
+
+class _NodeGroup(click.Group):
+    """memcached exits 1 on a flag it does not know or a flag missing its value; click's 2 is
+    kept for the subcommands, which have no memcached counterpart."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            exc.exit_code = ExitCode.FAILURE
+            raise
+
+
+@click.group(
+    cls=_NodeGroup,
+    invoke_without_command=True,
+    context_settings={**CONTEXT, "auto_envvar_prefix": ENV_PREFIX},
+    epilog=_extended_help(),
+)
 @_table_options
 @metrics_listen_option
 @click.pass_context
@@ -267,6 +321,10 @@ def main(ctx: click.Context, /, **opts: Any) -> None:
         cfg = _build_config(opts)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
+    if os.geteuid() == 0 and not cfg.user:
+        # memcached's rule: a root start must name the user to run as (-u root is allowed)
+        click.echo("can't run as root without the -u switch", err=True)
         sys.exit(ExitCode.USAGE)
     sys.exit(run_node(cfg))
 

@@ -83,7 +83,7 @@ def start_ours(cmd_template: str, threads: int, memory: int) -> Server:
     argv = shlex.split(text)
     if argv[:2] == [sys.executable, "cli.py"] and not (ROOT / "cli.py").exists():
         raise FileNotFoundError("cli.py not found at the repository root; pass --ours-cmd")
-    if argv and Path(argv[0]).name == "memcached" and os.geteuid() == 0 and "-u" not in argv:
+    if os.geteuid() == 0 and "-u" not in argv:  # both refuse a root start without -u
         argv += ["-u", "root"]
     proc = subprocess.Popen(
         argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass, field, replace
-from enum import IntEnum
 
 from memcache_server.options import (
     DEFAULTS,
@@ -21,6 +20,7 @@ from memcache_server.options import (
     MB,
     OPTIONS,
     ConfigError,
+    ExitCode,
     parse_size,
 )
 from memcache_server.protocol.address import split_host_port
@@ -38,16 +38,6 @@ __all__ = [
 
 EMULATED_VERSION = "1.6.18"
 D = DEFAULTS  # each field's default, from the options table
-
-
-class ExitCode(IntEnum):
-    """The process exit statuses, memcached's (sysexits.h where it uses them)."""
-
-    OK = 0
-    FAILURE = 1  # an unusable resource named by the config (auth file); a failed operator command
-    USAGE = 64  # EX_USAGE: a bad flag or value, unusable TLS certificates
-    NO_INPUT = 66  # EX_NOINPUT: a state file that cannot be read
-    OS_ERROR = 71  # EX_OSERR: cannot listen (address in use, permission)
 
 
 class StartupError(Exception):
@@ -194,14 +184,18 @@ class ServerConfig:
             if o.name:
                 refusal = o.check(getattr(self, o.name))
                 if refusal is not None:
-                    raise ConfigError(refusal)
+                    raise ConfigError(refusal, o.refusal)
         if self.item_size_max > self.memory_limit // 2:
-            raise ConfigError("Cannot set item size limit higher than 1/2 of memory max.")
+            raise ConfigError(
+                "Cannot set item size limit higher than 1/2 of memory max.", ExitCode.USAGE
+            )
         if self.slab_chunk_max > self.item_size_max // 2 and self.item_size_max >= 2 * KB:
             if "slab_chunk_max" in self.extended:
-                raise ConfigError("slab_chunk_max cannot be larger than half of the item size max")
+                raise ConfigError(
+                    "slab_chunk_max cannot be larger than half of the item size max", ExitCode.USAGE
+                )
         for addr in self.listen:
-            check_listen_address(addr)
+            check_listen_address(addr, ",".join(self.listen))
         self._validate_cluster()
 
     def _validate_cluster(self) -> None:
@@ -221,9 +215,14 @@ class ServerConfig:
         return min(self.slab_chunk_max, self.item_size_max)
 
 
-def check_listen_address(addr: str) -> None:
-    """A -l entry must be an IP address or a resolvable host name (memcached fails at bind)."""
-    unknown = ConfigError(f"getaddrinfo(): Name or service not known: {addr}")
+def check_listen_address(addr: str, every: str) -> None:
+    """A -l entry must be an IP address or a resolvable host name (memcached fails at bind,
+    naming ``every`` address it was given, comma separated, as it keeps them)."""
+    unknown = ConfigError(
+        "getaddrinfo(): Name or service not known\n"
+        f"failed to listen on one of interface(s) {every}: Success",
+        ExitCode.OS_ERROR,
+    )
     try:
         host, _ = split_host_port(addr, 0, port_zero=True)
     except ValueError:

@@ -10,8 +10,10 @@ run time, in memcached's order). Pure data and small functions: no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "DEFAULTS",
     "EXTENDED",
     "ConfigError",
+    "ExitCode",
     "KB",
     "MB",
     "parse_size",
@@ -30,8 +33,22 @@ KB = 1024
 MB = 1024 * 1024
 
 
+class ExitCode(IntEnum):
+    """The process exit statuses, memcached's (sysexits.h where it uses them)."""
+
+    OK = 0
+    FAILURE = 1  # most refusals at start, an unknown flag, a failed operator command
+    USAGE = 64  # EX_USAGE: memcached's item-size and protocol refusals, unusable TLS certificates
+    NO_INPUT = 66  # EX_NOINPUT: a state file that cannot be read
+    OS_ERROR = 71  # EX_OSERR: cannot listen (address in use, permission, unknown host)
+
+
 class ConfigError(ValueError):
-    """A setting that memcached would refuse at start."""
+    """A setting that memcached would refuse at start, with the status memcached exits with."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def parse_size(text: str) -> int:
@@ -43,7 +60,7 @@ def parse_size(text: str) -> int:
     elif t.endswith("m"):
         mult, t = MB, t[:-1]
     if not t.isdigit():
-        raise ConfigError(f"Invalid size: {text!r}")
+        raise ConfigError(f"Invalid size: {text!r}", ExitCode.USAGE)
     return int(t) * mult
 
 
@@ -67,10 +84,12 @@ class Option:
     is named by ``sub`` and read as ``kind``: flag, int, int? (optional int), float or str).
     ``parse`` turns what was given into the config's value; ``check`` returns memcached's
     refusal for a bad value, or None. ``stat`` names its ``stats settings`` lines, each shown
-    through ``show``. ``cli`` holds click's extras (type, is_flag, count, multiple, envvar,
-    metavar) and ``cli_default`` the default as spelled on the command line when it differs
-    from the config's (``-I 1m``, ``-a 700``). ``param`` is the click parameter when several
-    entries read one flag (``-D`` sets the delimiter and turns per-prefix stats on).
+    through ``show``; ``refusal`` is the status memcached exits with when ``check`` refuses
+    (EXIT_FAILURE for most, EX_USAGE for a few). ``cli`` holds click's extras (type, is_flag,
+    count, multiple, envvar, metavar) and ``cli_default`` the default as spelled on the command
+    line when it differs from the config's (``-I 1m``, ``-a 700``). ``param`` is the click
+    parameter when several entries read one flag (``-D`` sets the delimiter and turns
+    per-prefix stats on).
     """
 
     name: str
@@ -86,6 +105,7 @@ class Option:
     param: str = ""
     sub: str = ""
     kind: str = ""
+    refusal: ExitCode = ExitCode.FAILURE
 
     @property
     def click_name(self) -> str:
@@ -149,6 +169,15 @@ _UDP = "UDP is not supported by this server: use -U 0 (the default)"
 _BINARY = "The binary protocol is not supported by this server: use -B ascii"
 
 
+def _octal(text: str) -> int:
+    """``-a``, read as memcached's ``strtol(optarg, NULL, 8)``: the leading octal digits, else 0."""
+    digits = re.match(r"\s*([+-]?[0-7]*)", text)
+    try:
+        return int(digits.group(1), 8) if digits else 0
+    except ValueError:
+        return 0
+
+
 def _protocol(value: str) -> str | None:
     if value not in ("auto", "ascii", "binary"):
         return f"Invalid value for binding protocol: {value}"
@@ -203,7 +232,7 @@ OPTIONS: tuple[Option, ...] = (
         "Access mask for the UNIX socket, in octal.",
         stat=("umask",),
         show=lambda v: f"{v:o}",
-        parse=lambda v: int(v, 8),
+        parse=_octal,
         cli_default="700",
     ),
     Option(
@@ -354,6 +383,7 @@ OPTIONS: tuple[Option, ...] = (
         stat=("binding_protocol",),
         show=lambda v: {"auto": "auto-negotiate", "ascii": "ascii"}.get(v, v),
         check=_protocol,
+        refusal=ExitCode.USAGE,
     ),
     Option(
         "item_size_max",
@@ -363,6 +393,7 @@ OPTIONS: tuple[Option, ...] = (
         stat=("item_size_max",),
         parse=parse_size,
         check=_item_size,
+        refusal=ExitCode.USAGE,
         cli_default="1m",
     ),
     Option(
@@ -511,167 +542,121 @@ OPTIONS: tuple[Option, ...] = (
     ),
     # -o sub-options that set a field (memcached's names). Later entries win where two set one
     # field (``-o no_lru_crawler,lru_crawler`` leaves the crawler on).
-    Option(
-        "idle_timeout",
-        default=0,
-        stat=("idle_timeout",),
-        parse=_int,
-        sub="idle_timeout",
-        kind="int",
-        check=lambda v: None if v >= 0 else "idle_timeout must be >= 0",
-    ),
+    Option("idle_timeout", default=0, stat=("idle_timeout",), parse=_int, sub="idle_timeout",
+           help="timeout in seconds for idle connections (default: 0, no timeout)",
+           kind="int", check=lambda v: None if v >= 0 else "idle_timeout must be >= 0"),
     # memcached 1.6.18 takes slab_chunk_max in bytes (its help text says kilobytes)
-    Option("slab_chunk_max", default=512 * KB, parse=_int, sub="slab_chunk_max", kind="int"),
-    Option("lru_crawler", parse=lambda v: False, sub="no_lru_crawler", kind="flag"),
-    Option("lru_crawler", default=True, parse=lambda v: True, sub="lru_crawler", kind="flag"),
-    Option("lru_crawler_sleep", default=100, parse=_int, sub="lru_crawler_sleep", kind="int"),
-    Option("lru_crawler_tocrawl", default=0, parse=_int, sub="lru_crawler_tocrawl", kind="int"),
-    Option(
-        "maxconns_fast",
-        default=True,
-        stat=("maxconns_fast",),
-        parse=lambda v: False,
-        sub="no_maxconns_fast",
-        kind="flag",
-    ),
-    Option(
-        "hash_algorithm",
-        default="murmur3",
-        stat=("hash_algorithm",),
-        parse=lambda v: v or "",
-        sub="hash_algorithm",
-        kind="str",
-        check=lambda v: (
-            None if v in ("murmur3", "jenkins", "xxh3") else f"Unknown hash_algorithm option: {v}"
-        ),
-    ),
-    Option(
-        "tail_repair_time",
-        default=0,
-        stat=("tail_repair_time",),
-        parse=_int,
-        sub="tail_repair_time",
-        kind="int",
-    ),
-    Option(
-        "temporary_ttl",
-        default=61,
-        stat=("temporary_ttl",),
-        parse=_int,
-        sub="temporary_ttl",
-        kind="int",
-    ),
-    Option(
-        "read_buf_mem_limit",
-        default=0,
-        stat=("read_buf_mem_limit",),
-        parse=lambda v: _int(v) * MB,
-        sub="read_buf_mem_limit",
-        kind="int",
-    ),
-    Option("track_sizes", default=False, parse=lambda v: True, sub="track_sizes", kind="flag"),
-    Option(
-        "slab_reassign",
-        default=True,
-        stat=("slab_reassign",),
-        parse=lambda v: False,
-        sub="no_slab_reassign",
-        kind="flag",
-    ),
-    Option(
-        "slab_automove",
-        default=1,
-        parse=lambda v: 1 if v is None else int(v),
-        sub="slab_automove",
-        kind="int?",
-        check=lambda v: None if v in (0, 1, 2) else "slab_automove must be between 0 and 2",
-    ),
-    Option(
-        "slab_automove_ratio", default=0.8, parse=_float, sub="slab_automove_ratio", kind="float"
-    ),
-    Option(
-        "slab_automove_window",
-        default=30,
-        stat=("slab_automove_window",),
-        parse=_int,
-        sub="slab_automove_window",
-        kind="int",
-    ),
-    Option(
-        "watcher_logbuf_size",
-        default=256 * KB,
-        stat=("watcher_logbuf_size",),
-        parse=lambda v: _int(v) * KB,
-        sub="watcher_logbuf_size",
-        kind="int",
-    ),
-    Option(
-        "worker_logbuf_size",
-        default=64 * KB,
-        stat=("worker_logbuf_size",),
-        parse=lambda v: _int(v) * KB,
-        sub="worker_logbuf_size",
-        kind="int",
-    ),
-    Option(
-        "hot_lru_pct", default=20, stat=("hot_lru_pct",), parse=_int, sub="hot_lru_pct", kind="int"
-    ),
-    Option(
-        "warm_lru_pct",
-        default=40,
-        stat=("warm_lru_pct",),
-        parse=_int,
-        sub="warm_lru_pct",
-        kind="int",
-    ),
-    Option(
-        "hot_max_factor",
-        default=0.2,
-        stat=("hot_max_factor",),
-        parse=_float,
-        sub="hot_max_factor",
-        kind="float",
-    ),
-    Option(
-        "warm_max_factor",
-        default=2.0,
-        stat=("warm_max_factor",),
-        parse=_float,
-        sub="warm_max_factor",
-        kind="float",
-    ),
+    Option("slab_chunk_max", default=512 * KB, parse=_int, sub="slab_chunk_max",
+           help="maximum slab chunk size in bytes (default: 524288)",
+           kind="int"),
+    Option("lru_crawler", parse=lambda v: False, sub="no_lru_crawler",
+           help="disable the LRU crawler background thread",
+           kind="flag"),
+    Option("lru_crawler", default=True, parse=lambda v: True, sub="lru_crawler",
+           help="enable the LRU crawler background thread (default)",
+           kind="flag"),
+    Option("lru_crawler_sleep", default=100, parse=_int, sub="lru_crawler_sleep",
+           help="microseconds to sleep between items (default: 100)",
+           kind="int"),
+    Option("lru_crawler_tocrawl", default=0, parse=_int, sub="lru_crawler_tocrawl",
+           help="max items to crawl per slab per run (default: 0, unlimited)",
+           kind="int"),
+    Option("maxconns_fast", default=True, stat=("maxconns_fast",), parse=lambda v: False,
+           sub="no_maxconns_fast",
+           help="queue connections past -c instead of refusing them at once",
+           kind="flag"),
+    Option("hash_algorithm", default="murmur3", stat=("hash_algorithm",),
+           parse=lambda v: v or "", sub="hash_algorithm",
+           help="shown in stats settings: murmur3 (default), jenkins, xxh3",
+           kind="str",
+           check=lambda v: None if v in ("murmur3", "jenkins", "xxh3")
+           else f"Unknown hash_algorithm option: {v}"),
+    Option("tail_repair_time", default=0, stat=("tail_repair_time",), parse=_int,
+           sub="tail_repair_time",
+           help="shown in stats settings; items are never stuck here (default: 0)",
+           kind="int"),
+    Option("temporary_ttl", default=61, stat=("temporary_ttl",), parse=_int,
+           sub="temporary_ttl",
+           help="shown in stats settings; the LRU is not segmented (default: 61)",
+           kind="int"),
+    Option("read_buf_mem_limit", default=0, stat=("read_buf_mem_limit",),
+           parse=lambda v: _int(v) * MB, sub="read_buf_mem_limit",
+           help="megabytes for connection read/response buffers (default: 0, no limit)",
+           kind="int"),
+    Option("track_sizes", default=False, parse=lambda v: True, sub="track_sizes",
+           help="enable dynamic reports for 'stats sizes'",
+           kind="flag"),
+    Option("slab_reassign", default=True, stat=("slab_reassign",), parse=lambda v: False,
+           sub="no_slab_reassign",
+           help="disable moving slab pages between classes",
+           kind="flag"),
+    Option("slab_automove", default=1, parse=lambda v: 1 if v is None else int(v),
+           sub="slab_automove",
+           help="0 off, 1 move pages from idle classes (default), 2 on every eviction",
+           kind="int?",
+           check=lambda v: None if v in (0, 1, 2) else "slab_automove must be between 0 and 2"),
+    Option("slab_automove_ratio", default=0.8, parse=_float, sub="slab_automove_ratio",
+           help="free-chunk ratio a class keeps before a page moves (default: 0.8)",
+           kind="float"),
+    Option("slab_automove_window", default=30, stat=("slab_automove_window",), parse=_int,
+           sub="slab_automove_window",
+           help="samples the automover looks back over (default: 30)",
+           kind="int"),
+    Option("watcher_logbuf_size", default=256 * KB, stat=("watcher_logbuf_size",),
+           parse=lambda v: _int(v) * KB, sub="watcher_logbuf_size",
+           help="kilobytes of per-watcher write buffer (default: 256)",
+           kind="int"),
+    Option("worker_logbuf_size", default=64 * KB, stat=("worker_logbuf_size",),
+           parse=lambda v: _int(v) * KB, sub="worker_logbuf_size",
+           help="shown in stats settings (default: 64)",
+           kind="int"),
+    Option("hot_lru_pct", default=20, stat=("hot_lru_pct",), parse=_int, sub="hot_lru_pct",
+           help="shown in stats settings; the LRU is not segmented (default: 20)",
+           kind="int"),
+    Option("warm_lru_pct", default=40, stat=("warm_lru_pct",), parse=_int, sub="warm_lru_pct",
+           help="shown in stats settings; the LRU is not segmented (default: 40)",
+           kind="int"),
+    Option("hot_max_factor", default=0.2, stat=("hot_max_factor",), parse=_float,
+           sub="hot_max_factor",
+           help="shown in stats settings; the LRU is not segmented (default: 0.20)",
+           kind="float"),
+    Option("warm_max_factor", default=2.0, stat=("warm_max_factor",), parse=_float,
+           sub="warm_max_factor",
+           help="shown in stats settings; the LRU is not segmented (default: 2.00)",
+           kind="float"),
     # -o sub-options accepted under memcached's names with no field of their own (some are
     # read from ``extended`` where they show, as hashpower and the ssl_* settings are).
     *(
-        Option("", sub=name, kind=kind)
-        for name, kind in (
-            ("maxconns_fast", "flag"),
-            ("hashpower", "int"),
-            ("slab_reassign", "flag"),
-            ("lru_maintainer", "flag"),
-            ("no_lru_maintainer", "flag"),
-            ("no_hashexpand", "flag"),
-            ("modern", "flag"),
-            ("no_modern", "flag"),
-            ("inline_ascii_resp", "flag"),
-            ("no_inline_ascii_resp", "flag"),
-            ("sock_cookie_id", "int"),
-            ("ssl_chain_cert", "str"),
-            ("ssl_key", "str"),
-            ("ssl_keyformat", "int"),
-            ("ssl_verify_mode", "int"),
-            ("ssl_ciphers", "str"),
-            ("ssl_ca_cert", "str"),
-            ("ssl_wbuf_size", "int"),
-            ("ssl_session_cache", "flag"),
-            ("ssl_kernel_tls", "flag"),
-            ("ssl_min_version", "int"),
-            ("slab_automove_freeratio", "float"),
-            ("temp_lru", "flag"),
-            ("no_temp_lru", "flag"),
+        Option("", sub=name, kind=kind, help=text)
+        for name, kind, text in (
+            ("maxconns_fast", "flag", "refuse connections past -c at once (default)"),
+            ("hashpower", "int", "initial hash table size as a power of 2 (it grows as needed)"),
+            ("slab_reassign", "flag", "allow moving slab pages between classes (default)"),
+            ("lru_maintainer", "flag", "accepted for compatibility"),
+            ("no_lru_maintainer", "flag", "accepted for compatibility"),
+            ("no_hashexpand", "flag", "accepted for compatibility"),
+            ("modern", "flag", "accepted for compatibility (memcached: currently nothing)"),
+            ("no_modern", "flag", "accepted for compatibility"),
+            ("inline_ascii_resp", "flag", "accepted for compatibility"),
+            ("no_inline_ascii_resp", "flag", "accepted for compatibility"),
+            ("sock_cookie_id", "int", "accepted for compatibility"),
+            ("ssl_chain_cert", "str", "TLS certificate chain file in PEM format (with -Z)"),
+            ("ssl_key", "str", "TLS private key file in PEM format (with -Z)"),
+            ("ssl_keyformat", "int", "TLS key format (default: PEM)"),
+            ("ssl_verify_mode", "int", "client certificates: 0 none, 1 request, 2 require, 3 once"),
+            ("ssl_ciphers", "str", "TLS cipher list (OpenSSL syntax)"),
+            ("ssl_ca_cert", "str", "CA certificates that client certificates must chain to"),
+            ("ssl_wbuf_size", "int", "accepted for compatibility"),
+            ("ssl_session_cache", "flag", "accepted for compatibility"),
+            ("ssl_kernel_tls", "flag", "accepted for compatibility"),
+            ("ssl_min_version", "int", "lowest TLS version: 0 TLSv1 .. 3 TLSv1.3 (default: 2)"),
+            ("slab_automove_freeratio", "float", "accepted for compatibility"),
+            ("temp_lru", "flag", "accepted for compatibility"),
+            ("no_temp_lru", "flag", "accepted for compatibility"),
         )
     ),
 )
+
 
 
 def _defaults() -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the project root, so `pytest` (not only `python -m pytest`) imports memcache_server
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+if os.geteuid() == 0:
+    # memcached (and so our node) refuses to start as root without -u; the tests run as root
+    # here and start memcached with -u root, so every node they start gets the same
+    os.environ.setdefault("MEMCACHE_SERVER_USER", "root")
 
 from certs import OPENSSL, Certs, make_certs  # noqa: E402
 from procs import ServerProc, have_memcached, start_memcached, start_node  # noqa: E402

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import signal
+import stat
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
+from metrics_client import stats
 from procs import MEMCACHED, ROOT, free_port, have_memcached, start_node
+
+from memcache_server.options import EXTENDED
 
 
 def run_cli(*args: str, timeout: float = 15.0) -> tuple[int | None, str, str]:
@@ -183,3 +190,159 @@ def test_a_taken_port_is_named_once() -> None:
     assert taken.stderr.decode().strip() == (
         f"failed to listen on 127.0.0.1 port {srv.port}: Address already in use"
     )
+
+
+def memcached_exit(*args: str) -> tuple[int | None, str]:
+    """memcached's exit status and whole stderr for a start-up (None if it starts)."""
+    cmd = [MEMCACHED, "-l", "127.0.0.1", "-p", str(free_port()), "-U", "0", *args]
+    if os.geteuid() == 0:
+        cmd += ["-u", "root"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=2)
+        return proc.returncode, err
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=5)
+        return None, ""
+
+
+# refusals where memcached's status differs by cause: EXIT_FAILURE (1) for most, EX_USAGE (64)
+# for the item-size family, EX_OSERR (71) for an address it cannot resolve
+SAME_REFUSAL = [
+    ("-c", "0"),
+    ("-t", "0"),
+    ("-R", "0"),
+    ("-f", "1.0"),
+    ("-n", "0"),
+    ("-o", "bogus"),
+    ("-I", "1000"),
+    ("-I", "64k"),
+    ("-I", "1025k"),
+    ("-m", "1", "-I", "1m"),
+    ("-l", "fooble"),
+]
+
+
+@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+@pytest.mark.parametrize("args", SAME_REFUSAL, ids=" ".join)
+def test_refusals_exit_and_say_what_memcached_does(args: tuple[str, ...]) -> None:
+    ours_rc, _, ours_err = run_cli(*args)
+    theirs_rc, theirs_err = memcached_exit(*args)
+    assert theirs_rc is not None and theirs_rc != 0
+    assert (ours_rc, ours_err) == (theirs_rc, theirs_err)
+
+
+@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+@pytest.mark.parametrize("args", [("--bogus",), ("-c",)], ids=" ".join)
+def test_a_bad_flag_exits_as_memcached_does(args: tuple[str, ...]) -> None:
+    ours_rc, _, ours_err = run_cli(*args)
+    theirs_rc, _ = memcached_exit(*args)
+    assert ours_rc == theirs_rc == 1
+    assert "Traceback" not in ours_err
+
+
+def _unix_socket_mode(sock: Path, *args: str) -> int:
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "-s", str(sock), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert sock.exists(), proc.stderr.read() if proc.stderr else b""
+        return stat.S_IMODE(sock.stat().st_mode)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _memcached_unix_socket_mode(sock: Path, *args: str) -> int:
+    cmd = [MEMCACHED, "-s", str(sock), *args] + (["-u", "root"] if os.geteuid() == 0 else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        return stat.S_IMODE(sock.stat().st_mode)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+@pytest.mark.parametrize("mask", ["750", "999", "75x"])
+def test_unix_mask_is_read_as_memcached_reads_it(tmp_path: Path, mask: str) -> None:
+    """memcached reads -a with strtol(.., 8): the leading octal digits, 0 when there are none."""
+    ours = _unix_socket_mode(tmp_path / "ours.sock", "-a", mask)
+    assert ours == _memcached_unix_socket_mode(tmp_path / "mc.sock", "-a", mask)
+
+
+def test_flags_come_from_the_environment_and_the_command_line_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MEMCACHE_SERVER_MEMORY_LIMIT", "16")
+    monkeypatch.setenv("MEMCACHE_SERVER_CONN_LIMIT", "77")
+    monkeypatch.setenv("MEMCACHE_SERVER_EXTENDED", "idle_timeout=9 track_sizes")
+    srv = start_node("-c", "50")
+    try:
+        settings = stats(srv, "settings")
+    finally:
+        srv.stop()
+    assert settings["maxbytes"] == str(16 * 1024 * 1024)
+    assert settings["maxconns"] == "50"
+    assert settings["idle_timeout"] == "9"
+    assert settings["track_sizes"] == "yes"
+
+
+def _help_suboptions(text: str) -> set[str]:
+    """Sub-option names in a -h listing: memcached's ``   - name:`` lines, or our table's."""
+    names = set(re.findall(r"^\s+- ([a-z_]+):", text, re.M))
+    names |= set(re.findall(r"^\s{4}([a-z_]+)(?:=[NRS]|\[=N\])?\s{2,}\S", text, re.M))
+    return names
+
+
+def test_help_lists_every_extended_option() -> None:
+    ours = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "-h"], capture_output=True, text=True, timeout=30
+    )
+    assert ours.returncode == 0
+    listed = _help_suboptions(ours.stdout)
+    assert listed == set(EXTENDED)  # each accepted sub-option listed, nothing else
+    assert all(len(line) <= 100 for line in ours.stdout.splitlines())
+
+
+@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+def test_help_lists_what_memcached_lists_but_its_external_storage() -> None:
+    theirs = subprocess.run([MEMCACHED, "-h"], capture_output=True, text=True, timeout=30)
+    documented = {n for n in _help_suboptions(theirs.stdout) if not n.startswith("ext_")}
+    assert len(documented) > 20
+    assert documented <= set(EXTENDED)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the rule is about starting as root")
+def test_root_without_u_refuses_as_memcached_does() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MEMCACHE_SERVER_USER"}
+    ours = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "-l", "127.0.0.1", "-p", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert ours.returncode == 64
+    assert ours.stderr == "can't run as root without the -u switch\n"
+    if have_memcached():
+        theirs = subprocess.run(
+            [MEMCACHED, "-l", "127.0.0.1", "-p", str(free_port()), "-U", "0"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)

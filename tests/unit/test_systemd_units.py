@@ -3,6 +3,7 @@ flag they pass (with their default OPTIONS, as a fresh install starts them)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -47,8 +48,14 @@ def test_systemd_analyze_verify_accepts(unit: Path, tmp_path: Path) -> None:
     # the unit as shipped, pointed at wherever this install put the console script
     name = unit.name.replace("@.", "@11212.")
     (tmp_path / name).write_text(unit.read_text().replace(BINARY, installed))
+    # Documentation=man:memcache-server(1) is checked with man: show it the generated page
+    manpath = f"{Path(__file__).parents[2] / 'docs' / 'man'}:"
     done = subprocess.run(
-        [analyze, "verify", str(tmp_path / name)], capture_output=True, text=True, timeout=60
+        [analyze, "verify", str(tmp_path / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MANPATH": manpath},
     )
     ours = [line for line in done.stderr.splitlines() if name.split("@")[0] in line]
     assert done.returncode == 0 and not ours, done.stderr
