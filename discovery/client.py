@@ -52,6 +52,8 @@ Key = str | bytes
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, MemcacheUnexpectedCloseError)
 #: while no document has ever been accepted, retry discovery at least this often (seconds)
 STARTUP_RETRY = 1.0
+#: added to the default hand-over window: a --warm node's catch-up pass on a busy node
+HANDOVER_SLACK = 5.0
 _RECV = 65536
 
 
@@ -212,8 +214,9 @@ class ClusterClient:
 
     Hand-over: clients switch to a new document at different moments, and ``--warm`` nodes
     copy keys between owners. For ``handover_window`` seconds after a change (default: twice
-    the poll interval plus its jitter: the longest another client like this one keeps the old
-    ring, and as long again for the nodes to catch up on its last writes), a key whose owner
+    the poll interval plus its jitter, plus ``HANDOVER_SLACK``: the longest another client like
+    this one keeps the old ring, and as long again and a few seconds for the nodes to catch up
+    on its last writes), a key whose owner
     changed is read from its old owner first (a hit there is the latest value: every client
     still on the old ring writes there, and this one deletes it there after each write to the
     new owner), then from the new owner; ``gets``/``cas`` use the new owner only (a CAS token
@@ -256,9 +259,9 @@ class ClusterClient:
         self.ignore_exc = ignore_exc
         # as long as another client polling like this one may still use the old ring, and
         # as long again for --warm nodes to catch up on what such a client wrote meanwhile
-        self.handover_window = (
-            2 * poll_interval * (1 + poll_jitter) if handover_window is None else handover_window
-        )
+        if handover_window is None:
+            handover_window = 2 * poll_interval * (1 + poll_jitter) + HANDOVER_SLACK
+        self.handover_window = handover_window
         self._handover: _Handover | None = None
         self._client_kwargs: dict[str, Any] = {
             "connect_timeout": connect_timeout,
