@@ -277,7 +277,8 @@ def run(mode: str, n_keys: int, poll: float, drain: float) -> list[Change]:
         version = reader.client.version
         change.switch_seconds = _wait("reader switch", lambda: reader.client.version != version)
         change.hit_ratio = len(reader.client.get_many(keys)) / len(keys)
-        time.sleep(drain + 1.0)  # through the hand-over window
+        # through the nodes' catch-up and the clients' hand-over window
+        time.sleep(max(drain, reader.client.handover_window) + 0.5)
         change.hit_after = len(reader.client.get_many(keys)) / len(keys)
         change.stale_reads = reader.stale - stale0
         change.checked_reads = reader.checked - checked0
@@ -294,7 +295,7 @@ def run(mode: str, n_keys: int, poll: float, drain: float) -> list[Change]:
         change.switch_seconds = _wait("reader switch", lambda: reader.client.version != version)
         change.hit_ratio = len(reader.client.get_many(keys)) / len(keys)
         leaving.popen.wait(drain + 120)
-        time.sleep(poll * 2)  # through the clients' hand-over window
+        time.sleep(reader.client.handover_window + 0.5)  # the clients' hand-over window
         change.hit_after = len(reader.client.get_many(keys)) / len(keys)
         change.stale_reads = reader.stale - stale0
         change.checked_reads = reader.checked - checked0
