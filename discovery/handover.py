@@ -183,7 +183,7 @@ class HandoverProgress:
     keys_seen: int = 0  # keys listed on the sources that the new ring moves
     copied: int = 0  # first copies stored (adds)
     bytes_copied: int = 0
-    updated: int = 0  # catch-up: newer source values copied over our own copy
+    updated: int = 0  # catch-up: values written on the source since, copied over the target
     deleted: int = 0  # catch-up: keys deleted on the source, deleted from the target too
     kept: int = 0  # the target had a newer value (a client wrote it there): it wins
     passes: int = 0
@@ -285,7 +285,9 @@ class Handover:
                     moving.setdefault(target, []).append(key)
             if first:
                 self.progress.keys_seen += sum(len(v) for v in moving.values())
-            for target, keys in moving.items():
+            copied_to = {c.target for (s, _k), c in self._copies.items() if s == source}
+            for target in set(moving) | copied_to:  # the latter for keys deleted since
+                keys = moving.get(target, [])
                 conn = targets.get(target) or targets.setdefault(
                     target, MetaConnection(target, self.timeout)
                 )
