@@ -162,6 +162,8 @@ def run_node(cfg: ServerConfig) -> int:
             else:
                 leave()
         node.shutdown()
+        if cfg.daemonize and cfg.pidfile:
+            _remove_pidfile(cfg.pidfile)
     return ExitCode.OK
 
 
@@ -200,6 +202,15 @@ def _join_cluster(node: Node) -> MembershipClient:
     membership = MembershipClient(node.cluster, settings, address, cfg.verbosity)
     membership.start()
     return membership
+
+
+def _remove_pidfile(path: str) -> None:
+    """As memcached does on a clean exit: a stale pidfile would name a PID that is gone (or,
+    later, someone else's)."""
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        click.echo(f"Could not remove the pid file {path}: {exc.strerror}", err=True)
 
 
 def _metrics_listen(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

@@ -99,7 +99,7 @@ def ports_in(doc: ClusterDocument | None) -> set[int]:
 class Cluster:
     """A config node and its members; ``close()`` stops every process it started, by PID."""
 
-    def __init__(self, tmp: Path, timeout: float = 1.5, interval: float = 0.2) -> None:
+    def __init__(self, tmp: Path, timeout: float = 5.0, interval: float = 0.2) -> None:
         self.tmp = tmp
         self.state = tmp / "cluster.state"
         self.timeout = timeout

@@ -7,7 +7,6 @@ the port it bound as the first line of its stdout; memcached is given a free por
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,8 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reference import memcached_path
+from replies import reply_complete
+
 ROOT = Path(__file__).resolve().parent.parent
-MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
+# memcached on PATH (see reference.py: which release it is, and what a missing one means)
+MEMCACHED = memcached_path() or "memcached"
 
 
 def free_port() -> int:
@@ -75,10 +78,26 @@ def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-def start_node(*args: str, host: str = "127.0.0.1", timeout: float = 15.0) -> ServerProc:
-    """Start our node with memcached-style ``args`` on a free port and wait until it serves."""
+# Under the GIL a node runs one event loop whatever -t says (see app.py); this environment makes
+# it run one per -t thread, so the tests can drive the hand-offs between loops.
+MULTI_LOOP_ENV = {"MEMCACHE_SERVER_GIL_LOOPS": "4"}
+# parameter id -> environment, for tests that run once per event-loop model
+NODE_LOOPS: dict[str, dict[str, str] | None] = {"1-loop": None, "4-loops": MULTI_LOOP_ENV}
+
+
+def start_node(
+    *args: str,
+    host: str = "127.0.0.1",
+    timeout: float = 15.0,
+    env: dict[str, str] | None = None,
+) -> ServerProc:
+    """Start our node with memcached-style ``args`` on a free port and wait until it serves;
+    ``env`` is added to this process's environment (``MULTI_LOOP_ENV``, say)."""
     cmd = [sys.executable, str(ROOT / "cli.py"), "-l", host, "-p", "0", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    full_env = {**os.environ, **env} if env else None
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=full_env
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
@@ -101,17 +120,18 @@ def start_memcached(*args: str, host: str = "127.0.0.1", timeout: float = 10.0) 
     return ServerProc(proc, host, port)
 
 
-def have_memcached() -> bool:
-    return os.path.exists(MEMCACHED)
-
-
-def exchange(sock: socket.socket, request: bytes, settle: float = 0.05) -> bytes:
-    """Send ``request`` and read until the peer is quiet for ``settle`` seconds or closes."""
+def exchange(
+    sock: socket.socket, request: bytes, settle: float = 0.05, first_wait: float = 5.0
+) -> bytes:
+    """Send ``request``; read until the reply reaches its end (``replies.reply_complete``) and
+    the peer is then quiet for ``settle`` seconds, or it closes. The first byte, and the rest of
+    a reply cut short, get ``first_wait``: a stalled server is waited for, not cut off."""
     sock.sendall(request)
-    chunks: list[bytes] = []
-    sock.settimeout(settle)
-    deadline = time.monotonic() + 5.0
+    buf = b""
+    deadline = time.monotonic() + first_wait + 5.0
     while time.monotonic() < deadline:
+        wait = settle if reply_complete(buf) else first_wait
+        sock.settimeout(max(0.001, min(wait, deadline - time.monotonic())))
         try:
             data = sock.recv(65536)
         except TimeoutError:
@@ -120,5 +140,5 @@ def exchange(sock: socket.socket, request: bytes, settle: float = 0.05) -> bytes
             break
         if not data:
             break
-        chunks.append(data)
-    return b"".join(chunks)
+        buf += data
+    return buf

@@ -1,9 +1,10 @@
 """Raw-socket conversations with a server, for tests that compare bytes with real memcached.
 
 Reading rule (why it is both fast and robust on a loaded machine): wait up to ``first_wait`` for
-a reply to start, then stop once the peer has been quiet for ``quiet`` after a CRLF. A server
-that stalls mid-reply (scheduler hiccup) is waited for, because a reply that does not end in CRLF
-keeps the long wait. Steps that expect no reply at all pay ``first_wait``; callers run
+a reply to start, then stop once the peer has been quiet for ``quiet`` after the end of a reply
+(``replies.reply_complete``: a closing line, not a header, not inside a data block). A server
+that stalls mid-reply (scheduler hiccup) is waited for, because a reply that has not reached its
+end marker keeps the long wait. Steps that expect no reply at all pay ``first_wait``; callers run
 independent conversations in parallel (``in_parallel``) so those waits overlap.
 """
 
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from procs import ServerProc
+from replies import reply_complete
 
 EOF_MARK = b"<EOF>"
 
@@ -47,7 +49,7 @@ def read_settled(
         if not data:
             return bytes(buf), True
         buf += data
-        wait = quiet if buf.endswith(b"\r\n") else first_wait
+        wait = quiet if reply_complete(bytes(buf)) else first_wait
 
 
 def converse(

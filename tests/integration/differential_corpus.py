@@ -907,6 +907,18 @@ def start_reference(*args: str) -> ServerProc:
     raise AssertionError("unreachable")
 
 
+def flush(srv: ServerProc) -> None:
+    """Forget the previous case's items (on its own connection, so no case sees it)."""
+    with srv.connect() as s:
+        s.sendall(b"flush_all\r\n")
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            chunk = s.recv(64)
+            if not chunk:
+                break
+            reply += chunk
+
+
 _VERSION_LINE = re.compile(rb"^VERSION [^\r\n]*\r\n", re.MULTILINE)
 _VALUE_HEADER = re.compile(rb"^VALUE (\S+) (\d+) (\d+)(?: (\d+))?$")
 _CAS_TEMPLATE = re.compile(rb"\{cas:(\d+)([+-]\d+)?\}")
@@ -932,7 +944,9 @@ def read_reply(sock: socket.socket, want_versions: int | None, quiet: float) -> 
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return bytes(buf), False
-        sock.settimeout(min(quiet, remaining))
+        # a reply cut mid-line is still arriving (a stalled server): wait as for a sentinel
+        wait = quiet if not buf or buf.endswith(CRLF) else max(quiet, QUIET_WITH_SENTINEL)
+        sock.settimeout(min(wait, remaining))
         try:
             data = sock.recv(1 << 20)
         except TimeoutError:

@@ -76,6 +76,11 @@ def _bucket(v: int) -> int:
     return sign * ((abs(v) + 2) // 10)
 
 
+def _is_dump(status: bool, line: bytes) -> bool:
+    """A line of ``lru_crawler metadump`` output."""
+    return not status and line.startswith(b"key=")
+
+
 def normalise_meta(replies: Sequence[bytes]) -> list[bytes]:
     """Meta normalisation, then the classic corpus's (stats blocks, VALUE CAS, VERSION)."""
     cas_map: dict[bytes, bytes] = {}
@@ -86,7 +91,13 @@ def normalise_meta(replies: Sequence[bytes]) -> list[bytes]:
     out: list[bytes] = []
     for reply in replies:
         pieces = []
-        for status, line in _lines(reply):
+        lines = _lines(reply)
+        # memcached's metadump order follows its segmented LRU, which a background thread
+        # reshuffles: the dumped lines are a set. Their CAS values are named in key order, so
+        # the names do not depend on the order either.
+        keyed = iter(sorted(line for status, line in lines if _is_dump(status, line)))
+        lines = [(st, next(keyed) if _is_dump(st, line) else line) for st, line in lines]
+        for status, line in lines:
             if status:
                 line = _CAS_FLAG.sub(lambda m: b"c" + cas_name(m.group(1)), line)
                 line = _CAS_ME.sub(lambda m: b"cas=" + cas_name(m.group(1)), line)
@@ -98,12 +109,6 @@ def normalise_meta(replies: Sequence[bytes]) -> list[bytes]:
                 line = _CAS_ME.sub(lambda m: b"cas=" + cas_name(m.group(1)), line)
                 line = _DUMP_TIME.sub(lambda m: m.group(1) + b"=<t>", line)
             pieces.append(line)
-        # memcached's metadump order follows its segmented LRU, which a background thread
-        # reshuffles: compare the dumped lines as a set (sorted), not as a sequence.
-        dump = sorted(p for p in pieces if p.startswith(b"key="))
-        if dump:
-            rest = iter(dump)
-            pieces = [next(rest) if p.startswith(b"key=") else p for p in pieces]
         out.append(b"".join(pieces))
     return normalise(out)
 

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import MEMCACHED, ROOT, ServerProc, have_memcached, start_memcached, start_node
+from procs import MEMCACHED, ROOT, ServerProc, start_memcached, start_node
+from reference import need_memcached
 from wire import in_parallel, read_settled, stats, talk
 
 AUTH = b"alice:secret\nbob:hunter2\r\ncarol:pa:ss\n"
@@ -89,8 +90,7 @@ def authfile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pair(authfile: Path) -> Iterator[tuple[ServerProc, ServerProc]]:
-    if not have_memcached():
-        pytest.skip("memcached is not installed")
+    need_memcached()
     ref = start_memcached("-Y", str(authfile))
     try:
         ours = start_node("-Y", str(authfile))
@@ -184,8 +184,7 @@ UNUSABLE = {
 
 
 def test_unusable_file_refuses_to_start_like_memcached(tmp_path: Path) -> None:
-    if not have_memcached():
-        pytest.skip("memcached is not installed")
+    need_memcached()
     commands: list[list[str]] = []
     for name, content in UNUSABLE.items():
         path = tmp_path / name
@@ -207,8 +206,7 @@ def _auth_reply(srv: ServerProc, user_pass: bytes) -> bytes:
 
 
 def test_sighup_reloads_and_a_bad_file_keeps_the_old_table(tmp_path: Path) -> None:
-    if not have_memcached():
-        pytest.skip("memcached is not installed")
+    need_memcached()
     path = tmp_path / "users"
     path.write_bytes(b"alice:secret\n")
     servers = [start_memcached("-Y", str(path)), start_node("-Y", str(path))]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from metrics_client import stats
-from procs import MEMCACHED, ROOT, free_port, have_memcached, start_node
+from procs import MEMCACHED, ROOT, free_port, start_node
+from reference import need_memcached
 
 from memcache_server.options import EXTENDED
 
@@ -111,7 +112,7 @@ def test_bad_startup_values_refuse_to_start(args: tuple[str, ...], message: str)
     assert not out.strip()  # no port announced
 
 
-@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+@pytest.mark.usefixtures("live_reference")
 @pytest.mark.parametrize("args", sorted(MEMCACHED_SAME_MESSAGE))
 def test_memcached_gives_the_same_message(args: tuple[str, ...]) -> None:
     message = dict(REFUSED)[args]
@@ -224,18 +225,18 @@ SAME_REFUSAL = [
 ]
 
 
-@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
 @pytest.mark.parametrize("args", SAME_REFUSAL, ids=" ".join)
 def test_refusals_exit_and_say_what_memcached_does(args: tuple[str, ...]) -> None:
+    need_memcached()
     ours_rc, _, ours_err = run_cli(*args)
     theirs_rc, theirs_err = memcached_exit(*args)
     assert theirs_rc is not None and theirs_rc != 0
     assert (ours_rc, ours_err) == (theirs_rc, theirs_err)
 
 
-@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
 @pytest.mark.parametrize("args", [("--bogus",), ("-c",)], ids=" ".join)
 def test_a_bad_flag_exits_as_memcached_does(args: tuple[str, ...]) -> None:
+    need_memcached()
     ours_rc, _, ours_err = run_cli(*args)
     theirs_rc, _ = memcached_exit(*args)
     assert ours_rc == theirs_rc == 1
@@ -276,10 +277,10 @@ def _memcached_unix_socket_mode(sock: Path, *args: str) -> int:
         proc.wait(10)
 
 
-@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
 @pytest.mark.parametrize("mask", ["750", "999", "75x"])
 def test_unix_mask_is_read_as_memcached_reads_it(tmp_path: Path, mask: str) -> None:
     """memcached reads -a with strtol(.., 8): the leading octal digits, 0 when there are none."""
+    need_memcached()
     ours = _unix_socket_mode(tmp_path / "ours.sock", "-a", mask)
     assert ours == _memcached_unix_socket_mode(tmp_path / "mc.sock", "-a", mask)
 
@@ -318,8 +319,8 @@ def test_help_lists_every_extended_option() -> None:
     assert all(len(line) <= 100 for line in ours.stdout.splitlines())
 
 
-@pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
 def test_help_lists_what_memcached_lists_but_its_external_storage() -> None:
+    need_memcached()
     theirs = subprocess.run([MEMCACHED, "-h"], capture_output=True, text=True, timeout=30)
     documented = {n for n in _help_suboptions(theirs.stdout) if not n.startswith("ext_")}
     assert len(documented) > 20
@@ -338,11 +339,10 @@ def test_root_without_u_refuses_as_memcached_does() -> None:
     )
     assert ours.returncode == 64
     assert ours.stderr == "can't run as root without the -u switch\n"
-    if have_memcached():
-        theirs = subprocess.run(
-            [MEMCACHED, "-l", "127.0.0.1", "-p", str(free_port()), "-U", "0"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)
+    theirs = subprocess.run(
+        [need_memcached(), "-l", "127.0.0.1", "-p", str(free_port()), "-U", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)

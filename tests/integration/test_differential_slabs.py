@@ -11,7 +11,9 @@ processes, and our node keeps a single LRU per class); their names are still com
 everything in `stats slabs` (chunk_size, pages, used/free chunks, per-class counters,
 active_slabs, total_malloced) and `mem_requested`/`number`/`evicted*` in `stats items`.
 
-Set ``DIFF_OURS=memcached`` to validate the test itself against a second memcached.
+The reference is live where the pinned memcached is installed, else its recorded replies (see
+``test_differential``). Set ``DIFF_OURS=memcached`` to validate the test itself against a second
+memcached.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import transcripts
 from differential_corpus import SENTINEL, normalise, read_reply, setcmd, start_reference
-from procs import ServerProc, have_memcached, start_node
-
-if not have_memcached():
-    pytest.skip("memcached is not installed", allow_module_level=True)
+from procs import ServerProc, start_node
+from reference import live_memcached, need_memcached
 
 OURS_KIND = os.environ.get("DIFF_OURS", "node")
+CORPUS = "slabs"
 
 # Same command line for both servers; chosen to move every boundary the slab allocator has:
 # growth factor, minimum chunk, item size limit (and with it slab_chunk_max / chunked items).
@@ -120,7 +122,12 @@ def _exchange(srv: ServerProc, payload: bytes) -> bytes:
         return data
 
 
-def _start_pair(args: tuple[str, ...]) -> tuple[ServerProc, ServerProc]:
+def _start_pair(args: tuple[str, ...]) -> tuple[ServerProc | None, ServerProc]:
+    """(reference, ours); no reference where the transcript stands in for it."""
+    if OURS_KIND == "memcached":
+        need_memcached()
+    elif not live_memcached():
+        return None, start_node(*args)
     ref = start_reference(*args)
     try:
         ours = start_reference(*args) if OURS_KIND == "memcached" else start_node(*args)
@@ -130,13 +137,30 @@ def _start_pair(args: tuple[str, ...]) -> tuple[ServerProc, ServerProc]:
     return ref, ours
 
 
+Pair = tuple[str, ServerProc | None, ServerProc]
+
+
 @pytest.fixture(params=list(CONFIGS), ids=list(CONFIGS))
-def pair(request: pytest.FixtureRequest) -> Iterator[tuple[ServerProc, ServerProc]]:
+def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
     """A fresh pair per config: slab pages are never returned, so state must start empty."""
     ref, ours = _start_pair(CONFIGS[request.param])
-    yield ref, ours
-    ref.stop(signal.SIGKILL)  # memcached's graceful SIGTERM lingers ~1 s and keeps nothing
+    yield request.param, ref, ours
+    if ref is not None:
+        ref.stop(signal.SIGKILL)  # memcached's graceful SIGTERM lingers ~1 s and keeps nothing
     ours.stop(signal.SIGKILL if OURS_KIND == "memcached" else signal.SIGTERM)
+
+
+PHASES = (
+    ("store", _store_phase()),
+    ("stats-after-store", STATS),
+    ("mutate", _mutate_phase()),
+    ("stats-after-mutate", STATS),
+)
+
+
+def replies(srv: ServerProc) -> list[bytes]:
+    """Each phase's normalised reply from one server."""
+    return [normalise([_exchange(srv, payload)])[0] for _, payload in PHASES]
 
 
 def _diff(phase: str, ref: bytes, ours: bytes) -> str:
@@ -151,25 +175,27 @@ def _diff(phase: str, ref: bytes, ours: bytes) -> str:
     return "\n".join(list(lines)[:80])
 
 
-def test_slab_accounting(pair: tuple[ServerProc, ServerProc]) -> None:
+def _problems(expected: list[bytes], got: list[bytes]) -> list[str]:
+    return [
+        _diff(phase, r, o) for (phase, _), r, o in zip(PHASES, expected, got, strict=True) if r != o
+    ]
+
+
+def test_slab_accounting(pair: Pair) -> None:
     """Store/mutate the same items on both servers; every reply and stats block must match."""
-    ref, ours = pair
-    problems: list[str] = []
-    for phase, payload in (
-        ("store", _store_phase()),
-        ("stats-after-store", STATS),
-        ("mutate", _mutate_phase()),
-        ("stats-after-mutate", STATS),
-    ):
-        r = normalise([_exchange(ref, payload)])[0]
-        o = normalise([_exchange(ours, payload)])[0]
-        if r != o:
-            problems.append(_diff(phase, r, o))
+    config, ref, ours = pair
+    recorded = transcripts.expected(CORPUS, config)
+    expected = recorded if ref is None else replies(ref)
+    problems = _problems(expected, replies(ours))
     assert not problems, "\n\n".join(problems)
+    stale = _problems(recorded, expected)
+    assert not stale, "the transcript is stale:\n" + "\n\n".join(stale)
 
 
 def test_store_phase_is_meaningful() -> None:
-    """Guard the workload itself: it must span 10 B..900 KB and fill several small-class pages."""
+    """Guard the workload itself: it must span 10 B..900 KB and fill several small-class pages,
+    and its transcript must hold every configuration."""
+    assert set(transcripts.load(CORPUS)) == set(CONFIGS)
     assert min(VALUE_SIZES) == 10 and max(VALUE_SIZES) == 900_000
     assert FILL_ITEMS * 160 > 1024 * 1024  # more than one 1 MB page of ~160-byte items
     assert len({_key(size, n) for size in VALUE_SIZES for n, _ in KEY_VARIANTS}) == len(

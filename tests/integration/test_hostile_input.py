@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from procs import ServerProc, have_memcached, start_memcached, start_node
+from procs import ServerProc, start_memcached, start_node
 from wire import in_parallel, read_settled, talk
 
-if not have_memcached():
-    pytest.skip("memcached is not installed", allow_module_level=True)
+pytestmark = pytest.mark.usefixtures("live_reference")
 
 JUNK = [
     b"abc",
@@ -74,10 +73,12 @@ def _junk_cases() -> dict[str, list[bytes]]:
     cases: dict[str, list[bytes]] = {}
     for name, template in templates.items():
         for i, junk in enumerate(JUNK):
-            if junk == b"+1" and name in ("touch_exptime", "gat_exptime"):
-                # a 1-second TTL races the servers' once-a-second clock: either may expire it
-                continue
-            cases[f"{name}_{i}"] = [b"set {k} 0 0 1\r\n5\r\n", template % junk, b"get {k}\r\n"]
+            steps = [b"set {k} 0 0 1\r\n5\r\n", template % junk, b"get {k}\r\n"]
+            if junk == b"+1" and name in ("set_exptime", "touch_exptime", "gat_exptime"):
+                # a 1-second TTL races the servers' once-a-second clock: either may expire the
+                # item before the get (seen on a loaded machine), so only the reply is compared
+                steps.pop()
+            cases[f"{name}_{i}"] = steps
     return cases
 
 

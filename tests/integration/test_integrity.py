@@ -1,8 +1,10 @@
 """Concurrency integrity: racing clients on shared keys end with exact results, and no read
 ever returns a torn value or another key's value.
 
-Sixteen client threads, each with its own connection, hit a node with 4 worker threads. The
-exact-count races also run against real memcached, as a check on the expectations themselves.
+Sixteen client threads, each with its own connection, hit a node with 4 worker threads, once
+with the default single event loop and once with four (``MULTI_LOOP_ENV``), so connections are
+served by different loops at once. The exact-count races also run against real memcached, as a
+check on the expectations themselves.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from procs import ServerProc, have_memcached, start_memcached, start_node
+from procs import MULTI_LOOP_ENV, NODE_LOOPS, ServerProc, start_memcached, start_node
+from reference import need_memcached
 
 THREADS = 16
 
@@ -67,17 +70,15 @@ class Client:
             found[parts[1]] = (value[:-2], parts[4] if len(parts) > 4 else b"")
 
 
-def _servers() -> list[str]:
-    return ["ours", "memcached"] if have_memcached() else ["ours"]
-
-
-@pytest.fixture(params=_servers())
+@pytest.fixture(params=[*NODE_LOOPS, "memcached"])
 def server(request: pytest.FixtureRequest) -> Iterator[ServerProc]:
-    if request.param == "ours":
-        srv = start_node("-t", "4")
+    """Our node with one event loop, with four, and the reference."""
+    if request.param in NODE_LOOPS:
+        srv = start_node("-t", "4", env=NODE_LOOPS[request.param])
         yield srv
         srv.stop()
     else:
+        need_memcached()
         srv = start_memcached("-t", "4")
         yield srv
         srv.stop(signal.SIGKILL)
@@ -166,9 +167,9 @@ def _check(key: bytes, value: bytes) -> None:
     assert hashlib.sha256(b"%s|%s|" % (name, size) + body).digest() == digest, f"{key!r}: corrupt"
 
 
-@pytest.fixture
-def node4() -> Iterator[ServerProc]:
-    srv = start_node("-t", "4")
+@pytest.fixture(params=list(NODE_LOOPS))
+def node4(request: pytest.FixtureRequest) -> Iterator[ServerProc]:
+    srv = start_node("-t", "4", env=NODE_LOOPS[request.param])
     yield srv
     srv.stop()
 
@@ -218,7 +219,7 @@ def test_threads_do_not_see_each_others_replies(node4: ServerProc) -> None:
 def test_values_stay_whole_while_pages_move_under_them() -> None:
     """Clients write and read checksummed values of many sizes while a page is moved between
     classes again and again (rescuing items and chunks of large items as they are read)."""
-    server = start_node("-t", "4", "-m", "16", "-o", "slab_automove=0")
+    server = start_node("-t", "4", "-m", "16", "-o", "slab_automove=0", env=MULTI_LOOP_ENV)
     keys = [b"moving:%d" % i for i in range(400)]
     checked = [0] * THREADS
     deadline = time.monotonic() + 4.0

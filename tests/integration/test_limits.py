@@ -25,27 +25,36 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from procs import ServerProc, have_memcached, start_memcached, start_node
+from procs import NODE_LOOPS, ServerProc, start_memcached, start_node
+from reference import need_memcached
 from wire import in_parallel, read_settled, rss_mb, server_stats, talk, wait_for
 
 TOO_MANY = b"ERROR Too many open connections\r\n"
 
 
-def _pair(*args: str) -> tuple[ServerProc, ServerProc]:
-    if not have_memcached():
-        pytest.skip("memcached is not installed")
+def _pair(*args: str, env: dict[str, str] | None = None) -> tuple[ServerProc, ServerProc]:
+    need_memcached()
     ref = start_memcached(*args)
     try:
-        return ref, start_node(*args)
+        return ref, start_node(*args, env=env)
     except BaseException:
         ref.stop(signal.SIGKILL)
         raise
 
 
 @pytest.fixture
-def pair(request: pytest.FixtureRequest) -> Iterator[tuple[ServerProc, ServerProc]]:
+def loops() -> str:
+    """Our node's event-loop model; ``both_loop_models`` runs a test once per model."""
+    return "1-loop"
+
+
+both_loop_models = pytest.mark.parametrize("loops", list(NODE_LOOPS))
+
+
+@pytest.fixture
+def pair(request: pytest.FixtureRequest, loops: str) -> Iterator[tuple[ServerProc, ServerProc]]:
     args: tuple[str, ...] = getattr(request, "param", ())
-    p = _pair(*args)
+    p = _pair(*args, env=NODE_LOOPS[loops])
     yield p
     p[0].stop(signal.SIGKILL)
     p[1].stop()
@@ -87,15 +96,15 @@ def test_connection_limit() -> None:
         for s in socks:
             s.close()
         ours.stop()
-    if have_memcached():
-        ref = start_memcached("-c", "20", "-t", "1")
-        try:
-            held = [ref.connect() for _ in range(20)]
-            assert talk(ref, [b"version\r\n"]) in ([TOO_MANY + b"<EOF>"], [b"<EOF>"])
-            for s in held:
-                s.close()
-        finally:
-            ref.stop(signal.SIGKILL)
+    need_memcached()  # the refusal bytes are memcached's
+    ref = start_memcached("-c", "20", "-t", "1")
+    try:
+        held = [ref.connect() for _ in range(20)]
+        assert talk(ref, [b"version\r\n"]) in ([TOO_MANY + b"<EOF>"], [b"<EOF>"])
+        for s in held:
+            s.close()
+    finally:
+        ref.stop(signal.SIGKILL)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +117,8 @@ def test_connection_limit() -> None:
     ],
     indirect=True,
 )
-def test_client_that_never_reads(pair: tuple[ServerProc, ServerProc]) -> None:
+@both_loop_models
+def test_client_that_never_reads(pair: tuple[ServerProc, ServerProc], loops: str) -> None:
     """~3 GB of replies asked for in 30 KB of requests, never read: memory stays bounded."""
     value = os.urandom(500_000)
     figures = {}
@@ -136,8 +146,23 @@ def test_client_that_never_reads(pair: tuple[ServerProc, ServerProc]) -> None:
     assert peak - base < 64, figures
 
 
-def test_read_buf_mem_limit_closes_the_connection_that_grows_past_it() -> None:
-    ours = start_node("-o", "read_buf_mem_limit=2", "-t", "2")
+def _closed(sock: socket.socket) -> bool:
+    """True once the peer has closed ``sock`` (without reading or waiting)."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)  # with a timeout set, recv() would first wait that long
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
+@both_loop_models
+def test_read_buf_mem_limit_closes_the_connection_that_grows_past_it(loops: str) -> None:
+    ours = start_node("-o", "read_buf_mem_limit=2", "-t", "2", env=NODE_LOOPS[loops])
     held: list[socket.socket] = []
     try:
         value_size = 600_000
@@ -146,19 +171,25 @@ def test_read_buf_mem_limit_closes_the_connection_that_grows_past_it() -> None:
             s.sendall(b"set part%d 0 0 %d\r\n" % (i, value_size) + b"p" * 400_000)
             held.append(s)
             time.sleep(0.05)
-        time.sleep(0.3)
-        alive = [s for s in held if read_settled(s, first_wait=0.1)[1] is False]
-        st = server_stats(ours)
-        assert int(st["read_buf_oom"]) == len(held) - len(alive) > 0
-        assert 400_000 * len(alive) <= 2 * 1024 * 1024 + 256 * 1024  # the cap (+ one read)
+        cap = 2 * 1024 * 1024 + 256 * 1024  # the cap (+ one read)
+
+        def settled() -> bool:
+            """Every connection past the cap is closed and counted, the rest fit under it."""
+            closed = sum(_closed(s) for s in held)
+            oom = int(server_stats(ours)["read_buf_oom"])
+            return oom == closed > 0 and 400_000 * (len(held) - closed) <= cap
+
+        assert wait_for(settled, timeout=15), server_stats(ours)["read_buf_oom"]
+        alive = [s for s in held if not _closed(s)]
         # A survivor finishes its value. The others give up first: the node is near its cap,
         # and a survivor whose last 200 KB arrived in two reads while they still held theirs
         # would itself be the connection growing past it (and rightly closed).
         keep = alive[0]
-        before = _curr(ours)
         for s in alive[1:]:
             s.close()
-        assert wait_for(lambda: _curr(ours) == before - len(alive) + 1)
+        # left: ``keep`` and the stats connection that asks (a count taken before the closes
+        # could include earlier stats connections that another event loop had yet to reap)
+        assert wait_for(lambda: _curr(ours) == 2)
         keep.sendall(b"p" * (value_size - 400_000) + b"\r\n")
         assert read_settled(keep)[0] == b"STORED\r\n"
         stored = b"part%d" % held.index(keep)
@@ -271,7 +302,10 @@ def _p(values: list[float], q: float) -> float:
     return 1000 * sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
 
-def test_slow_clients_do_not_slow_a_normal_one(pair: tuple[ServerProc, ServerProc]) -> None:
+@both_loop_models
+def test_slow_clients_do_not_slow_a_normal_one(
+    pair: tuple[ServerProc, ServerProc], loops: str
+) -> None:
     """100 connections each sending one byte every 100 ms; a normal client keeps its latency."""
     figures = {}
     for name, srv in zip(("memcached", "ours"), pair, strict=True):
@@ -308,10 +342,14 @@ def test_slow_clients_do_not_slow_a_normal_one(pair: tuple[ServerProc, ServerPro
     print(f"\nnormal client (alone, beside 100 slow clients): {figures}")
     base50, loaded50 = figures["ours"]["p50 ms"]
     assert loaded50 < 3 * base50 + 2.0, figures
-    assert figures["ours"]["p99 ms"][1] < 50, figures
+    # the tail is bounded relative to memcached's in the same test: a machine busy enough to
+    # stall memcached stalls us too, and the bound grows with it instead of flaking
+    reference99 = figures["memcached"]["p99 ms"][1]
+    assert figures["ours"]["p99 ms"][1] < 20 + 40 * reference99, figures
 
 
-def test_vanishing_clients_leak_nothing(pair: tuple[ServerProc, ServerProc]) -> None:
+@both_loop_models
+def test_vanishing_clients_leak_nothing(pair: tuple[ServerProc, ServerProc], loops: str) -> None:
     """Clients leave mid-value, mid-line, mid-response: connections and memory come back."""
     value = os.urandom(300_000)
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from procs import ServerProc, start_node
-
-meta_memcache = pytest.importorskip("meta_memcache")
-from meta_memcache import (  # noqa: E402
+from meta_memcache import (
     CacheClient,
     Key,
     LeasePolicy,
@@ -22,7 +19,8 @@ from meta_memcache import (  # noqa: E402
     StalePolicy,
     connection_pool_factory_builder,
 )
-from meta_memcache.interfaces.cache_api import CacheApi  # noqa: E402
+from meta_memcache.interfaces.cache_api import CacheApi
+from procs import ServerProc, start_node
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-from procs import ServerProc, have_memcached, start_memcached, start_node
+from procs import ServerProc, start_memcached, start_node
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheClientError, MemcacheServerError
+from reference import need_memcached
 
 VERSION = b"1.6.18"
 
@@ -18,8 +19,7 @@ VERSION = b"1.6.18"
 @pytest.fixture(params=["node", "memcached"])
 def server(request: pytest.FixtureRequest) -> Iterator[ServerProc]:
     if request.param == "memcached":
-        if not have_memcached():
-            pytest.skip("memcached is not installed")
+        need_memcached()
         srv = start_memcached()
     else:
         srv = start_node()
@@ -201,8 +201,7 @@ def test_quit(server: ServerProc) -> None:
 
 def test_node_and_memcached_agree_on_a_script() -> None:
     """The same client calls on both servers give the same results (cas uniques aside)."""
-    if not have_memcached():
-        pytest.skip("memcached is not installed")
+    need_memcached()
     results = []
     for start in (start_node, start_memcached):
         srv = start()

@@ -17,7 +17,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from procs import ROOT, ServerProc, have_memcached, start_memcached, start_node
+from procs import ROOT, ServerProc, start_memcached, start_node
+from reference import need_memcached
 from wire import rss_mb
 
 TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
@@ -73,8 +74,7 @@ def roundtrip(srv: ServerProc, request: bytes, end: bytes = b"END\r\n") -> bytes
 
 @pytest.fixture
 def memcached_or_skip() -> Iterator[ServerProc]:
-    if not have_memcached():
-        pytest.skip("memcached is not installed")
+    need_memcached()
     srv = start_memcached()
     yield srv
     srv.stop(signal.SIGKILL)  # real memcached idles a second on SIGTERM; nothing to keep

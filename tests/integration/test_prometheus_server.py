@@ -1,7 +1,8 @@
 """A real Prometheus server scrapes a node: memcached_up is 1, memcached_commands_total rises with
 traffic, the types arrive, and every query of the Grafana dashboard evaluates.
 
-Needs the `prometheus` binary (Debian package `prometheus`); skips cleanly without it. Prometheus is
+Needs the `prometheus` binary (Debian package `prometheus`), a reference tool (see reference.py
+for what its absence does). Prometheus is
 started on loopback with a generated config, a 1 s scrape interval and a throwaway data directory,
 and stopped by PID.
 """
@@ -9,7 +10,6 @@ and stopped by PID.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -22,11 +22,8 @@ import pytest
 from metrics_client import metrics_url
 from procs import ROOT, ServerProc, free_port, start_node
 from pymemcache.client.base import Client
+from reference import need_tool
 
-PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None, reason="prometheus is not installed (apt-get install prometheus)"
-)
 DEADLINE = 45.0
 
 
@@ -51,10 +48,10 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         f"    static_configs:\n      - targets: ['{target}']\n"
     )
     port = free_port()
-    assert PROMETHEUS is not None
+    prometheus = need_tool("prometheus", "apt-get install prometheus")
     proc = subprocess.Popen(
         [
-            PROMETHEUS,
+            prometheus,
             f"--config.file={config}",
             f"--storage.tsdb.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",

@@ -21,14 +21,16 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from certs import OPENSSL, Certs
-from procs import MEMCACHED, ROOT, ServerProc, have_memcached, start_memcached, start_node
+from certs import Certs
+from procs import MEMCACHED, ROOT, ServerProc, start_memcached, start_node
+from reference import need_memcached
 from wire import converse, in_parallel, read_settled, stats
 
 R = TypeVar("R")
 
-if OPENSSL is None:
-    pytest.skip("the openssl tool is needed to make test certificates", allow_module_level=True)
+# every test here needs certificates, made with the openssl tool (a reference tool: see
+# reference.py for what its absence does)
+pytestmark = pytest.mark.usefixtures("certs")
 
 
 def tls_args(
@@ -39,8 +41,7 @@ def tls_args(
 
 
 def start_pair(args: list[str]) -> tuple[ServerProc, ServerProc]:
-    if not have_memcached():
-        pytest.skip("memcached is not installed")
+    need_memcached()
     ref = start_memcached(*args)
     try:
         ours = start_node(*args)
@@ -247,8 +248,7 @@ def test_refresh_certs(certs: Certs, tmp_path: Path) -> None:
 
 
 def test_refresh_certs_without_tls_matches_memcached() -> None:
-    if not have_memcached():
-        pytest.skip("memcached is not installed")
+    need_memcached()
     ref, ours = start_memcached(), start_node()
     try:
         got = in_parallel(lambda srv: converse(srv.connect(), [b"refresh_certs\r\n"]), [ref, ours])
@@ -300,8 +300,7 @@ def _start_failure(cmd: list[str]) -> tuple[int, str]:
 
 
 def test_unusable_settings_refuse_to_start_like_memcached(certs: Certs, tmp_path: Path) -> None:
-    if not have_memcached():
-        pytest.skip("memcached is not installed")
+    need_memcached()
     c = certs
     bad: dict[str, tuple[list[str], str | None]] = {
         "verify_mode": (tls_args(c, "ssl_verify_mode=5"), None),

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from procs import ROOT, have_memcached, start_memcached
+from procs import ROOT, start_memcached
 
-pytestmark = pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+pytestmark = pytest.mark.usefixtures("live_reference")
 
 
 def _run(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

@@ -30,7 +30,6 @@ def _result(path: Path) -> Path:
 
 
 def test_plot_writes_files(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     src = _result(tmp_path / "r.json")
     written = plot.plot_results([src], tmp_path / "out")
     names = {p.name for p in written}

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from procs import MEMCACHED, free_port, have_memcached
+from procs import MEMCACHED, free_port
 
 from memcache_server.config import KB, MB, ServerConfig
 from memcache_server.storage.slabs import (
@@ -223,7 +223,7 @@ def node_table(cfg: ServerConfig) -> dict[int, tuple[int, int]]:
     return table_of(t)
 
 
-needs_memcached = pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
+needs_memcached = pytest.mark.usefixtures("live_reference")
 
 
 @needs_memcached

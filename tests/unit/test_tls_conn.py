@@ -11,13 +11,14 @@ import ssl
 from pathlib import Path
 
 import pytest
-from certs import OPENSSL, Certs
+from certs import Certs
 
 from memcache_server.config import ServerConfig
 from memcache_server.server.tls import TLSConn, TLSError, TLSSettings, build_context
 
-if OPENSSL is None:
-    pytest.skip("the openssl tool is needed to make test certificates", allow_module_level=True)
+# every test here needs certificates, made with the openssl tool (a reference tool: see
+# reference.py for what its absence does)
+pytestmark = pytest.mark.usefixtures("certs")
 
 
 def settings(c: Certs, **extra: str) -> TLSSettings:
