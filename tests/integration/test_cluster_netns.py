@@ -19,12 +19,10 @@ import pytest
 from cluster_procs import wait_for
 from netns import PORT, Host, Lan, unavailable
 from pymemcache.exceptions import MemcacheError
+from reference import need_module, need_tool
 
 from discovery.client import ClusterClient, fetch_document
 from discovery.document import ClusterDocument, parse_document
-
-REASON = unavailable()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 HEARTBEAT_TIMEOUT = 3.0
 FAILURE_LIMIT = 2
@@ -95,6 +93,11 @@ class Net:
 
 @pytest.fixture(scope="module")
 def module_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    need_tool("ip", "apt-get install iproute2")
+    need_tool("iptables", "apt-get install iptables")
+    reason = unavailable()  # not root, or a kernel without network namespaces
+    if reason is not None:
+        pytest.skip(reason)
     net: Net | None = None
     try:
         net = Net(Path(tmp_path_factory.mktemp("netns")))
@@ -130,7 +133,7 @@ def cluster_client(net: Net, **kw: Any) -> ClusterClient:
 
 def django_cache(net: Net, **options: Any) -> Any:
     """django-elastipymemcache's Django cache backend, on the config endpoint, unchanged."""
-    pytest.importorskip("django_elastipymemcache")
+    need_module("django_elastipymemcache", "pip install django-elastipymemcache")
     from django.conf import settings
 
     if not settings.configured:
