@@ -189,14 +189,12 @@ def _scaling(node: Node) -> Scaling:
 
 def _join_cluster(node: Node) -> MembershipClient:
     """Register with the config node now that the node serves (never before)."""
-    from discovery.member import JoinSettings, MembershipClient, advertised_address
-    from discovery.wire import split_host_port
+    from discovery.member import JoinSettings, MembershipClient, advertised_address, parse_join
 
     cfg = node.config
     assert cfg.join is not None
-    host, port = split_host_port(cfg.join)
     settings = JoinSettings(
-        host, port, cfg.cluster_token, cfg.heartbeat_interval, cfg.drain_seconds
+        parse_join(cfg.join), cfg.cluster_token, cfg.heartbeat_interval, cfg.drain_seconds
     )
     address = advertised_address(cfg.advertise, cfg.listen, node.port)
     membership = MembershipClient(node.cluster, settings, address, cfg.verbosity)

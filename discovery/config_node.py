@@ -9,6 +9,11 @@ lock; the state file's fsync runs on this thread too, only when the document cha
 It answers ``config get cluster`` (and the legacy ``get AmazonElastiCache:cluster``),
 ``version``, ``stats``, ``verbosity``, ``quit`` and the private ``cluster_*`` commands
 (``discovery/wire.py``). It stores no items: data commands get a ``SERVER_ERROR``.
+
+Membership lives either in this process (``Registry``, with a state file: one config node) or in
+etcd (``EtcdRegistry``: any number of config nodes serve one cluster). On etcd, the membership
+commands run on the registry's worker thread; the loop parks the connection until the reply
+comes back through a self-pipe, so a slow or unreachable etcd never stalls ``config get``.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ import os
 import selectors
 import socket
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from discovery.document import LEGACY_KEY, DocumentError, NodeAddress, legacy_value
+from discovery.etcd_registry import EtcdRegistry, EtcdSettings
 from discovery.registry import Registry, RegistryCounters, RegistryFull, VersionExhausted
 from discovery.wire import HEARTBEAT, JOIN, LEAVE, NODES, REMOVE
 from memcache_server.config import EMULATED_VERSION
@@ -62,10 +70,15 @@ class ConfigNodeSettings:
     max_connections: int = 1024
     backlog: int = 1024
     verbosity: int = 0
+    etcd: EtcdSettings | None = None  # membership in etcd instead of the state file
+
+
+MEMBERSHIP = frozenset((JOIN, HEARTBEAT, LEAVE, REMOVE))
+WAKE = object()  # selector data of the self-pipe the etcd worker wakes the loop through
 
 
 class _Conn:
-    __slots__ = ("sock", "framer", "pending", "close_after", "reading")
+    __slots__ = ("sock", "framer", "pending", "close_after", "reading", "waiting")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -73,6 +86,7 @@ class _Conn:
         self.pending = bytearray()
         self.close_after = False
         self.reading = True
+        self.waiting = False  # a request is with the etcd worker: answer nothing after it yet
 
 
 class ConfigNode:
@@ -82,7 +96,19 @@ class ConfigNode:
         self, settings: ConfigNodeSettings, now: Callable[[], float] = time.monotonic
     ) -> None:
         self.settings = settings
-        self.registry = Registry(Path(settings.state_file), settings.heartbeat_timeout, now)
+        self._local: Registry | None = None
+        self._etcd: EtcdRegistry | None = None
+        self.registry: Registry | EtcdRegistry
+        if settings.etcd is not None:
+            self.registry = self._etcd = EtcdRegistry(settings.etcd, settings.verbosity)
+        else:
+            self.registry = self._local = Registry(
+                Path(settings.state_file), settings.heartbeat_timeout, now
+            )
+        # replies the etcd worker finished, and the socket pair that wakes the loop for them
+        self._done: deque[tuple[_Conn, bytes]] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_lock = threading.Lock()
         self.started = time.time()
         self.port = settings.port
         self.listeners: list[Listener] = []
@@ -115,13 +141,21 @@ class ConfigNode:
         for lst in self.listeners:
             lst.sock.setblocking(False)
             sel.register(lst.sock, selectors.EVENT_READ, None)
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        sel.register(self._wake_r, selectors.EVENT_READ, WAKE)
         conns: dict[int, _Conn] = {}
         next_tick = 0.0
+        if self._etcd is not None:
+            self._etcd.start()
         try:
             while not self._stopping:
                 for key, mask in sel.select(self._tick):
                     if key.data is None:
                         self._accept(sel, key.fileobj, conns)  # type: ignore[arg-type]
+                        continue
+                    if key.data is WAKE:
+                        self._answer_deferred(sel, conns)
                         continue
                     conn: _Conn = key.data
                     if mask & selectors.EVENT_WRITE:
@@ -138,6 +172,10 @@ class ConfigNode:
             for lst in self.listeners:
                 lst.sock.close()
             sel.close()
+            if self._etcd is not None:
+                self._etcd.stop()
+            self._wake_r.close()
+            self._wake_w.close()
 
     def _maintain(self) -> None:
         removed = self.registry.expire()
@@ -153,6 +191,7 @@ class ConfigNode:
                 n = len(doc.nodes) if doc else 0
                 self.log(f"published version {self.registry.version} with {n} node(s)")
         except (OSError, VersionExhausted) as exc:
+            self.registry.counters.publish_failures += 1
             if not self._publish_failing:  # once, not every tick while the disk stays full
                 print(f"config-node: cannot publish: {exc}", file=sys.stderr, flush=True)
             self._publish_failing = True
@@ -208,14 +247,67 @@ class ConfigNode:
             self._close(sel, conn, conns)
             return
         conn.framer.feed(data)
+        self._run_requests(sel, conn, conns)
+
+    def _run_requests(
+        self, sel: selectors.BaseSelector, conn: _Conn, conns: dict[int, _Conn]
+    ) -> None:
         out = bytearray()
         close_now = self._process(conn, out)
         if close_now:
             self._close(sel, conn, conns)
             return
-        if out:
+        if out or conn.waiting:
             conn.pending += out
             self._flush(sel, conn, conns)
+
+    # ------------------------------------------------------------------ deferred (etcd) replies
+
+    def _defer(self, conn: _Conn, tokens: list[bytes], out: bytearray) -> None:
+        """Hand a membership request to the etcd worker; its reply comes back through
+        ``_answer_deferred``, in order (the connection reads nothing more until then)."""
+        etcd = self._etcd
+        assert etcd is not None
+        cmd = tokens[0]
+        if cmd in (JOIN, HEARTBEAT):
+            parsed = self._parse_register(tokens)
+            if isinstance(parsed, bytes):
+                out += parsed
+                return
+            request = etcd.register(parsed, fresh=cmd == JOIN)
+        else:
+            dropped = self._parse_drop(tokens)
+            if isinstance(dropped, bytes):
+                out += dropped
+                return
+            request = etcd.drop(dropped, "left" if cmd == LEAVE else "removed")
+        conn.waiting = True
+        etcd.submit(request, lambda reply: self._deferred_done(conn, reply))
+
+    def _deferred_done(self, conn: _Conn, reply: bytes) -> None:
+        """On the worker thread: queue the reply and wake the loop."""
+        self._done.append((conn, reply))
+        with self._wake_lock:
+            try:
+                self._wake_w.send(b"\0")
+            except (BlockingIOError, OSError):
+                pass  # the pipe is full (the loop will wake anyway) or closed (stopping)
+
+    def _answer_deferred(self, sel: selectors.BaseSelector, conns: dict[int, _Conn]) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while self._done:
+            conn, reply = self._done.popleft()
+            if conns.get(conn.sock.fileno()) is not conn:
+                continue  # closed meanwhile
+            conn.waiting = False
+            conn.pending += reply
+            self._run_requests(sel, conn, conns)
+            if conns.get(conn.sock.fileno()) is conn and conn.pending and not conn.waiting:
+                self._flush(sel, conn, conns)
 
     def _flush(self, sel: selectors.BaseSelector, conn: _Conn, conns: dict[int, _Conn]) -> None:
         """Send what is pending in one call; keep the rest for when the socket is writable."""
@@ -232,14 +324,14 @@ class ConfigNode:
             self._close(sel, conn, conns)
             return
         events = selectors.EVENT_WRITE if conn.pending else 0
-        conn.reading = len(conn.pending) < MAX_OUTPUT and not conn.close_after
+        conn.reading = len(conn.pending) < MAX_OUTPUT and not conn.close_after and not conn.waiting
         if conn.reading:
             events |= selectors.EVENT_READ
         sel.modify(conn.sock, events, conn)
 
     def _process(self, conn: _Conn, out: bytearray) -> bool:
         """Answer every complete request; True when the connection must close at once."""
-        while not conn.close_after:
+        while not conn.close_after and not conn.waiting:
             req = conn.framer.next_request()
             if req is None:
                 return False
@@ -251,6 +343,9 @@ class ConfigNode:
                     continue
                 if tokens[-1].startswith(b"HTTP/"):
                     return True
+                if self._etcd is not None and tokens[0] in MEMBERSHIP:
+                    self._defer(conn, tokens, out)
+                    continue
                 out += self.command(tokens, conn)
             elif kind == STORE:
                 if not req[7]:  # noreply
@@ -318,25 +413,35 @@ class ConfigNode:
             return BAD_TOKEN
         return None
 
-    def _register(self, tokens: list[bytes], fresh: bool) -> bytes:
-        reg = self.registry
+    def _parse_register(self, tokens: list[bytes]) -> NodeAddress | bytes:
+        """The address of a join/heartbeat, or the error reply (counted as a failure)."""
+        parsed = self._check_register(tokens)
+        if isinstance(parsed, bytes):
+            self.registry.counters.heartbeat_failures += 1
+        return parsed
+
+    def _check_register(self, tokens: list[bytes]) -> NodeAddress | bytes:
         if len(tokens) not in (5, 6):
-            reg.counters.heartbeat_failures += 1
             return C.BAD_FORMAT
         refusal = self._check_token(tokens[5] if len(tokens) == 6 else None)
         if refusal is not None:
-            reg.counters.heartbeat_failures += 1
             return refusal
-        held = strtoul32(tokens[4])
-        if not tokens[3].isdigit() or held is None:
-            reg.counters.heartbeat_failures += 1
+        if not tokens[3].isdigit() or strtoul32(tokens[4]) is None:
             return C.BAD_FORMAT
         try:
             ip = "" if tokens[2] == b"-" else tokens[2].decode("ascii")
-            address = NodeAddress(tokens[1].decode("ascii"), ip, int(tokens[3])).checked_ip()
+            return NodeAddress(tokens[1].decode("ascii"), ip, int(tokens[3])).checked_ip()
         except (DocumentError, UnicodeDecodeError):
-            reg.counters.heartbeat_failures += 1
             return BAD_ADDRESS
+
+    def _register(self, tokens: list[bytes], fresh: bool) -> bytes:
+        reg = self._local
+        assert reg is not None
+        address = self._parse_register(tokens)
+        if isinstance(address, bytes):
+            return address
+        held = strtoul32(tokens[4])
+        assert held is not None
         known = address.key in reg.members
         try:
             reg.register(address, held, fresh)
@@ -349,18 +454,25 @@ class ConfigNode:
             return NOT_PUBLISHED
         return reg.reply()
 
-    def _drop(self, tokens: list[bytes], leave: bool) -> bytes:
-        reg = self.registry
+    def _parse_drop(self, tokens: list[bytes]) -> tuple[str, int] | bytes:
+        """(hostname, port) of a leave/remove, or the error reply."""
         if len(tokens) not in (3, 4) or not tokens[2].isdigit():
             return C.BAD_FORMAT
         refusal = self._check_token(tokens[3] if len(tokens) == 4 else None)
         if refusal is not None:
             return refusal
         try:
-            address = NodeAddress(tokens[1].decode("ascii"), "", int(tokens[2]))
+            return NodeAddress(tokens[1].decode("ascii"), "", int(tokens[2])).key
         except (DocumentError, UnicodeDecodeError):
             return BAD_ADDRESS
-        host, port = address.key
+
+    def _drop(self, tokens: list[bytes], leave: bool) -> bytes:
+        reg = self._local
+        assert reg is not None
+        key = self._parse_drop(tokens)
+        if isinstance(key, bytes):
+            return key
+        host, port = key
         done = reg.leave(host, port) if leave else reg.remove(host, port)
         if done:
             self.log(f"{host}:{port} {'left' if leave else 'removed by an operator'}")
@@ -415,4 +527,5 @@ class ConfigNode:
             ("cluster_heartbeats", c.heartbeats),
             ("cluster_heartbeat_failures", c.heartbeat_failures),
             ("cluster_config_requests", c.config_requests),
+            ("cluster_publish_failures", c.publish_failures),
         ]

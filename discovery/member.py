@@ -3,8 +3,14 @@
 One background thread owns the connection to the config node. It sends ``cluster_join`` once
 (retried until it succeeds), then ``cluster_heartbeat`` every interval; each reply carries the
 current document, which the node takes if it supersedes the one it holds. A failed call is
-counted, the connection dropped and retried on the next beat; the node keeps serving its last
-document meanwhile (clients that poll nodes keep working while the config node is down).
+counted and the connection dropped; the node keeps serving its last document meanwhile (clients
+that poll nodes keep working while the config node is down).
+
+``--join a:p,b:p`` names several config nodes (on etcd they serve one cluster): a node starts
+with the first, a failed call is retried at once on the next one (each at most once per beat),
+and the node stays with whichever answered. Predictable on purpose: an operator reads from the
+flag which config node a node talks to; to spread the heartbeats, list them in another order on
+other nodes, or join through one load-balanced name (a Kubernetes Service).
 
 On a graceful stop the main thread calls ``leave_and_drain``: the heartbeat thread stops, the
 node leaves (the config node publishes a version without it), and it keeps serving for the drain
@@ -21,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from discovery.document import DocumentError, NodeAddress, parse_config_reply
+from discovery.document import ClusterDocument, DocumentError, NodeAddress, parse_config_reply
 from discovery.view import ClusterView
 from discovery.wire import (
     EndpointConnection,
@@ -31,15 +37,14 @@ from discovery.wire import (
     split_host_port,
 )
 
-__all__ = ["JoinSettings", "MembershipClient", "advertised_address"]
+__all__ = ["JoinSettings", "MembershipClient", "advertised_address", "parse_join"]
 
 WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 
 
 @dataclass(frozen=True, slots=True)
 class JoinSettings:
-    config_host: str
-    config_port: int
+    endpoints: tuple[tuple[str, int], ...]  # the config nodes, any of which will do
     token: str | None = None
     interval: float = 1.0
     drain_seconds: float = 5.0
@@ -49,6 +54,14 @@ class JoinSettings:
         """Connect/read timeout of one call: long enough for a loaded machine, short enough
         that a hung config node never delays a leave for long."""
         return max(2.0, min(5.0, 2 * self.interval))
+
+
+def parse_join(text: str) -> tuple[tuple[str, int], ...]:
+    """``--join HOST:PORT[,HOST:PORT...]``; raises ValueError naming the bad entry."""
+    endpoints = tuple(split_host_port(part.strip()) for part in text.split(",") if part.strip())
+    if not endpoints:
+        raise ValueError(f"expected HOST:PORT[,HOST:PORT...], got {text!r}")
+    return endpoints
 
 
 def _resolve_ipv4(host: str) -> str:
@@ -96,6 +109,7 @@ class MembershipClient:
         self._thread = threading.Thread(target=self._run, name="cluster-membership", daemon=True)
         self._listed = False  # in the last document we received
         self._failing = False
+        self._current = 0  # index of the config node in use
 
     def start(self) -> None:
         self._thread.start()
@@ -123,22 +137,39 @@ class MembershipClient:
         self._disconnect()
 
     def _endpoint(self) -> str:
-        return f"{self.settings.config_host}:{self.settings.config_port}"
+        host, port = self.settings.endpoints[self._current]
+        return f"{host}:{port}"
+
+    def _request(self, line: bytes) -> ClusterDocument | None:
+        """Send ``line`` to the current config node, then to each other one once (twice to a
+        lone one), until one answers with a document (or none yet); raises the last failure."""
+        endpoints = self.settings.endpoints
+        # one config node (or one Service name): still a second try, on a fresh connection
+        attempts = max(2, len(endpoints))
+        for attempt in range(attempts):
+            try:
+                if self._conn is None:
+                    host, port = endpoints[self._current]
+                    self._conn = EndpointConnection(host, port, self.settings.io_timeout)
+                return parse_config_reply(self._conn.call(line))
+            except (OSError, ReplyError, DocumentError) as exc:
+                self.view.counters.heartbeat_failures += 1
+                self._disconnect()
+                if not self._failing:
+                    self.log(f"config node {self._endpoint()}: {exc or type(exc).__name__}")
+                if attempt == attempts - 1:
+                    raise
+                self._current = (self._current + 1) % len(endpoints)
+                if self.verbose:
+                    self.log(f"trying config node {self._endpoint()}")
+        raise AssertionError("unreachable")
 
     def _call(self, line: bytes) -> bool:
-        """One request; True if the config node answered with a usable document (or none)."""
+        """One request; True if a config node answered with a usable document (or none)."""
         try:
-            if self._conn is None:
-                s = self.settings
-                self._conn = EndpointConnection(s.config_host, s.config_port, s.io_timeout)
-            reply = self._conn.call(line)
-            doc = parse_config_reply(reply)
-        except (OSError, ReplyError, DocumentError) as exc:
-            self.view.counters.heartbeat_failures += 1
-            self._disconnect()
-            if not self._failing:
-                self._failing = True
-                self.log(f"config node {self._endpoint()}: {exc or type(exc).__name__}")
+            doc = self._request(line)
+        except (OSError, ReplyError, DocumentError):
+            self._failing = True
             return False
         if self._failing:
             self._failing = False
@@ -164,15 +195,15 @@ class MembershipClient:
         """Stop heartbeating and leave the cluster; True if the config node confirmed."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(self.settings.io_timeout + 1)
-        s = self.settings
+            self._thread.join(self.settings.io_timeout * len(self.settings.endpoints) + 1)
+        line = leave_line(self.address.hostname, self.address.port, self.settings.token)
         try:
-            with EndpointConnection(s.config_host, s.config_port, s.io_timeout) as conn:
-                reply = conn.call(leave_line(self.address.hostname, self.address.port, s.token))
-            doc = parse_config_reply(reply)
+            doc = self._request(line)
         except (OSError, ReplyError, DocumentError) as exc:
             self.log(f"could not leave through {self._endpoint()}: {exc or type(exc).__name__}")
             return False
+        finally:
+            self._disconnect()
         self.view.counters.leaves += 1
         if doc is not None:
             self.view.offer(doc)  # clients polling this node during the drain see the new list

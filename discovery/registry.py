@@ -31,7 +31,7 @@ from discovery.document import (
     NodeAddress,
     config_reply,
 )
-from discovery.statefile import load_state, save_state
+from discovery.statefile import check_writable, load_removed, load_state, save_removed, save_state
 
 __all__ = ["Registry", "Member", "RegistryCounters", "VersionExhausted", "RegistryFull"]
 
@@ -65,6 +65,7 @@ class RegistryCounters:
     heartbeats: int = 0
     heartbeat_failures: int = 0
     config_requests: int = 0
+    publish_failures: int = 0  # a changed membership that could not be made durable (retried)
 
 
 @dataclass(slots=True)
@@ -82,9 +83,11 @@ class Registry:
     timeout: float
     now: Callable[[], float] = time.monotonic
     persist: Callable[[Path, ClusterDocument], None] = save_state
+    persist_removed: Callable[[Path, set[Key]], None] = save_removed
     counters: RegistryCounters = field(default_factory=RegistryCounters)
 
     def __post_init__(self) -> None:
+        check_writable(self.state_path)
         restored = load_state(self.state_path)
         t = self.now()
         self.published: ClusterDocument | None = restored
@@ -94,7 +97,12 @@ class Registry:
         if restored:
             self.members = {n.key: Member(n, t, False) for n in restored.nodes}
         self.tombstones: dict[Key, tuple[float, str]] = {}  # -> (last heard, "left"/"removed")
-        self.dirty = False
+        # an operator's removals outlive this process: restored, and kept out of the document
+        self.saved_removed = load_removed(self.state_path)
+        for key in self.saved_removed:
+            self.tombstones[key] = (t, "removed")
+            self.members.pop(key, None)
+        self.dirty = restored is not None and len(self.members) != len(restored.nodes)
         self._reply = self._make_reply()
 
     # ------------------------------------------------------------------ membership
@@ -106,7 +114,7 @@ class Registry:
         key = address.key
         t = self.now()
         if fresh:
-            self.tombstones.pop(key, None)
+            self.tombstones.pop(key, None)  # a restarted process is welcome again
         else:
             self.counters.heartbeats += 1
             tomb = self.tombstones.get(key)
@@ -138,8 +146,13 @@ class Registry:
         return False
 
     def remove(self, hostname: str, port: int) -> bool:
-        """An operator's removal; the node stays out until its process restarts."""
-        if self._drop((hostname, port), tombstone="removed"):
+        """An operator's removal; the node stays out until its process restarts, and the
+        removal is saved beside the state file so a config-node restart keeps it. Removing a
+        node the cluster does not know changes nothing."""
+        key = (hostname, port)
+        if key not in self.members and key not in self.tombstones:
+            return False
+        if self._drop(key, tombstone="removed"):
             self.counters.removals += 1
             return True
         return False
@@ -174,6 +187,10 @@ class Registry:
 
         Raises OSError if the state file cannot be written: nothing is published then, and the
         next call tries again. Returns whether a new version was published."""
+        removed = {k for k, (_, why) in self.tombstones.items() if why == "removed"}
+        if removed != self.saved_removed:  # saved before the document that leaves them out
+            self.persist_removed(self.state_path, removed)
+            self.saved_removed = removed
         if not self.dirty:
             return False
         nodes = tuple(m.address for m in self.members.values())

@@ -199,9 +199,12 @@ class ServerConfig:
         self._validate_cluster()
 
     def _validate_cluster(self) -> None:
-        for name, text in (("--join", self.join), ("--advertise", self.advertise)):
-            if text is not None and not _is_host_port(text, need_port=name == "--join"):
-                raise ConfigError(f"{name} expects HOST:PORT, got {text!r}")
+        if self.join is not None and not all(
+            _is_host_port(part, need_port=True) for part in self.join.split(",")
+        ):
+            raise ConfigError(f"--join expects HOST:PORT[,HOST:PORT...], got {self.join!r}")
+        if self.advertise is not None and not _is_host_port(self.advertise, need_port=False):
+            raise ConfigError(f"--advertise expects HOST[:PORT], got {self.advertise!r}")
         if self.join and self.unix_socket and not (self.advertise and ":" in self.advertise):
             raise ConfigError("--join with a UNIX socket needs --advertise HOST:PORT")
         if self.warm and not self.join:

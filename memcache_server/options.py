@@ -476,7 +476,9 @@ OPTIONS: tuple[Option, ...] = (
         "Comma separated extended options (memcached's names).",
         cli={"multiple": True},
     ),
-    Option("join", ("--join",), None, "Join the cluster of this config node (HOST:PORT)."),
+    Option("join", ("--join",), None,
+           "Join the cluster of these config nodes (any one will do; fails over between them).",
+           cli={"metavar": "HOST:PORT[,HOST:PORT...]"}),
     Option("advertise", ("--advertise",), None, "HOST[:PORT] published for this node."),
     Option(
         "cluster_token",

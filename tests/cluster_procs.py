@@ -25,12 +25,14 @@ HOST = "127.0.0.1"
 
 
 def start_config_node(
-    state_file: Path, *args: str, port: int = 0, timeout: float = 15.0
+    state_file: Path | None, *args: str, port: int = 0, timeout: float = 15.0
 ) -> ServerProc:
     """``memcache-server config-node`` on loopback (``port`` 0: a free one, printed on stdout);
-    waits until it accepts connections."""
+    waits until it accepts connections. No ``state_file``: ``args`` say where membership is."""
     cmd = [sys.executable, str(ROOT / "cli.py"), "config-node", "-l", HOST, "-p", str(port)]
-    cmd += ["--state-file", str(state_file), *args]
+    if state_file is not None:
+        cmd += ["--state-file", str(state_file)]
+    cmd += args
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     assert proc.stdout is not None
     if port == 0:
@@ -92,6 +94,23 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def start_member(join: str, interval: float, drain: float, *args: str) -> ServerProc:
+    """A small cache node (1 thread, 8 MB) joined to the config node(s) ``join``."""
+    return start_node(
+        "-t",
+        "1",
+        "-m",
+        "8",
+        "--join",
+        join,
+        "--heartbeat-interval",
+        str(interval),
+        "--drain-seconds",
+        str(drain),
+        *args,
+    )
+
+
 def ports_in(doc: ClusterDocument | None) -> set[int]:
     return {n.port for n in doc.nodes} if doc else set()
 
@@ -119,19 +138,7 @@ class Cluster:
 
     def add_node(self, *args: str, drain: float = 1.0) -> ServerProc:
         assert self.config is not None
-        node = start_node(
-            "-t",
-            "1",
-            "-m",
-            "8",
-            "--join",
-            f"{HOST}:{self.config.port}",
-            "--heartbeat-interval",
-            str(self.interval),
-            "--drain-seconds",
-            str(drain),
-            *args,
-        )
+        node = start_member(f"{HOST}:{self.config.port}", self.interval, drain, *args)
         self.nodes.append(node)
         self._all.append(node)
         return node
