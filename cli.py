@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from memcache_server.options import OPTIONS
 
 if TYPE_CHECKING:
     from discovery.member import MembershipClient
+    from discovery.scaling import Scaling
     from memcache_server.app import Node
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -136,18 +138,53 @@ def run_node(cfg: ServerConfig) -> int:
         click.echo(f"memcache-server {__version__} listening on {where}", err=True)
         if node.metrics is not None:
             click.echo(f"metrics on {node.metrics.url}", err=True)
-    membership = _join_cluster(node) if cfg.join else None
+    joined: list[MembershipClient] = []
+    stopping = threading.Event()
+    scaling = _scaling(node) if cfg.warm else None
+    if scaling is not None:  # published only once warm: the join comes from the warm-up
+        scaling.warm_then(lambda: joined.append(_join_cluster(node)), stopping)
+    elif cfg.join:
+        joined.append(_join_cluster(node))
     try:
         node.wait()
     finally:
-        if membership is not None:
+        stopping.set()
+        if joined:
             # leave first and keep serving through the drain, so clients can move away
             drain = cfg.drain_seconds if node.graceful else 0.0
-            membership.leave_and_drain(drain, node.hurry_requested)
+            membership = joined[0]
+
+            def leave() -> None:
+                membership.leave_and_drain(drain, node.hurry_requested)
+
+            if scaling is not None and drain > 0:
+                scaling.push_around(leave)  # push items to their next owners first
+            else:
+                leave()
         node.shutdown()
         if cfg.daemonize and cfg.pidfile:
             _remove_pidfile(cfg.pidfile)
     return ExitCode.OK
+
+
+def _scaling(node: Node) -> Scaling:
+    """The --warm hand-overs: local is where this node's own items are read and written."""
+    from discovery.member import WILDCARDS, advertised_address
+    from discovery.scaling import Scaling
+    from discovery.wire import split_host_port
+
+    cfg = node.config
+    assert cfg.join is not None
+    address = advertised_address(cfg.advertise, cfg.listen, node.port)
+    local = cfg.listen[0] if cfg.listen and cfg.listen[0] not in WILDCARDS else "127.0.0.1"
+    return Scaling(
+        node.cluster,
+        split_host_port(cfg.join),
+        address,
+        (local, node.port),
+        cfg.warm_rate,
+        cfg.drain_seconds,
+    )
 
 
 def _join_cluster(node: Node) -> MembershipClient:

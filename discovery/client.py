@@ -21,7 +21,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -52,6 +52,8 @@ Key = str | bytes
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, MemcacheUnexpectedCloseError)
 #: while no document has ever been accepted, retry discovery at least this often (seconds)
 STARTUP_RETRY = 1.0
+#: added to the default hand-over window: a --warm node's catch-up pass on a busy node
+HANDOVER_SLACK = 5.0
 _RECV = 65536
 
 
@@ -160,6 +162,17 @@ class _Topology:
 
 
 @dataclass(slots=True)
+class _Handover:
+    """The ring before the last change, for ``window`` seconds after it (see ``ClusterClient``:
+    moved keys are read from their old owner first, and written keys invalidated there)."""
+
+    old: _Topology
+    until: float
+    dead: set[Node] = field(default_factory=set)  # old owners that did not answer: skipped
+    errors: dict[Node, int] = field(default_factory=dict)  # consecutive, per old owner
+
+
+@dataclass(slots=True)
 class _Health:
     failures: int = 0
     ejected_until: float | None = None
@@ -198,6 +211,16 @@ class ClusterClient:
     that much before it counts as a failure; ``serde`` is pymemcache's (values are bytes
     without one); ``background=False`` runs no thread (no polls, no probes: call ``poll()``
     yourself); ``rng`` seeds the jitter.
+
+    Hand-over: clients switch to a new document at different moments, and ``--warm`` nodes
+    copy keys between owners. For ``handover_window`` seconds after a change (default: twice
+    the poll interval plus its jitter, plus ``HANDOVER_SLACK``: the longest another client like
+    this one keeps the old ring, and as long again and a few seconds for the nodes to catch up
+    on its last writes), a key whose owner
+    changed is read from its old owner first (a hit there is the latest value: every client
+    still on the old ring writes there, and this one deletes it there after each write to the
+    new owner), then from the new owner; ``gets``/``cas`` use the new owner only (a CAS token
+    belongs to one node). 0 turns this off.
     """
 
     def __init__(
@@ -219,6 +242,7 @@ class ClusterClient:
         serde: Any = None,
         background: bool = True,
         rng: random.Random | None = None,
+        handover_window: float | None = None,
     ) -> None:
         if failure_limit < 1:
             raise ValueError("failure_limit must be at least 1")
@@ -233,6 +257,12 @@ class ClusterClient:
         self.fetch_timeout = fetch_timeout
         self.failure_limit, self.dead_timeout = failure_limit, dead_timeout
         self.ignore_exc = ignore_exc
+        # as long as another client polling like this one may still use the old ring, and
+        # as long again for --warm nodes to catch up on what such a client wrote meanwhile
+        if handover_window is None:
+            handover_window = 2 * poll_interval * (1 + poll_jitter) + HANDOVER_SLACK
+        self.handover_window = handover_window
+        self._handover: _Handover | None = None
         self._client_kwargs: dict[str, Any] = {
             "connect_timeout": connect_timeout,
             "timeout": timeout,
@@ -323,14 +353,78 @@ class ClusterClient:
 
     # ------------------------------------------------------------------ routing
 
-    def _call(self, key: Key, default: T, op: Callable[[Any], T], strict: bool = False) -> T:
+    def _call(
+        self,
+        key: Key,
+        default: T,
+        op: Callable[[Any], T],
+        strict: bool = False,
+        write: bool = False,
+    ) -> T:
         topo = self._topology
         if not topo.ring:
             if self.ignore_exc and not strict:
                 return default
             raise ClusterUnavailable("no live node")
         node = topo.ring.owner(key)
-        return self._on_node(node, topo.clients[node], default, op, strict)
+        result = self._on_node(node, topo.clients[node], default, op, strict)
+        if write and self._handover is not None:
+            self._invalidate_old([key])
+        return result
+
+    # ------------------------------------------------------------------ hand-over
+
+    def _old_owners(self, keys: Iterable[Key]) -> dict[Node, list[Key]]:
+        """Keys whose owner changed in the hand-over window, by their old (answering) owner."""
+        h = self._handover
+        if h is None:
+            return {}
+        if time.monotonic() >= h.until:
+            self._wake.set()  # the background thread ends it (closes its connections)
+            return {}
+        ring = self._topology.ring
+        moved: dict[Node, list[Key]] = defaultdict(list)
+        for key in keys:
+            old = h.old.ring.owner(key)
+            if old not in h.dead and (not ring or ring.owner(key) != old):
+                moved[old].append(key)
+        return moved
+
+    def _on_old(self, node: Node, op: Callable[[Any], T], default: T) -> T:
+        """Run ``op`` on an old owner; ``failure_limit`` connection errors in a row mark
+        it dead for this hand-over (no ejection: it may have left the cluster)."""
+        h = self._handover
+        if h is None:
+            return default
+        try:
+            result = op(h.old.clients[node])
+        except CONNECTION_ERRORS:
+            h.errors[node] = h.errors.get(node, 0) + 1
+            if h.errors[node] >= self.failure_limit:
+                h.dead.add(node)
+            return default
+        except MemcacheError:
+            return default
+        h.errors.pop(node, None)
+        return result
+
+    def _read_old(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        nothing: dict[Key, Any] = {}
+        found: dict[Key, Any] = {}
+        for node, batch in self._old_owners(keys).items():
+            found.update(self._on_old(node, _get_many(batch), nothing))
+        return found
+
+    def _invalidate_old(self, keys: Iterable[Key]) -> None:
+        for node, batch in self._old_owners(keys).items():
+            self._on_old(node, _delete_many(batch), None)
+
+    def _end_handover(self) -> None:
+        with self._lock:
+            h = self._handover
+            if h is not None and time.monotonic() >= h.until:
+                self._handover = None
+                self._rebuild_locked()
 
     def _on_node(
         self, node: Node, conn: Any, default: T, op: Callable[[Any], T], strict: bool
@@ -366,6 +460,10 @@ class ClusterClient:
 
     def get(self, key: Key, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` on a miss."""
+        if self._handover is not None:
+            found = self._read_old([key])
+            if key in found:
+                return found[key]
         return self._call(key, default, lambda c: c.get(key, default))
 
     def gets(self, key: Key) -> tuple[Any, Any]:
@@ -375,8 +473,9 @@ class ClusterClient:
     def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """The values found, one request per node; a failed node's keys are simply absent
         with ``ignore_exc`` (raised otherwise)."""
-        topo, batches = self._by_owner(keys)
-        found: dict[Key, Any] = {}
+        keys = list(keys)
+        found: dict[Key, Any] = self._read_old(keys) if self._handover is not None else {}
+        topo, batches = self._by_owner(k for k in keys if k not in found)
         nothing: dict[Key, Any] = {}
         for node, batch in batches.items():
             found.update(self._on_node(node, topo.clients[node], nothing, _get_many(batch), False))
@@ -384,7 +483,9 @@ class ClusterClient:
 
     def set(self, key: Key, value: Any, expire: int = 0) -> bool:
         """Store ``value``; ``True`` once the node said ``STORED``."""
-        return self._call(key, False, lambda c: bool(c.set(key, value, expire, noreply=False)))
+        return self._call(
+            key, False, lambda c: bool(c.set(key, value, expire, noreply=False)), write=True
+        )
 
     def set_many(self, values: Mapping[Key, Any], expire: int = 0) -> list[Key]:
         """Store several values, one request per node; returns the keys not stored."""
@@ -395,26 +496,32 @@ class ClusterClient:
             failed += self._on_node(
                 node, topo.clients[node], list(batch), _set_many(chunk, expire), False
             )
+        if self._handover is not None:
+            self._invalidate_old(values)
         return failed
 
     def add(self, key: Key, value: Any, expire: int = 0) -> bool:
         """Store only if absent; ``False`` if the key exists."""
-        return self._call(key, False, lambda c: bool(c.add(key, value, expire, noreply=False)))
+        return self._call(
+            key, False, lambda c: bool(c.add(key, value, expire, noreply=False)), write=True
+        )
 
     def replace(self, key: Key, value: Any, expire: int = 0) -> bool:
         """Store only if present."""
-        return self._call(key, False, lambda c: bool(c.replace(key, value, expire, noreply=False)))
+        return self._call(
+            key, False, lambda c: bool(c.replace(key, value, expire, noreply=False)), write=True
+        )
 
     def cas(self, key: Key, value: Any, cas: Any, expire: int = 0) -> bool | None:
         """Compare-and-set: ``True`` stored, ``False`` changed since ``gets``, ``None`` gone."""
         result: bool | None = self._call(
-            key, False, lambda c: c.cas(key, value, cas, expire, noreply=False)
+            key, False, lambda c: c.cas(key, value, cas, expire, noreply=False), write=True
         )
         return result
 
     def delete(self, key: Key) -> bool:
         """Delete; ``True`` if the key existed."""
-        return self._call(key, False, lambda c: bool(c.delete(key, noreply=False)))
+        return self._call(key, False, lambda c: bool(c.delete(key, noreply=False)), write=True)
 
     def delete_many(self, keys: Iterable[Key]) -> None:
         """Delete several keys (one request per key, as pymemcache's HashClient does)."""
@@ -423,17 +530,23 @@ class ClusterClient:
 
     def incr(self, key: Key, value: int = 1) -> int | None:
         """Increment a decimal value; ``None`` if the key is missing."""
-        result: int | None = self._call(key, None, lambda c: c.incr(key, value, noreply=False))
+        result: int | None = self._call(
+            key, None, lambda c: c.incr(key, value, noreply=False), write=True
+        )
         return result
 
     def decr(self, key: Key, value: int = 1) -> int | None:
         """Decrement a decimal value (floors at 0); ``None`` if the key is missing."""
-        result: int | None = self._call(key, None, lambda c: c.decr(key, value, noreply=False))
+        result: int | None = self._call(
+            key, None, lambda c: c.decr(key, value, noreply=False), write=True
+        )
         return result
 
     def touch(self, key: Key, expire: int = 0) -> bool:
         """Reset the expiry of ``key``; ``True`` if it exists."""
-        return self._call(key, False, lambda c: bool(c.touch(key, expire, noreply=False)))
+        return self._call(
+            key, False, lambda c: bool(c.touch(key, expire, noreply=False)), write=True
+        )
 
     # ------------------------------------------------------------------ caching patterns
 
@@ -520,6 +633,8 @@ class ClusterClient:
         clients = {n: self._connection_locked(n.address) for n in members}
         self._topology = _Topology(tuple(sorted(members)), ring, clients)
         in_use = {n.address for n in members}
+        if self._handover is not None:  # still read and invalidated during the hand-over
+            in_use |= {n.address for n in self._handover.old.members}
         for addr in [a for a in self._connections if a not in in_use]:
             self._connections.pop(addr).close()
 
@@ -553,6 +668,10 @@ class ClusterClient:
                 outcome = "unchanged"
             else:
                 outcome = "updated"
+                previous = self._topology
+                if self.handover_window > 0 and previous.ring and current is not None:
+                    until = time.monotonic() + self.handover_window
+                    self._handover = _Handover(previous, until)
                 self._document = (version, nodes)
                 # discovery wins: the new membership starts with a clean bill of health
                 self._health.clear()
@@ -637,6 +756,10 @@ class ClusterClient:
         next_poll = time.monotonic() + self._next_poll_delay()
         while not self._stop.is_set():
             next_probe = self._probe_due()
+            h = self._handover
+            if h is not None:
+                self._end_handover()
+                next_probe = h.until if next_probe is None else min(next_probe, h.until)
             now = time.monotonic()
             if now >= next_poll:
                 try:
@@ -686,6 +809,10 @@ def _get_many(keys: list[Key]) -> Callable[[Any], dict[Key, Any]]:
     return lambda c: dict(c.get_many(keys))
 
 
+def _delete_many(keys: list[Key]) -> Callable[[Any], None]:
+    return lambda c: c.delete_many(keys, noreply=False)
+
+
 def _set_many(values: dict[Key, Any], expire: int) -> Callable[[Any], list[Key]]:
     return lambda c: list(c.set_many(values, expire, noreply=False))
 
@@ -698,19 +825,30 @@ class _StrictCache:
         self._client = client
 
     def get(self, key: str) -> Any:
+        found = self._client._read_old([key]) if self._client._handover is not None else {}
+        if key in found:
+            return found[key]
         return self._client._call(key, None, lambda c: c.get(key), strict=True)
 
     def set(self, key: str, value: Any, expire: int = 0) -> bool:
         return self._client._call(
-            key, False, lambda c: bool(c.set(key, value, expire, noreply=False)), strict=True
+            key,
+            False,
+            lambda c: bool(c.set(key, value, expire, noreply=False)),
+            strict=True,
+            write=True,
         )
 
     def add(self, key: str, value: Any, expire: int = 0) -> bool:
         return self._client._call(
-            key, False, lambda c: bool(c.add(key, value, expire, noreply=False)), strict=True
+            key,
+            False,
+            lambda c: bool(c.add(key, value, expire, noreply=False)),
+            strict=True,
+            write=True,
         )
 
     def delete(self, key: str) -> bool:
         return self._client._call(
-            key, False, lambda c: bool(c.delete(key, noreply=False)), strict=True
+            key, False, lambda c: bool(c.delete(key, noreply=False)), strict=True, write=True
         )

@@ -150,6 +150,9 @@ class ServerConfig:
     cluster_token: str | None = D["cluster_token"]
     heartbeat_interval: float = D["heartbeat_interval"]
     drain_seconds: float = D["drain_seconds"]
+    # --warm: copy this node's keys in before joining, push them out on a graceful leave
+    warm: bool = D["warm"]
+    warm_rate: int = D["warm_rate"]  # items per second a hand-over copies at most (0: any)
     allow_config_writes: bool = D["allow_config_writes"]
     debug_time: bool = D["debug_time"]  # accept `debugtime <seconds>` (moves the clock; for tests)
     # HOST:PORT for the Prometheus /metrics endpoint (metrics_http.parse_listen); None: off.
@@ -204,6 +207,10 @@ class ServerConfig:
             raise ConfigError(f"--advertise expects HOST[:PORT], got {self.advertise!r}")
         if self.join and self.unix_socket and not (self.advertise and ":" in self.advertise):
             raise ConfigError("--join with a UNIX socket needs --advertise HOST:PORT")
+        if self.warm and not self.join:
+            raise ConfigError("--warm needs --join (it copies keys from the cluster's nodes)")
+        if self.warm and self.unix_socket:
+            raise ConfigError("--warm needs a TCP listener (the hand-over speaks to this node)")
 
     @property
     def effective_chunk_max(self) -> int:

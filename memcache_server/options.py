@@ -505,6 +505,22 @@ OPTIONS: tuple[Option, ...] = (
         cli={"type": float},
     ),
     Option(
+        "warm",
+        ("--warm",),
+        False,
+        "With --join: copy this node's keys from their owners before joining, and push them "
+        "to the next owners before a graceful leave.",
+        cli={"is_flag": True},
+    ),
+    Option(
+        "warm_rate",
+        ("--warm-rate",),
+        20_000,
+        "Items per second --warm copies at most (0: no bound).",
+        check=_between(0, 10_000_000, "--warm-rate must be between 0 and 10000000 items/s"),
+        cli={"type": int},
+    ),
+    Option(
         "allow_config_writes",
         ("--allow-config-writes",),
         False,

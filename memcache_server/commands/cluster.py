@@ -13,6 +13,7 @@ started the node with ``--allow-config-writes``: nobody on the data port may rep
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,8 @@ class ClusterView:
         # a member (started with --join) shows its cluster counters in `stats`
         self.member = member
         self.counters = ViewCounters()
+        # more `stats` fields from the membership side (a --warm hand-over's progress), by name
+        self.extra_stats: dict[str, Callable[[], list[tuple[str, object]]]] = {}
         self._held: _Held = _EMPTY
         self._lock = threading.Lock()
 
@@ -173,6 +176,7 @@ class ClusterView:
             ("cluster_heartbeat_failures", c.heartbeat_failures),
             ("cluster_config_requests", c.config_requests),
             ("cluster_config_updates", c.config_updates),
+            *(field for fields in list(self.extra_stats.values()) for field in fields()),
         ]
 
 

@@ -62,7 +62,8 @@ def test_keys_spread_and_a_new_node_takes_a_quarter(
 ) -> None:
     endpoint, nodes = cluster
     keys = {f"user:{i}": f"profile-{i}".encode() for i in range(3000)}
-    with ClusterClient(endpoint.spec, poll_interval=POLL) as client:
+    # no hand-over window: this test is about placement (test_client_handover covers it)
+    with ClusterClient(endpoint.spec, poll_interval=POLL, handover_window=0) as client:
         assert client.set_many(keys, expire=300) == []
         # spread: every node holds about a third, exactly the keys the ring gives it
         owners = Counter(client.owner(k).port for k in keys)
