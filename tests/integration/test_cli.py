@@ -62,19 +62,25 @@ def run_cli(*args: str, timeout: float = 15.0) -> tuple[int | None, str, str]:
     return proc.returncode, first + out, err
 
 
-def memcached_refusal(*args: str) -> str | None:
-    """memcached's stderr for a start-up it refuses (None if it starts)."""
+def memcached_exit(*args: str) -> tuple[int | None, str]:
+    """memcached's exit status and whole stderr for a start-up (None if it starts)."""
     cmd = [MEMCACHED, "-l", "127.0.0.1", "-p", str(free_port()), "-U", "0", *args]
     if os.geteuid() == 0:
         cmd += ["-u", "root"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _, err = proc.communicate(timeout=2)
-        return err.strip() if proc.returncode else None
+        return proc.returncode, err
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate(timeout=5)
-        return None
+        return None, ""
+
+
+def memcached_refusal(*args: str) -> str | None:
+    """memcached's stderr for a start-up it refuses (None if it starts)."""
+    rc, err = memcached_exit(*args)
+    return err.strip() if rc else None
 
 
 # (args, message on stderr). Where memcached refuses the same flags, the message is memcached's.
@@ -191,21 +197,6 @@ def test_a_taken_port_is_named_once() -> None:
     assert taken.stderr.decode().strip() == (
         f"failed to listen on 127.0.0.1 port {srv.port}: Address already in use"
     )
-
-
-def memcached_exit(*args: str) -> tuple[int | None, str]:
-    """memcached's exit status and whole stderr for a start-up (None if it starts)."""
-    cmd = [MEMCACHED, "-l", "127.0.0.1", "-p", str(free_port()), "-U", "0", *args]
-    if os.geteuid() == 0:
-        cmd += ["-u", "root"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _, err = proc.communicate(timeout=2)
-        return proc.returncode, err
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate(timeout=5)
-        return None, ""
 
 
 # refusals where memcached's status differs by cause: EXIT_FAILURE (1) for most, EX_USAGE (64)
