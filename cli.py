@@ -113,6 +113,8 @@ def run_node(cfg: ServerConfig) -> int:
         node = Node(cfg)
     except StartupError as exc:
         click.echo(str(exc), err=True)
+        if exc.exit_code == ExitCode.ABORTED:
+            _abort()
         return exc.exit_code
     try:
         node.bind()
@@ -165,6 +167,17 @@ def run_node(cfg: ServerConfig) -> int:
         if cfg.daemonize and cfg.pidfile:
             _remove_pidfile(cfg.pidfile)
     return ExitCode.OK
+
+
+def _abort() -> None:
+    """Die of SIGABRT, as memcached does when its -e file cannot be mapped, so whoever watches
+    the process sees the same end; without a core file (there is nothing in it to debug)."""
+    import resource
+
+    sys.stderr.flush()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    os.abort()
 
 
 def _scaling(node: Node) -> Scaling:

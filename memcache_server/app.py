@@ -3,9 +3,10 @@
 The command line (``cli.run_node``) calls ``bind()``, ``start()`` (the clock/crawler thread,
 the workers, the acceptor), then ``wait()`` until a stop request (SIGTERM/SIGINT or
 ``shutdown``), then ``shutdown()``. Signal handlers only set a flag. Shutdown: stop accepting,
-let workers answer what they already read, exit 0. Handlers and workers never get the node
-itself: sessions get its parts (``NodeParts``) and the node as an ``AdminContext``; workers
-see it as a ``WorkerContext``. Imported by nothing but the command line and tests.
+let workers answer what they already read, record a clean stop in the ``-e`` file, exit 0.
+Handlers and workers never get the node itself: sessions get its parts (``NodeParts``) and the
+node as an ``AdminContext``; workers see it as a ``WorkerContext``. Imported by nothing but the
+command line and tests.
 """
 
 from __future__ import annotations
@@ -191,6 +192,9 @@ class Node:
         if self.metrics is not None:
             self.metrics.stop()
         self.logger.stop()
+        memory_file = self.store.memory_file
+        if memory_file is not None:  # -e: a clean stop, so the next start takes the items back
+            memory_file.save(self.store, self.clock.started)
 
     @property
     def detail(self) -> PrefixStats | None:

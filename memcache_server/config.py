@@ -113,6 +113,7 @@ class ServerConfig:
     large_pages: bool = D["large_pages"]
     coredumps: bool = D["coredumps"]
     auth_file: str | None = D["auth_file"]
+    memory_file: str | None = D["memory_file"]  # -e: item memory in this file (restartable)
     enable_ssl: bool = D["enable_ssl"]
     prefix_delimiter: str = D["prefix_delimiter"]
     detail_enabled: bool = D["detail_enabled"]

@@ -77,7 +77,8 @@ def render() -> str:
         "\\fBMEMCACHE_SERVER_\\fR\\fICOMMAND\\fR_\\fIFLAG\\fR. The command line wins.\n",
         ".SH EXIT STATUS\nAs memcached: 0 on a clean stop; 1 for most refusals at start; 64 "
         "for the item size and protocol refusals and unusable TLS files; 71 when an address "
-        "cannot be listened on.\n",
+        "cannot be listened on; killed by SIGABRT (134 in a shell) when the \\fB\\-e\\fR file "
+        "cannot be opened or mapped.\n",
         ".SH SEE ALSO\n\\fBmemcached\\fR(1)\n",
     ]
     return "".join(out)

@@ -41,6 +41,9 @@ class ExitCode(IntEnum):
     USAGE = 64  # EX_USAGE: memcached's item-size and protocol refusals, unusable TLS certificates
     NO_INPUT = 66  # EX_NOINPUT: a state file that cannot be read
     OS_ERROR = 71  # EX_OSERR: cannot listen (address in use, permission, unknown host)
+    # memcached abort()s when the -e file cannot be opened or mapped: the process dies of
+    # SIGABRT, which a shell reports as 128 + 6 (the command line raises the signal itself).
+    ABORTED = 134
 
 
 class ConfigError(ValueError):
@@ -446,12 +449,14 @@ OPTIONS: tuple[Option, ...] = (
         show=lambda v: v or False,
     ),
     Option(
-        "",
+        "memory_file",
         ("-e", "--memory-file"),
         None,
-        "Not supported.",
-        parse=_refuse("-e (memory file) is not supported: nodes hold no persistent data"),
-        param="memory_file",
+        "mmap this file for item memory: a restartable cache (a stop by SIGTERM, SIGINT or "
+        "SIGUSR1 keeps the items for the next start with the same memory settings). Use a "
+        "RAM disk (/dev/shm).",
+        stat=("memory_file",),
+        show=lambda v: v or "(null)",
     ),
     Option(
         "enable_ssl",

@@ -278,7 +278,7 @@ SETTINGS_ORDER: tuple[str, ...] = (
     "ssl_ca_cert", "ssl_wbuf_size", "ssl_session_cache", "ssl_kernel_tls", "ssl_min_version",
     "num_napi_ids", "memory_file",
 )  # fmt: skip
-# memcached's values for what this server does not have (extstore, UDP, SASL, NAPI, -e).
+# memcached's values for what this server does not have (extstore, UDP, SASL, NAPI).
 _SETTINGS_CONSTANTS: dict[str, object] = {
     "auth_enabled_sasl": False,
     "inline_ascii_response": False,
@@ -298,7 +298,6 @@ _SETTINGS_CONSTANTS: dict[str, object] = {
     "ssl_session_cache": False,
     "ssl_kernel_tls": False,
     "num_napi_ids": "(null)",
-    "memory_file": "(null)",
 }
 
 

@@ -11,13 +11,18 @@ arbiter.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Protocol
 
 from memcache_server.commands.cluster import ClusterView
+from memcache_server.config import ExitCode, StartupError
 from memcache_server.protocol import constants as C
 from memcache_server.report import StatsSource
+from memcache_server.storage.items import store_bytes
 from memcache_server.storage.metastore import MetaStore
-from memcache_server.storage.slabs import SlabTable
+from memcache_server.storage.restart import MemoryFile, restore
+from memcache_server.storage.segment import MemoryFileError
+from memcache_server.storage.slabs import PAGE_SIZE, SlabTable
 from memcache_server.storage.store import Store, StoreLimits
 from memcache_server.watch import EVICTIONS, ITEM_STREAMS, Logger, log_eviction
 
@@ -111,7 +116,11 @@ class NodeParts:
 
 def new_store(config: ServerConfig, clock: Clock) -> Store:
     """The item store a config asks for: its slab classes, limits, and the classic protocol's
-    ready-made ``VALUE`` header kept with each item (a get hit is then a lookup and an append)."""
+    ready-made ``VALUE`` header kept with each item (a get hit is then a lookup and an append).
+
+    With ``-e`` its memory is that file, and the items a clean stop left in it come back when
+    the layout settings match (restart.py); what memcached prints about it goes to stderr. A
+    file that cannot be opened or mapped raises ``StartupError`` (memcached aborts)."""
     table = SlabTable.build(
         config.growth_factor,
         config.chunk_size,
@@ -119,13 +128,41 @@ def new_store(config: ServerConfig, clock: Clock) -> Store:
         config.item_size_max,
         config.use_cas,
     )
-    store = Store(
-        table,
-        StoreLimits(config.memory_limit, not config.disable_evictions, config.use_cas),
-        clock,
-        C.value_header,
-    )
+    limits = StoreLimits(config.memory_limit, not config.disable_evictions, config.use_cas)
+    memory_file = None
+    saved = None
+    if config.memory_file is not None:
+        size = store_bytes(table, limits.memory_limit)
+        memory_file = MemoryFile(config.memory_file, layout_settings(config, table), size)
+    try:
+        if memory_file is not None:
+            saved, notes = memory_file.load()
+            for line in notes:
+                print(line, file=sys.stderr)
+        store = Store(table, limits, clock, C.value_header, config.memory_file, saved is not None)
+    except MemoryFileError as exc:
+        raise StartupError(str(exc), ExitCode.ABORTED) from None
     store.key_offset = C.VALUE_KEY_OFFSET
+    if memory_file is not None:
+        store.memory_file = memory_file
+    if saved is not None:
+        restore(store, saved)
+        clock.started = saved.process_started
     if config.track_sizes:
         store.track_sizes(True)
     return store
+
+
+def layout_settings(config: ServerConfig, table: SlabTable) -> dict[str, str]:
+    """The settings that fix how a store's memory is carved, under memcached's names and in its
+    order (``PATH.meta``): a restart with any of them changed starts empty."""
+    return {
+        "slab_config": repr(config.growth_factor),
+        "maxbytes": str(config.memory_limit),
+        "chunk_size": str(config.chunk_size),
+        "item_size_max": str(config.item_size_max),
+        "slab_chunk_size_max": str(table.chunk_max),
+        "slab_page_size": str(PAGE_SIZE),
+        "use_cas": "true" if config.use_cas else "false",
+        "slab_reassign": "true" if config.slab_reassign else "false",
+    }

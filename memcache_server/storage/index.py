@@ -223,6 +223,28 @@ class KeyIndex:
         old_hashes.release()
         self.areas.release_other()
 
+    def load(self, handles: list[int]) -> None:
+        """Fill an empty index with items whose keys are known to differ (a restart: the hashes
+        of the process that stored them mean nothing here, so each key is hashed again)."""
+        capacity = MIN_CAPACITY
+        while 2 * len(handles) > capacity:
+            capacity *= 2
+        if capacity != self.mask + 1:
+            self._alloc(capacity)
+            self.areas.release_other()
+        handles_arr = self.handles
+        hashes = self.hashes
+        mask = self.mask
+        key_of = self.key_of
+        for hd in handles:
+            h = hash(bytes(key_of(hd)))
+            i = h & mask
+            while handles_arr[i] != EMPTY:
+                i = (i + 1) & mask
+            handles_arr[i] = hd
+            hashes[i] = h
+        self.count = len(handles)
+
     def handles_snapshot(self) -> list[int]:
         self.sync()
         return [hd for hd in self.handles if hd != EMPTY]

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from memcache_server.storage.clock import Clock
 from memcache_server.storage.index import IndexAreas, KeyIndex, index_capacity
@@ -39,6 +40,9 @@ from memcache_server.storage.slabclass import (
 )
 from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE, SlabTable
 
+if TYPE_CHECKING:
+    from memcache_server.storage.restart import MemoryFile
+
 __all__ = [
     "Items",
     "Outcome",
@@ -50,6 +54,7 @@ __all__ = [
     "UPDATE_INTERVAL",
     "W_OLDEST_LIVE",
     "W_OLDEST_CAS",
+    "store_bytes",
 ]
 
 # Indexes of the store's shared words the hot paths read directly (see Items).
@@ -120,6 +125,11 @@ class SizeHistogram:
                 self.counts.pop(bucket, None)
 
 
+def store_bytes(table: SlabTable, memory_limit: int) -> int:
+    """Bytes of segment a store of ``memory_limit`` reserves (see ``Items``)."""
+    return segment_size(table, memory_limit // PAGE_SIZE + 1)
+
+
 def segment_size(table: SlabTable, max_pages: int) -> int:
     """Bytes of segment a store reserves: every class's pages and columns, and the index."""
     total = sum(class_bytes(size, perslab, max_pages)
@@ -147,16 +157,20 @@ class Items:
         limits: StoreLimits,
         clock: Clock,
         header_fn: Callable[[bytes, int, int], bytes],
+        memory_file: str | None = None,
+        keep: bool = False,
     ) -> None:
         self.table = table
         self.limits = limits
         self.clock = clock
         self.header_fn = header_fn
         self.lock: threading.Lock | SegmentLock = threading.Lock()
-        # Every byte of cache memory lives in one shared segment, sized from -m here.
+        # Every byte of cache memory lives in one shared segment, sized from -m here: an
+        # unnamed one, or the -e file (``keep``: its items come back, see restart.py).
         max_pages = limits.memory_limit // PAGE_SIZE + 1
-        self.segment = Segment(segment_size(table, max_pages))
-        self.words = self.segment.carve(HEADER_WORDS * 8)[1].cast("q")
+        self.segment = Segment(store_bytes(table, limits.memory_limit), memory_file, keep)
+        restored = self.segment.restored
+        self.words = self.segment.carve(HEADER_WORDS * 8, keep=True)[1].cast("q")
         self.classes = [
             SlabClass(i, table.sizes[i], table.perslab[i], self.segment, max_pages)
             for i in range(len(table.sizes))
@@ -165,15 +179,17 @@ class Items:
             table, max_pages)))
         self.chunk_lists: dict[int, list[int]] = {}  # header handle -> data chunk handles
         self.memory_limit = limits.memory_limit
-        self.malloced = 0
-        self.columns_bytes = 0
-        self.next_cas = 0
-        self.oldest_live = 0
-        self.oldest_cas = 0
+        if not restored:  # else the CAS counter, flush state, counts and pages come back
+            self.malloced = 0
+            self.columns_bytes = 0
+            self.next_cas = 0
+            self.oldest_live = 0
+            self.oldest_cas = 0
+            self.curr_items = 0
+            self.item_bytes = 0
+            self.pool_pages = 0
         # global counters (memcached's "slab" stats, kept under the lock)
-        self.curr_items = 0
         self.total_items = 0
-        self.item_bytes = 0
         self.evictions = 0
         self.reclaimed = 0
         self.expired_unfetched = 0
@@ -184,7 +200,6 @@ class Items:
         # mover's counters. See pagemover.py.
         # (The counters sit in their own object: CPython 3.11 stops sharing instance-dict keys
         # past 30 attributes, which slows every attribute load on the request path.)
-        self.pool_pages = 0
         self.moves = MoveCounters()
         # Called with the class id after an allocation had to evict (slab_automove=2 moves a
         # page towards that class); None otherwise.
@@ -355,6 +370,9 @@ class Items:
         return bytes(c.page_area[base : base + c.klen[s]])
 
     key_offset = 6  # set by the protocol layer; the header embeds the key at this offset
+    # With -e: the file whose companion records a clean stop (restart.py); a class attribute
+    # until then, as ``sizes`` below.
+    memory_file: MemoryFile | None = None
     # While track_sizes is on; a class attribute until then, so the instance dict stays small.
     sizes: SizeHistogram | None = None
 

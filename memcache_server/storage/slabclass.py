@@ -145,12 +145,12 @@ class SlabClass:
         # a column per header field long enough for all their slots (sparse until used).
         self.segment = segment
         self.max_pages = max_pages if size else 0
-        self.words = segment.carve(HEADER_WORDS * 8)[1].cast("q")
-        self.page_offset, self.page_area = segment.carve(self.max_pages * PAGE_BYTES)
+        # Item state: kept at a restart (see segment.py's rule).
+        self.words = segment.carve(HEADER_WORDS * 8, keep=True)[1].cast("q")
+        self.page_offset, self.page_area = segment.carve(self.max_pages * PAGE_BYTES, keep=True)
         slots = self.max_pages * perslab
-        self.column_offset, self.column_area = segment.carve(COLUMN_BYTES * slots)
+        self.column_offset, self.column_area = segment.carve(COLUMN_BYTES * slots, keep=True)
         cols = self._columns(slots)
-        self.npages = 0
         self.cas = cols["cas"]
         self.exp = cols["exp"]
         self.atime = cols["atime"]
@@ -161,19 +161,21 @@ class SlabClass:
         self.plen = cols["plen"]
         self.klen = cols["klen"]
         self.bits = cols["bits"]
-        self.free_head = NIL
-        self.free_count = 0
-        self.lru_head = NIL
-        self.lru_tail = NIL
-        self.items = 0
-        self.mem_requested = 0
-        self.used_chunks = 0
+        if not segment.restored:
+            self.npages = 0
+            self.free_head = NIL
+            self.free_count = 0
+            self.lru_head = NIL
+            self.lru_tail = NIL
+            self.items = 0
+            self.mem_requested = 0
+            self.used_chunks = 0
+            self.kill_lo = KILL_NONE
         self.get_hits = self.cmd_set = self.delete_hits = self.incr_hits = 0
         self.decr_hits = self.cas_hits = self.cas_badval = self.touch_hits = 0
         self.evicted = self.evicted_nonzero = self.evicted_time = self.outofmemory = 0
         self.reclaimed = self.expired_unfetched = self.evicted_unfetched = 0
         self.crawler_reclaimed = self.crawler_items_checked = 0
-        self.kill_lo = KILL_NONE
 
     def _columns(self, slots: int) -> dict[str, memoryview]:
         """Typed views of the column area, one per field, widest first (so all are aligned)."""
@@ -230,6 +232,24 @@ class SlabClass:
             self.column_area[off + width * lo : off + width * (lo + n)] = bytes(width * n)
             off += width * slots
         self.segment.release(self.page_offset + k * PAGE_BYTES, PAGE_BYTES)
+
+    def relist_fenced(self) -> None:
+        """Give back the page a stopped page move had fenced off (a restart): its free slots
+        go on the free list again (they were unlisted, not counted as used)."""
+        lo = self.kill_lo
+        if lo == KILL_NONE:
+            return
+        self.kill_lo = KILL_NONE
+        bits = self.bits
+        for slot in range(lo, self.nslots):
+            if not bits[slot] & IN_USE:
+                head = self.free_head
+                self.nxt[slot] = head
+                self.prev[slot] = NIL
+                if head != NIL:
+                    self.prev[head] = slot
+                self.free_head = slot
+                self.free_count += 1
 
     def pop_free(self) -> int:
         # Words indexed directly on the set path: a Word attribute costs a Python call.
