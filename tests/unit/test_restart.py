@@ -138,3 +138,21 @@ def test_a_damaged_meta_file_means_no_clean_stop(tmp_path: Path) -> None:
         meta.write_text(text)
         assert mf.load() == (None, notes)
         assert not meta.exists()  # read once, whatever it held
+
+
+def test_items_another_process_stored_in_the_shared_store_come_back(tmp_path: Path) -> None:
+    """Under the process model the supervisor saves what worker processes stored."""
+    path = tmp_path / "cache"
+    store = new_store(config(path), ManualClock(T0))
+    store.share()  # the lock every process mapping the segment takes
+    assert put(store, b"parent", b"p") == 0
+    pid = os.fork()
+    if pid == 0:  # a worker process: store through the same segment, then go
+        ok = all(put(store, b"child%d" % i, b"c%d" % i) == 0 for i in range(100))
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    store = reopen(store, path)
+    assert store.curr_items == 101
+    assert get(store, b"parent") == b"p"
+    assert all(get(store, b"child%d" % i) == b"c%d" % i for i in range(100))
