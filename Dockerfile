@@ -1,6 +1,7 @@
 # The memcache-server image: cache nodes and config nodes (`memcache-server config-node ...`).
 #   docker build -t memcache-server:0.1.0 .
 # Built with README's install command, `pip install .`; runs as an unprivileged user.
+# memcache_server/ links to discovery/, load/ and cli.py (one import name): all are copied.
 FROM python:3.11-slim
 
 WORKDIR /src

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from discovery.commands import config_node_command, nodes_command, remove_command
 from memcache_server import __version__
 from memcache_server.config import (
     EMULATED_VERSION,
@@ -25,12 +24,13 @@ from memcache_server.config import (
     StartupError,
     parse_extended,
 )
+from memcache_server.discovery.commands import config_node_command, nodes_command, remove_command
 from memcache_server.options import OPTIONS
 
 if TYPE_CHECKING:
-    from discovery.member import MembershipClient
-    from discovery.scaling import Scaling
     from memcache_server.app import Node
+    from memcache_server.discovery.member import MembershipClient
+    from memcache_server.discovery.scaling import Scaling
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: every flag can also come from the environment, as MEMCACHE_SERVER_<LONG_FLAG> for the node
@@ -182,9 +182,9 @@ def _abort() -> None:
 
 def _scaling(node: Node) -> Scaling:
     """The --warm hand-overs: local is where this node's own items are read and written."""
-    from discovery.member import WILDCARDS, advertised_address
-    from discovery.scaling import Scaling
-    from discovery.wire import split_host_port
+    from memcache_server.discovery.member import WILDCARDS, advertised_address
+    from memcache_server.discovery.scaling import Scaling
+    from memcache_server.discovery.wire import split_host_port
 
     cfg = node.config
     assert cfg.join is not None
@@ -202,7 +202,12 @@ def _scaling(node: Node) -> Scaling:
 
 def _join_cluster(node: Node) -> MembershipClient:
     """Register with the config node now that the node serves (never before)."""
-    from discovery.member import JoinSettings, MembershipClient, advertised_address, parse_join
+    from memcache_server.discovery.member import (
+        JoinSettings,
+        MembershipClient,
+        advertised_address,
+        parse_join,
+    )
 
     cfg = node.config
     assert cfg.join is not None
@@ -389,7 +394,7 @@ def cluster_owner(
     keys: tuple[str, ...],
 ) -> None:
     """Print the node that owns each KEY: `KEY HOST:PORT IP` (IP `-` when unknown)."""
-    from discovery.client import owner_ring
+    from memcache_server.discovery.client import owner_ring
 
     if (endpoint is None) == (nodes is None):
         raise click.UsageError("give exactly one of --config HOST:PORT or --nodes HOST:PORT,...")

@@ -28,9 +28,15 @@ from typing import Any, TypeVar
 from pymemcache.client.base import PooledClient
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
-from discovery import patterns
-from discovery.document import CONFIG_GET, LEGACY_GET, DocumentError, node_tuples, parse_reply
-from discovery.ring import HashRing, Naming, Node, Scheme
+from memcache_server.discovery import patterns
+from memcache_server.discovery.document import (
+    CONFIG_GET,
+    LEGACY_GET,
+    DocumentError,
+    node_tuples,
+    parse_reply,
+)
+from memcache_server.discovery.ring import HashRing, Naming, Node, Scheme
 
 __all__ = [
     "ClusterClient",

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from discovery.config_node import ConfigNode, ConfigNodeSettings
-from discovery.etcd_client import parse_endpoints, uses_tls
-from discovery.etcd_registry import EtcdSettings, default_prefix
+from memcache_server.discovery.config_node import ConfigNode, ConfigNodeSettings
+from memcache_server.discovery.etcd_client import parse_endpoints, uses_tls
+from memcache_server.discovery.etcd_registry import EtcdSettings, default_prefix
 
 if TYPE_CHECKING:
     from memcache_server.metrics_http import MetricsServer
-from discovery.statefile import StateError
-from discovery.wire import (
+from memcache_server.discovery.statefile import StateError
+from memcache_server.discovery.wire import (
     NODES,
     EndpointConnection,
     ReplyError,

@@ -30,11 +30,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from discovery.document import LEGACY_KEY, DocumentError, NodeAddress, legacy_value
-from discovery.etcd_registry import EtcdRegistry, EtcdSettings
-from discovery.registry import Registry, RegistryCounters, RegistryFull, VersionExhausted
-from discovery.wire import HEARTBEAT, JOIN, LEAVE, NODES, REMOVE
 from memcache_server.config import EMULATED_VERSION
+from memcache_server.discovery.document import LEGACY_KEY, DocumentError, NodeAddress, legacy_value
+from memcache_server.discovery.etcd_registry import EtcdRegistry, EtcdSettings
+from memcache_server.discovery.registry import (
+    Registry,
+    RegistryCounters,
+    RegistryFull,
+    VersionExhausted,
+)
+from memcache_server.discovery.wire import HEARTBEAT, JOIN, LEAVE, NODES, REMOVE
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.framer import CLOSE, CMD, REPLY, STORE, Framer
 from memcache_server.protocol.numbers import strtoul32

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from discovery.document import (
+from memcache_server.discovery.document import (
     MAX_VERSION,
     NO_DOCUMENT,
     ClusterDocument,
@@ -48,7 +48,7 @@ from discovery.document import (
     NodeAddress,
     config_reply,
 )
-from discovery.etcd_client import (
+from memcache_server.discovery.etcd_client import (
     Compacted,
     EtcdClient,
     EtcdError,
@@ -57,7 +57,7 @@ from discovery.etcd_client import (
     WatchEvent,
     WatchIdle,
 )
-from discovery.registry import MAX_MEMBERS, Listing, RegistryCounters
+from memcache_server.discovery.registry import MAX_MEMBERS, Listing, RegistryCounters
 
 __all__ = ["EtcdRegistry", "EtcdSettings", "default_prefix"]
 

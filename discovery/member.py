@@ -27,9 +27,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from discovery.document import ClusterDocument, DocumentError, NodeAddress, parse_config_reply
-from discovery.view import ClusterView
-from discovery.wire import (
+from memcache_server.discovery.document import (
+    ClusterDocument,
+    DocumentError,
+    NodeAddress,
+    parse_config_reply,
+)
+from memcache_server.discovery.view import ClusterView
+from memcache_server.discovery.wire import (
     EndpointConnection,
     ReplyError,
     leave_line,

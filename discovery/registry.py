@@ -24,14 +24,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from discovery.document import (
+from memcache_server.discovery.document import (
     MAX_VERSION,
     NO_DOCUMENT,
     ClusterDocument,
     NodeAddress,
     config_reply,
 )
-from discovery.statefile import check_writable, load_removed, load_state, save_removed, save_state
+from memcache_server.discovery.statefile import (
+    check_writable,
+    load_removed,
+    load_state,
+    save_removed,
+    save_state,
+)
 
 __all__ = ["Registry", "Member", "RegistryCounters", "VersionExhausted", "RegistryFull"]
 

@@ -20,11 +20,16 @@ import threading
 import time
 from collections.abc import Callable
 
-from discovery.document import CONFIG_GET, ClusterDocument, NodeAddress, parse_config_reply
-from discovery.handover import Address, Handover, HandoverProgress
-from discovery.ring import HashRing, Node
-from discovery.view import ClusterView
-from discovery.wire import EndpointConnection, ReplyError
+from memcache_server.discovery.document import (
+    CONFIG_GET,
+    ClusterDocument,
+    NodeAddress,
+    parse_config_reply,
+)
+from memcache_server.discovery.handover import Address, Handover, HandoverProgress
+from memcache_server.discovery.ring import HashRing, Node
+from memcache_server.discovery.view import ClusterView
+from memcache_server.discovery.wire import EndpointConnection, ReplyError
 
 __all__ = ["CATCH_UP_EVERY", "Scaling", "current_document"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from discovery.document import ClusterDocument, DocumentError, parse_document
+from memcache_server.discovery.document import ClusterDocument, DocumentError, parse_document
 
 __all__ = [
     "StateError",

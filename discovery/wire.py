@@ -20,7 +20,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from discovery.document import MAX_DOCUMENT, NodeAddress
+from memcache_server.discovery.document import MAX_DOCUMENT, NodeAddress
 from memcache_server.protocol.address import split_host_port
 
 __all__ = [

@@ -1,6 +1,6 @@
-"""Entry point so ``python -m load`` works without installing a console script."""
+"""Entry point so ``python -m memcache_server.load`` works without installing a console script."""
 
-from load.cli import main
+from memcache_server.load.cli import main
 
 if __name__ == "__main__":
     main()

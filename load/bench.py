@@ -1,6 +1,6 @@
 """Standard comparison of our node against real memcached on one machine, in one run.
 
-``python -m load.bench [--quick] [--ours-cmd CMD] [--out FILE]``
+``python -m memcache_server.load.bench [--quick] [--ours-cmd CMD] [--out FILE]``
 
 Alternates our node and memcached for every measurement (order flips between reps), with our
 generator and with memcaslap, then a low-load latency probe, a ``-t 1,2,4`` thread comparison
@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 
 import click
 
-from load.bench_plots import write_plots
-from load.bench_report import render
-from load.bench_servers import (
+from memcache_server.load.bench_plots import write_plots
+from memcache_server.load.bench_report import render
+from memcache_server.load.bench_servers import (
     DEFAULT_OURS_CMD,
     Server,
     cpu_seconds,
@@ -34,7 +34,7 @@ from load.bench_servers import (
     start_ours,
     stop,
 )
-from load.bench_tools import (
+from memcache_server.load.bench_tools import (
     WORKLOADS,
     BenchWorkload,
     churn,

@@ -27,11 +27,12 @@ METHOD = """\
   below is the median over repetitions, and every ratio is the median of *paired* ratios
   (ours / memcached measured back to back), because absolute figures on a shared 2-core
   machine drift from run to run.
-- Two load generators: ours (`python -m load run`: verifies every value, HDR latency) and
-  memcaslap from libmemcached-tools (a neutral C generator; it cannot pipeline and its TPS
-  counts each multi-get key).
+- Two load generators: ours (`python -m memcache_server.load run`: verifies every value,
+  HDR latency) and memcaslap from libmemcached-tools (a neutral C generator; it cannot
+  pipeline and its TPS counts each multi-get key).
 - CPU is the server's utime + stime over the run divided by its length (1.0 = one core).
-- Regenerate everything: `python -m load.bench` (about 15 minutes; `--quick` for a smoke run).
+- Regenerate everything: `python -m memcache_server.load.bench` (about 15 minutes; `--quick`
+  for a smoke run).
 """
 
 LIMITS = """\

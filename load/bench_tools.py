@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from load.bench_servers import ROOT
+from memcache_server.load.bench_servers import ROOT
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,11 @@ _TPS = re.compile(rb"Run time:\s*([\d.]+)s\s+Ops:\s*(\d+)\s+TPS:\s*(\d+)")
 def run_ours(
     port: int, args: tuple[str, ...], duration: float, procs: int, connections: int, keys: int
 ) -> dict[str, Any]:
-    """One ``python -m load run``; returns its JSON result."""
+    """One ``python -m memcache_server.load run``; returns its JSON result."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
-        cmd = [sys.executable, "-m", "load", "run", "--server", f"127.0.0.1:{port}", *args]
+        cmd = [sys.executable, "-m", "memcache_server.load", "run"]
+        cmd += ["--server", f"127.0.0.1:{port}", *args]
         cmd += ["--duration", str(duration), "--procs", str(procs), "--keys", str(keys)]
         cmd += ["--connections", str(connections), "--quiet", "--json", str(out)]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=duration + 300)

@@ -1,4 +1,5 @@
-"""Command line: ``python -m load run ...`` and ``python -m load plot ...``."""
+"""Command line: ``memcache-load run ...`` and ``memcache-load plot ...`` (installed), or
+``python -m memcache_server.load ...`` from a checkout."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from pathlib import Path
 
 import click
 
-from load import __version__
-from load.cluster import fetch_config
-from load.engine import Unreachable, open_socket
-from load.report import build_result, human_table
-from load.runner import RunSpec, run
-from load.targets import check_loopback, parse_hostport
-from load.workload import PRESETS, resolve_workload
+from memcache_server.load import __version__
+from memcache_server.load.cluster import fetch_config
+from memcache_server.load.engine import Unreachable, open_socket
+from memcache_server.load.report import build_result, human_table
+from memcache_server.load.runner import RunSpec, run
+from memcache_server.load.targets import check_loopback, parse_hostport
+from memcache_server.load.workload import PRESETS, resolve_workload
 
 DEFAULT_DURATION = 10.0
 MAX_DURATION = 3600.0
@@ -188,7 +189,7 @@ def run_cmd(
 )
 def plot_cmd(results: tuple[Path, ...], out_dir: Path, html: bool) -> None:
     """Write throughput, latency-over-time and latency-distribution PNGs for result files."""
-    from load import plot  # keeps matplotlib out of `run`
+    from memcache_server.load import plot  # keeps matplotlib out of `run`
 
     try:
         written = plot.plot_results(list(results), out_dir, html=html)

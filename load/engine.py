@@ -20,11 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from load.keys import KeyChooser, key_name
-from load.protocol import ErrorReply, ProtocolError, encode_set, parse_get, parse_set
-from load.stats import Interval
-from load.values import make_value, verify_value
-from load.workload import Workload
+from memcache_server.load.keys import KeyChooser, key_name
+from memcache_server.load.protocol import (
+    ErrorReply,
+    ProtocolError,
+    encode_set,
+    parse_get,
+    parse_set,
+)
+from memcache_server.load.stats import Interval
+from memcache_server.load.values import make_value, verify_value
+from memcache_server.load.workload import Workload
 
 RECV_SIZE = 262144
 RECONNECT_DELAY = 0.1

@@ -13,8 +13,8 @@ with the config node's own client:
 At a heartbeat interval of I seconds one etcd carries about ``keepalives/s x I`` nodes on the
 keepalive path (the steady state), and ``(keepalive+put)/s x I`` if every beat wrote.
 
-    python -m load.etcd_heartbeat --etcd http://127.0.0.1:2379
-    python -m load.etcd_heartbeat --start-etcd /var/tmp/etcd-bench   # starts (and stops) one
+    python -m memcache_server.load.etcd_heartbeat --etcd http://127.0.0.1:2379
+    python -m memcache_server.load.etcd_heartbeat --start-etcd /var/tmp/etcd-bench  # starts one
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from discovery.config_node import ConfigNode, ConfigNodeSettings
-from discovery.document import NodeAddress
-from discovery.etcd_client import EtcdClient, EtcdError, parse_endpoints
-from discovery.etcd_registry import EtcdSettings
-from discovery.wire import EndpointConnection, register_line
+from memcache_server.discovery.config_node import ConfigNode, ConfigNodeSettings
+from memcache_server.discovery.document import NodeAddress
+from memcache_server.discovery.etcd_client import EtcdClient, EtcdError, parse_endpoints
+from memcache_server.discovery.etcd_registry import EtcdSettings
+from memcache_server.discovery.wire import EndpointConnection, register_line
 
 PREFIX = b"/memcache-server/bench/"
 

@@ -11,7 +11,7 @@ import itertools
 import random
 from array import array
 
-from discovery.ring import HashRing, Node
+from memcache_server.discovery.ring import HashRing, Node
 
 
 def key_name(prefix: bytes, index: int) -> bytes:

@@ -12,10 +12,10 @@ import time
 from array import array
 from collections import Counter
 
-from load.keys import key_name
-from load.protocol import ErrorReply, ProtocolError, encode_set, parse_set
-from load.values import make_value
-from load.workload import Workload
+from memcache_server.load.keys import key_name
+from memcache_server.load.protocol import ErrorReply, ProtocolError, encode_set, parse_set
+from memcache_server.load.values import make_value
+from memcache_server.load.workload import Workload
 
 BATCH = 200
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from load import __version__
-from load.hist import Histogram
-from load.runner import RunResult, RunSpec
+from memcache_server.load import __version__
+from memcache_server.load.hist import Histogram
+from memcache_server.load.runner import RunResult, RunSpec
 
 SCHEMA = "load-result/1"
 DISTRIBUTION_POINTS = (0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0)

@@ -14,9 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from load.stats import Interval
-from load.worker import READY_TIMEOUT, WorkerConfig, worker_main
-from load.workload import Workload
+from memcache_server.load.stats import Interval
+from memcache_server.load.worker import READY_TIMEOUT, WorkerConfig, worker_main
+from memcache_server.load.workload import Workload
 
 START_DELAY = 0.3
 FINISH_GRACE = 30.0

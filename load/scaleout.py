@@ -1,6 +1,7 @@
 """Scale-out and scale-in of a real cluster, cold and with ``--warm``: what the clients see.
 
-    python -m load.scaleout [--keys 30000] [--poll 0.5] [--mode cold|warm|both] [--json out.json]
+    python -m memcache_server.load.scaleout [--keys 30000] [--poll 0.5] [--mode cold|warm|both]
+        [--json out.json]
 
 Starts a config node and three nodes on loopback, stores ``--keys`` keys through our
 ``ClusterClient``, then adds a fourth node and later stops one gracefully (SIGTERM), and
@@ -35,7 +36,7 @@ from typing import Any
 
 import click
 
-from discovery.client import ClusterClient
+from memcache_server.discovery.client import ClusterClient
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

@@ -1,6 +1,6 @@
 """The -t scaling curve: memcaslap against memcached and our node at each thread count.
 
-``python -m load.scaling [--threads 1,2,4,8] [--duration 10] [--caslap-threads 8]
+``python -m memcache_server.load.scaling [--threads 1,2,4,8] [--duration 10] [--caslap-threads 8]
 [--concurrency 256] [--reps 1] [--json FILE]``
 
 For each ``-t`` both servers are started fresh (``-m 64``) on 127.0.0.1 and driven by the same
@@ -19,8 +19,14 @@ from typing import Any
 
 import click
 
-from load.bench_servers import DEFAULT_OURS_CMD, cpu_seconds, start_memcached, start_ours, stop
-from load.bench_tools import WORKLOADS, BenchWorkload, run_memcaslap
+from memcache_server.load.bench_servers import (
+    DEFAULT_OURS_CMD,
+    cpu_seconds,
+    start_memcached,
+    start_ours,
+    stop,
+)
+from memcache_server.load.bench_tools import WORKLOADS, BenchWorkload, run_memcaslap
 
 GET90 = WORKLOADS[0]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from load.hist import Histogram
+from memcache_server.load.hist import Histogram
 
 COUNTER_FIELDS = ("ops", "gets", "get_keys", "sets", "hits", "misses")
 

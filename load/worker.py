@@ -13,10 +13,10 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from load.engine import Conn, Engine, EngineConfig, Unreachable
-from load.keys import KeyChooser, partition
-from load.prefill import prefill
-from load.workload import Workload
+from memcache_server.load.engine import Conn, Engine, EngineConfig, Unreachable
+from memcache_server.load.keys import KeyChooser, partition
+from memcache_server.load.prefill import prefill
+from memcache_server.load.workload import Workload
 
 READY_TIMEOUT = 900.0
 

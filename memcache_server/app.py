@@ -54,6 +54,7 @@ class Node:
         cluster = ClusterView(config.allow_config_writes, member=config.join is not None)
         # what item handlers reach (sessions get these parts, never the node)
         self.parts = NodeParts(config, self.clock, self.store, cluster)
+        self.parts.tracing = config.verbosity > 1
         self.meta = self.parts.meta
         self.cluster = cluster
         self.logger = self.parts.logger
@@ -220,12 +221,7 @@ class Node:
 
     def set_verbosity(self, level: int) -> None:
         self.verbosity = level
-
-    def log_input(self, fd: int, data: bytes) -> None:
-        for line in data.split(b"\n"):
-            text = line.rstrip(b"\r").decode("latin-1")
-            if text:
-                print(f"<{fd} {text}", file=sys.stderr)
+        self.parts.tracing = level > 1  # sessions log their requests (-vv) from their next batch
 
     def refresh_certs(self) -> bytes:
         """``refresh_certs``: reload the TLS certificates for new connections."""

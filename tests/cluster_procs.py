@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from procs import ROOT, ServerProc, start_node, wait_listening
 
-from discovery.document import ClusterDocument, parse_config_reply
+from memcache_server.discovery.document import ClusterDocument, parse_config_reply
 
 T = TypeVar("T")
 HOST = "127.0.0.1"

@@ -76,7 +76,7 @@ class Etcd:
 
     def _wait_ready(self, timeout: float) -> None:
         """Until it has a leader and serves reads (listening comes a little earlier)."""
-        from discovery.etcd_client import EtcdClient, EtcdError
+        from memcache_server.discovery.etcd_client import EtcdClient, EtcdError
 
         client = EtcdClient([(HOST, self.client_port)], timeout=1.0, tls=self.client_tls())
         deadline = time.monotonic() + timeout

@@ -39,7 +39,9 @@ __all__ = ["ItemContext", "AdminContext", "NodeParts", "new_store"]
 
 class ItemContext(Protocol):
     """The parts item handlers use. ``observed`` is read on every item request: True only while
-    per-prefix stats (``detail``) are on or an item log stream is watched."""
+    per-prefix stats (``detail``) are on or an item log stream is watched. ``tracing`` is read
+    once per batch of requests: True at verbosity 2, when sessions log what memcached -vv
+    logs."""
 
     config: ServerConfig
     clock: Clock
@@ -50,6 +52,7 @@ class ItemContext(Protocol):
     logger: Logger
     detail: PrefixStats | None
     observed: bool
+    tracing: bool
 
     def refresh_observed(self) -> None: ...
 
@@ -85,6 +88,7 @@ class NodeParts:
         "logger",
         "detail",
         "observed",
+        "tracing",
     )
 
     def __init__(
@@ -103,6 +107,7 @@ class NodeParts:
         self.logger = Logger(config.watcher_logbuf_size, clock, self.refresh_observed)
         self.detail: PrefixStats | None = None
         self.observed = False
+        self.tracing = False  # -vv (or `verbosity 2`): sessions log as memcached does
 
     def refresh_observed(self) -> None:
         """Recompute ``observed`` and the store's eviction hook after detail/watchers change."""

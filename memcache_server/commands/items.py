@@ -233,7 +233,8 @@ def cmd_delete(s: Session, tokens: list[bytes]) -> None:
     if n < 2 or n > 4:
         s.out += C.ERROR
         return
-    noreply = tokens[-1] == b"noreply"
+    # memcached looks for noreply only after a key: `delete noreply` deletes the key "noreply"
+    noreply = n > 2 and tokens[-1] == b"noreply"
     if n > 2:
         hold_is_zero = tokens[2] == b"0"
         valid = (n == 3 and (hold_is_zero or noreply)) or (n == 4 and hold_is_zero and noreply)

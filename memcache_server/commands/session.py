@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 from memcache_server.commands.items import store_request
 from memcache_server.commands.meta import meta_store
 from memcache_server.commands.table import HANDLERS, ITEM_HANDLERS
+from memcache_server.commands.trace import process_traced
 from memcache_server.protocol import constants as C
-from memcache_server.protocol.framer import CLOSE, CMD, MSTORE, REPLY, STORE, Framer
+from memcache_server.protocol.framer import CLOSE, CMD, MSTORE, REPLY, STORE, Framer, Request
 
 if TYPE_CHECKING:
     from memcache_server.commands.context import AdminContext, ItemContext
@@ -96,7 +97,12 @@ class Session:
         self.framer.feed(data)
 
     def process(self, limit: int) -> bool:
-        """Run up to ``limit`` requests. Returns True if more complete requests may be waiting."""
+        """Run up to ``limit`` requests. Returns True if more complete requests may be waiting.
+
+        At verbosity 2 the batch runs through ``trace.process_traced`` instead, which logs what
+        memcached -vv logs; otherwise that costs this one test per batch."""
+        if self.ctx.tracing:
+            return process_traced(self, limit)
         framer = self.framer
         handlers = self.handlers
         n = 0
@@ -137,6 +143,42 @@ class Session:
                 return False
         self.last_cmd = self.ctx.clock.now
         return True
+
+    def dispatch(self, req: Request) -> bool | None:
+        """Run one framed request. None: go on; otherwise what ``process`` returns now (False:
+        run nothing more, the connection closes; True: a multi-get stopped at the output limit).
+        The traced loop's step: ``process`` inlines the same dispatch on its hot path."""
+        kind = req[0]
+        if kind == CMD:
+            tokens: list[bytes] = req[1]
+            if not tokens:
+                self.out += C.ERROR
+                return None
+            h = self.handlers.get(tokens[0])
+            if h is not None:
+                try:
+                    h(self, tokens)
+                except Suspended:
+                    return True
+            elif tokens[-1].startswith(b"HTTP/"):
+                self.want_close = True
+                return False
+            else:
+                self.out += C.ERROR
+        elif kind == STORE:
+            store_request(self, req)
+        elif kind == REPLY:
+            self.out += req[1]
+        elif kind == CLOSE:
+            self.want_close = True
+            return False
+        elif kind == MSTORE:
+            meta_store(self, req)
+        return False if self.close_after or self.want_close else None
+
+    def resume_get(self) -> bool:
+        """Continue a suspended multi-get; True if it had to stop again."""
+        return self._resume()
 
     def _resume(self) -> bool:
         """Continue a suspended multi-get; True if it had to stop again."""

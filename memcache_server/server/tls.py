@@ -268,8 +268,6 @@ class TLSWorker(Worker):
         if handshake:
             self._write_raw(conn, handshake)
         if data:
-            if self.node.verbosity > 1:
-                self.node.log_input(conn.fd, data)
             session.feed(data)
         self._run(conn, 0, timed)
         if closed and self.conns.get(conn.fd) is conn:

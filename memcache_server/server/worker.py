@@ -124,8 +124,6 @@ class WorkerContext(Protocol):
     @property
     def clock(self) -> Clock: ...
     @property
-    def verbosity(self) -> int: ...
-    @property
     def worker_turns(self) -> threading.Lock | None: ...
     @property
     def workers(self) -> Sequence[Worker]: ...
@@ -136,7 +134,6 @@ class WorkerContext(Protocol):
     def conn_table(self) -> ConnectionTable: ...
 
     def new_session(self, stats: ThreadStats, peer: str, fd: int) -> Session: ...
-    def log_input(self, fd: int, data: bytes) -> None: ...
 
 
 class Worker(threading.Thread):
@@ -308,8 +305,6 @@ class Worker(threading.Thread):
         data = self._receive(conn)
         if data is None:
             return
-        if self.node.verbosity > 1:
-            self.node.log_input(conn.fd, data)
         conn.session.feed(data)
         self._run(conn, 0, timed)
 

@@ -17,8 +17,8 @@ from client_endpoint import Endpoint
 from procs import ServerProc, start_node
 from pymemcache.client.base import Client
 
-from discovery.client import ClusterClient
-from discovery.ring import HashRing, Node
+from memcache_server.discovery.client import ClusterClient
+from memcache_server.discovery.ring import HashRing, Node
 
 POLL = 0.4  # seconds; the default is 60
 

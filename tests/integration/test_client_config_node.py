@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from procs import ROOT, ServerProc, free_port, start_node, wait_listening
 
-from discovery.client import ClusterClient
+from memcache_server.discovery.client import ClusterClient
 
 HEARTBEAT_TIMEOUT = 5.0
 POLL = 0.5

@@ -15,7 +15,7 @@ from client_endpoint import Endpoint
 from procs import ServerProc, start_node
 from pymemcache.client.base import Client
 
-from discovery.client import ClusterClient
+from memcache_server.discovery.client import ClusterClient
 
 WINDOW = 1.5
 

@@ -14,7 +14,7 @@ import pytest
 from procs import ServerProc, start_node
 from reference import need_module
 
-from discovery.client import ClusterClient
+from memcache_server.discovery.client import ClusterClient
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from cluster_procs import (
     wait_for,
 )
 
-from discovery.document import ClusterDocument, parse_config_reply
+from memcache_server.discovery.document import ClusterDocument, parse_config_reply
 
 HEARTBEAT_TIMEOUT = 5.0
 

@@ -21,8 +21,8 @@ from netns import PORT, Host, Lan, unavailable
 from pymemcache.exceptions import MemcacheError
 from reference import need_module, need_tool
 
-from discovery.client import ClusterClient, fetch_document
-from discovery.document import ClusterDocument, parse_document
+from memcache_server.discovery.client import ClusterClient, fetch_document
+from memcache_server.discovery.document import ClusterDocument, parse_document
 
 HEARTBEAT_TIMEOUT = 3.0
 FAILURE_LIMIT = 2

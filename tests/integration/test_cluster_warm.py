@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cluster_procs import Cluster, config_get, ports_in, request, stats_of, wait_for
 
-from discovery.client import ClusterClient
+from memcache_server.discovery.client import ClusterClient
 
 WINDOW = 2.0  # the nodes' --drain-seconds: how long catch-up passes run after a change
 

@@ -13,7 +13,7 @@ import pytest
 from cluster_procs import HOST, request, start_config_node
 from procs import ROOT, ServerProc, exchange
 
-from discovery.document import ClusterDocument, NodeAddress, parse_config_reply
+from memcache_server.discovery.document import ClusterDocument, NodeAddress, parse_config_reply
 
 TOKEN = "s3cret-token"
 

@@ -32,7 +32,7 @@ from etcd_procs import Etcd
 from procs import ROOT, ServerProc
 from pymemcache.client.base import Client
 
-from discovery.document import ClusterDocument
+from memcache_server.discovery.document import ClusterDocument
 
 TIMEOUT = 4.0
 SHORT_TIMEOUT = 2.0

@@ -15,7 +15,7 @@ import click
 from cluster_procs import HOST, config_get, request, start_config_node, stats_of
 from procs import ROOT, start_node
 
-from discovery.commands import config_node_command
+from memcache_server.discovery.commands import config_node_command
 
 CLI = [sys.executable, str(ROOT / "cli.py")]
 

@@ -13,7 +13,7 @@ from certs import Certs
 from etcd_procs import Etcd
 from procs import free_port
 
-from discovery.etcd_client import (
+from memcache_server.discovery.etcd_client import (
     Compacted,
     EtcdClient,
     EtcdError,
@@ -22,7 +22,7 @@ from discovery.etcd_client import (
     parse_endpoints,
     prefix_end,
 )
-from load.etcd_heartbeat import latency, through_config_node, throughput
+from memcache_server.load.etcd_heartbeat import latency, through_config_node, throughput
 
 
 def test_prefix_end_and_endpoints() -> None:

@@ -10,9 +10,9 @@ import pytest
 from cluster_procs import request, wait_for
 from procs import ServerProc, exchange, start_node
 
-from discovery.document import ClusterDocument, NodeAddress, config_reply
 from memcache_server.app import Node
 from memcache_server.config import ServerConfig
+from memcache_server.discovery.document import ClusterDocument, NodeAddress, config_reply
 
 GOLDEN_DOC = b"12\nnode-a.cache.local|127.0.0.1|11311 node-b.cache.local|127.0.0.1|11312\n"
 GOLDEN_REPLY = b"CONFIG cluster 0 73\r\n" + GOLDEN_DOC + b"\r\nEND\r\n"

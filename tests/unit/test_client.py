@@ -18,9 +18,14 @@ from client_endpoint import Endpoint, encode
 from procs import ROOT, ServerProc, free_port, start_node, wait_listening
 from pymemcache.exceptions import MemcacheServerError
 
-from discovery.client import CONNECTION_ERRORS, ClusterClient, ClusterUnavailable, fetch_document
-from discovery.document import DocumentError
-from discovery.ring import HashRing, Node
+from memcache_server.discovery.client import (
+    CONNECTION_ERRORS,
+    ClusterClient,
+    ClusterUnavailable,
+    fetch_document,
+)
+from memcache_server.discovery.document import DocumentError
+from memcache_server.discovery.ring import HashRing, Node
 
 GOLDEN = encode(
     12, [("node-a.cache.local", "127.0.0.1", 11311), ("node-b.cache.local", "127.0.0.1", 11312)]

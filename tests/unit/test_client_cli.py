@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from client_endpoint import Endpoint
 from procs import ROOT, free_port
 
-import cli
+import memcache_server.cli as cli
 
 SET_B = "127.0.0.1,127.0.0.1:11212,127.0.0.1:11213"
 

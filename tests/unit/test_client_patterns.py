@@ -10,7 +10,7 @@ import pytest
 from procs import ServerProc, free_port, start_node
 from pymemcache.client.base import Client, PooledClient
 
-from discovery.patterns import StampedeGuard, lazy_load, write_through
+from memcache_server.discovery.patterns import StampedeGuard, lazy_load, write_through
 
 
 @pytest.fixture(scope="module")

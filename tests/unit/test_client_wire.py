@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discovery.document import DocumentError, Reply, node_tuples, parse_reply
+from memcache_server.discovery.document import DocumentError, Reply, node_tuples, parse_reply
 
 GOLDEN_DOC = b"12\nnode-a.cache.local|127.0.0.1|11311 node-b.cache.local|127.0.0.1|11312\n"
 GOLDEN_REPLY = (

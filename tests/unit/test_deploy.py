@@ -18,8 +18,8 @@ import click
 import pytest
 import yaml
 
-from cli import _build_config, main
-from discovery.commands import _etcd_settings
+from memcache_server.cli import _build_config, main
+from memcache_server.discovery.commands import _etcd_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
@@ -174,7 +174,10 @@ def test_dockerfile_copies_what_pip_install_needs(tmp_path: Path) -> None:
             for s in sources:
                 target = ctx / dest / s if dest.endswith("/") else ctx / dest
                 if (ROOT / s).is_dir():
-                    shutil.copytree(ROOT / s, target, ignore=shutil.ignore_patterns("__pycache__"))
+                    # symlinks stay symlinks, as a container build copies them: their targets
+                    # must be copied too
+                    skip = shutil.ignore_patterns("__pycache__")
+                    shutil.copytree(ROOT / s, target, symlinks=True, ignore=skip)
                 else:
                     shutil.copy(ROOT / s, target)
     out = subprocess.run(
@@ -187,9 +190,11 @@ def test_dockerfile_copies_what_pip_install_needs(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     [wheel] = (tmp_path / "wheel").glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "cli.py" in names
-    for pkg in ("memcache_server", "discovery", "load"):
+    assert "memcache_server/cli.py" in names
+    for pkg in ("memcache_server", "memcache_server/discovery", "memcache_server/load"):
         assert f"{pkg}/__init__.py" in names
-    assert "discovery/etcd_registry.py" in names
+    assert "memcache_server/discovery/etcd_registry.py" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "memcache-server = cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    scripts = zipfile.ZipFile(wheel).read(entry).decode()
+    assert "memcache-server = memcache_server.cli:main" in scripts
+    assert "memcache-load = memcache_server.load.cli:main" in scripts

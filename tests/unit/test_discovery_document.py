@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from discovery.document import (
+from memcache_server.discovery.document import (
     MAX_VERSION,
     NO_DOCUMENT,
     ClusterDocument,

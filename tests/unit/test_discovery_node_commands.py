@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from discovery.document import ClusterDocument, NodeAddress, config_reply
 from memcache_server.app import Node
 from memcache_server.config import ServerConfig
+from memcache_server.discovery.document import ClusterDocument, NodeAddress, config_reply
 from memcache_server.stats import ThreadStats
 
 GOLDEN_DOC = b"12\nnode-a.cache.local|127.0.0.1|11311 node-b.cache.local|127.0.0.1|11312\n"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from discovery.document import ClusterDocument, NodeAddress, parse_config_reply
-from discovery.registry import Registry
-from discovery.statefile import StateError, load_state, save_state
+from memcache_server.discovery.document import ClusterDocument, NodeAddress, parse_config_reply
+from memcache_server.discovery.registry import Registry
+from memcache_server.discovery.statefile import StateError, load_state, save_state
 
 A = NodeAddress("a", "127.0.0.1", 1001)
 B = NodeAddress("b", "127.0.0.1", 1002)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from discovery.member import parse_join
 from memcache_server.config import ConfigError, ServerConfig
+from memcache_server.discovery.member import parse_join
 
 
 def test_parse_join_keeps_the_order() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from load.cluster import parse_config_reply
-from load.targets import check_loopback, is_loopback, parse_hostport
+from memcache_server.load.cluster import parse_config_reply
+from memcache_server.load.targets import check_loopback, is_loopback, parse_hostport
 
 
 def _reply(payload: bytes, length: int | None = None) -> bytes:

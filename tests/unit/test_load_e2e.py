@@ -1,4 +1,5 @@
-"""End to end: ``python -m load run`` for 2 s against a real memcached on 127.0.0.1."""
+"""End to end: ``python -m memcache_server.load run`` for 2 s against a real memcached on
+127.0.0.1."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("live_reference")
 
 def _run(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "load", "run", *args],
+        [sys.executable, "-m", "memcache_server.load", "run", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -92,7 +93,8 @@ def test_json_dash_writes_the_result_to_stdout(tmp_path: Path) -> None:
     server = start_memcached("-m", "16")
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "load", "run", "--server", f"127.0.0.1:{server.port}"]
+            [sys.executable, "-m", "memcache_server.load", "run"]
+            + ["--server", f"127.0.0.1:{server.port}"]
             + ["--keys", "200", "--duration", "0.5", "--connections", "1", "--json", "-"],
             cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": str(ROOT)},

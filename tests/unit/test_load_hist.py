@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from load.hist import (
+from memcache_server.load.hist import (
     MAX_VALUE_NS,
     NUM_BUCKETS,
     Histogram,

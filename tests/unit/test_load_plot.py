@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from load import plot
-from load.hist import Histogram
-from load.report import latency_summary
+from memcache_server.load import plot
+from memcache_server.load.hist import Histogram
+from memcache_server.load.report import latency_summary
 
 
 def _result(path: Path) -> Path:

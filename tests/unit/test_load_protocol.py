@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from load.engine import Engine
-from load.protocol import ErrorReply, ProtocolError, parse_get, parse_set
-from load.stats import Interval
-from load.values import make_value
+from memcache_server.load.engine import Engine
+from memcache_server.load.protocol import ErrorReply, ProtocolError, parse_get, parse_set
+from memcache_server.load.stats import Interval
+from memcache_server.load.values import make_value
 
 
 def test_parse_get_hit_miss_incomplete() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from load.values import HEADER_SIZE, make_value, verify_value
+from memcache_server.load.values import HEADER_SIZE, make_value, verify_value
 
 
 @pytest.mark.parametrize("size", [8, 9, 100, 4096, 100_000])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from load.keys import KeyChooser, partition, server_ring
-from load.workload import PRESETS, ValueSize, resolve_workload
+from memcache_server.load.keys import KeyChooser, partition, server_ring
+from memcache_server.load.workload import PRESETS, ValueSize, resolve_workload
 
 
 def test_presets_exist() -> None:

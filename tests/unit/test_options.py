@@ -8,7 +8,7 @@ import dataclasses
 import click
 import pytest
 
-import cli
+import memcache_server.cli as cli
 from memcache_server.config import ConfigError, ServerConfig, parse_extended
 from memcache_server.options import DEFAULTS, EXTENDED, OPTIONS, settings_values
 from memcache_server.report import SETTINGS_ORDER

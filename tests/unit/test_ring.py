@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pymemcache.client.hash import HashClient
 from pymemcache.client.rendezvous import RendezvousHash
 
-from discovery.ring import (
+from memcache_server.discovery.ring import (
     HashRing,
     KetamaHasher,
     Naming,

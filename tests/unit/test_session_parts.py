@@ -94,3 +94,42 @@ def test_config_limits_reach_the_session() -> None:
     s = new_session(ManualClock(), item_size_max=1024)
     reply = drive(s, [b"set big 0 0 2000\r\n" + b"x" * 2000 + b"\r\nget big\r\n"])
     assert reply == b"SERVER_ERROR object too large for cache\r\nEND\r\n"
+
+
+@pytest.mark.parametrize("split", ["whole", "bytes"])
+def test_tracing_logs_each_request_and_changes_no_reply(
+    split: str, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """At verbosity 2 a session runs its requests through the traced loop: the same replies,
+    however the bytes arrive, and memcached's -vv lines on stderr; otherwise nothing."""
+    chunks = [REQUESTS] if split == "whole" else [REQUESTS[i : i + 1] for i in range(len(REQUESTS))]
+    quiet = new_session(ManualClock())
+    assert drive(quiet, chunks) == REPLIES
+    assert capfdbinary.readouterr().err == b""
+    traced = new_session(ManualClock())
+    traced.ctx.tracing = True
+    assert drive(traced, chunks) == REPLIES
+    lines = capfdbinary.readouterr().err.splitlines()
+    assert lines[:5] == [
+        b"-1: Client using the ascii protocol",
+        b"<-1 set a 5 0 2",
+        b">-1 STORED",
+        b"<-1 get a b",
+        b">-1 sending key a",
+    ]
+    assert b"<-1 hi" not in lines  # a data block is never logged
+    assert b"<-1 mg m v f t" in lines and not any(line.startswith(b">-1 VA") for line in lines)
+
+
+def test_a_traced_multiget_that_stops_at_the_output_limit_logs_each_hit_once(
+    capfdbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    s = new_session(ManualClock())
+    s.ctx.tracing = True
+    s.out_limit = 64  # a few hits fill it: the get resumes batch by batch
+    drive(s, [b"set k 0 0 40\r\n" + b"v" * 40 + b"\r\n"])
+    keys = b" ".join([b"k"] * 6)
+    replies = drive(s, [b"get " + keys + b"\r\n"])
+    assert replies.count(b"VALUE k 0 40\r\n") == 6 and replies.endswith(b"END\r\n")
+    lines = capfdbinary.readouterr().err.splitlines()
+    assert lines[-8:] == [b"<-1 get " + keys] + [b">-1 sending key k"] * 6 + [b">-1 END"]

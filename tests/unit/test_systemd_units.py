@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import pytest
 
-import cli
+import memcache_server.cli as cli
 
 UNITS = sorted((Path(__file__).parents[2] / "deploy" / "systemd").glob("*.service"))
 BINARY = "/usr/local/bin/memcache-server"
