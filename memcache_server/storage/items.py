@@ -168,7 +168,10 @@ class Items:
         limits: StoreLimits,
         clock: Clock,
         header_fn: Callable[[bytes, int, int], bytes],
+        extra: int = 0,
     ) -> None:
+        """``extra``: bytes more to reserve at the segment's end, which the node carves for
+        its own shared areas (counters, settings, clock) once the store is built."""
         self.table = table
         self.limits = limits
         self.clock = clock
@@ -176,7 +179,7 @@ class Items:
         self.lock: threading.Lock | SegmentLock = threading.Lock()
         # Every byte of cache memory lives in one shared segment, sized from -m here.
         max_pages = limits.memory_limit // PAGE_SIZE + 1
-        self.segment = Segment(segment_size(table, max_pages))
+        self.segment = Segment(segment_size(table, max_pages) + extra)
         self.words = self.segment.carve(STORE_WORDS * 8)[1].cast("q")
         self.classes = [
             SlabClass(i, table.sizes[i], table.perslab[i], self.segment, max_pages)
