@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from memcache_server import watch
@@ -21,22 +22,26 @@ from memcache_server.auth import AuthTable
 from memcache_server.commands.admin import OpsState
 from memcache_server.commands.auth import AuthSession
 from memcache_server.commands.cluster import ClusterView
-from memcache_server.commands.context import NodeParts, new_store
+from memcache_server.commands.context import NodeArea, NodeParts, new_store
 from memcache_server.commands.session import Session
 from memcache_server.config import EMULATED_VERSION, ServerConfig
 from memcache_server.server.connections import ConnectionTable
 from memcache_server.server.listener import Acceptor, Listener, open_listeners
 from memcache_server.server.tls import TLSServer, TLSWorker
 from memcache_server.server.worker import Connection, Worker
-from memcache_server.stats import PrefixStats, ServerCounters, ThreadStats
+from memcache_server.stats import PrefixStats, ServerCounters, ThreadStats, WorkerCounters
 from memcache_server.storage.clock import Clock
 from memcache_server.storage.crawler import Crawler
 from memcache_server.storage.rebalancer import Rebalancer
+from memcache_server.storage.seglock import SegmentLock
+from memcache_server.storage.settings import NodeSettings
 
 if TYPE_CHECKING:
     from memcache_server.metrics_http import MetricsServer
 
 __all__ = ["Node"]
+
+CLUSTER_LOCK_BYTE = 1  # the cluster document's writers lock this byte of the segment file
 
 
 class Node:
@@ -44,14 +49,31 @@ class Node:
 
     def __init__(self, config: ServerConfig, clock: Clock | None = None) -> None:
         self.config = config
-        self.clock = clock or Clock()
         self.version = EMULATED_VERSION
-        self.verbosity = config.verbosity
-        self.store = new_store(config, self.clock)
+        self.store = new_store(config, clock or Clock())
         self.table = self.store.table
+        # What every process of the node must see lives in the segment: counters, settings,
+        # the clock (unless the caller brings its own, as tests do), the cluster document.
+        self.shared = NodeArea(self.store.segment)
+        if clock is None:
+            started = self.store.clock.started  # an -e restart brought back the old start
+            clock = Clock.in_area(self.shared.clock)
+            clock.started = started
+            self.store.clock = clock
+        self.clock = clock
+        self.settings = NodeSettings(self.shared.settings)
+        self.settings.verbosity = config.verbosity
+        # `shutdown` from a connection: by default this process's stop request; a node whose
+        # workers are other processes replaces it (with a signal to the supervisor, say)
+        self.on_shutdown: Callable[[bool], None] = self.request_shutdown
         # the cluster document this node serves; with --join, the command line starts the
         # membership that fills it once the node serves
-        cluster = ClusterView(config.allow_config_writes, member=config.join is not None)
+        cluster = ClusterView(
+            config.allow_config_writes,
+            member=config.join is not None,
+            area=self.shared.cluster,
+            lock=SegmentLock(self.store.segment.fd, CLUSTER_LOCK_BYTE),
+        )
         # what item handlers reach (sessions get these parts, never the node)
         self.parts = NodeParts(config, self.clock, self.store, cluster)
         self.parts.tracing = config.verbosity > 1
@@ -83,7 +105,12 @@ class Node:
         self.listeners: list[Listener] = []
         self.acceptor: Acceptor | None = None
         self.port = config.port
-        self.crawler = Crawler(self.store, config.lru_crawler_sleep, enabled=config.lru_crawler)
+        self.crawler = Crawler(
+            self.store,
+            config.lru_crawler_sleep,
+            enabled=config.lru_crawler,
+            words=self.shared.settings,
+        )
         self.rebalancer = Rebalancer(
             self.store,
             config.slab_reassign,
@@ -91,10 +118,11 @@ class Node:
             config.slab_automove_ratio,
             config.slab_automove_window,
             maintainer="no_lru_maintainer" not in config.extended,
+            words=self.shared.settings,
         )
         logger = self.logger
         self.rebalancer.on_decision = lambda src, dst: watch.log_slab_move(logger, src, dst)
-        self.ops = OpsState(config)
+        self.ops = OpsState(config, self.shared.settings)
         # Per-prefix stats while `stats detail` is on (or -D given); None keeps them off the
         # request path at the cost of one attribute test.
         self.set_detail(config.detail_enabled)
@@ -164,8 +192,20 @@ class Node:
         self._graceful = graceful
         self._stop_requested = True
 
+    def shutdown_command(self, graceful: bool) -> None:
+        """``shutdown`` from a connection of any worker: ask the whole node to stop. Recorded
+        in the shared settings (the supervisor's ``wait`` reads them), then ``on_shutdown``."""
+        settings = self.settings
+        settings.stop_graceful = graceful
+        settings.stop_requested += 1
+        self.on_shutdown(graceful)
+
     def wait(self) -> None:
+        settings = self.settings
         while not (self._stop_requested or self._stop.is_set()):
+            if settings.stop_requested:  # `shutdown` in a worker of another process
+                self._graceful = bool(settings.stop_graceful)
+                break
             self._stop.wait(0.1)
         self._stop.set()
 
@@ -176,7 +216,7 @@ class Node:
 
     def hurry_requested(self) -> bool:
         """True once a second stop request asked to cut a drain short."""
-        return self._hurry_requested
+        return self._hurry_requested or self.settings.stop_requested > 1
 
     def shutdown(self) -> None:
         """Stop accepting, finish what workers already read, close everything."""
@@ -200,12 +240,36 @@ class Node:
     @property
     def detail(self) -> PrefixStats | None:
         """The per-prefix counters while ``stats detail`` is on, else None."""
+        self.follow_settings()
         return self.parts.detail
 
     def set_detail(self, on: bool) -> None:
-        """``stats detail on|off`` (or -D): off keeps what was counted (dump still shows it)."""
-        self.parts.detail = self.ops.prefix_stats if on else None
-        self.parts.refresh_observed()
+        """``stats detail on|off`` (or -D): off keeps what was counted (dump still shows it).
+        The flag is node-wide; each process follows it (``follow_settings``)."""
+        self.settings.detail = on
+        self.follow_settings()
+
+    def follow_settings(self) -> None:
+        """Bring this process's request-path view in line with the shared settings another
+        process may have changed (workers call it when the detail or verbosity word moves)."""
+        self.parts.tracing = self.settings.verbosity > 1
+        on = bool(self.settings.detail)
+        if on != (self.parts.detail is not None):
+            self.parts.detail = self.ops.prefix_stats if on else None
+            self.parts.refresh_observed()
+
+    @property
+    def verbosity(self) -> int:
+        return self.settings.verbosity
+
+    @property
+    def worker_counters(self) -> WorkerCounters:
+        """Every worker slot's counter block (``stats`` sums the first -t)."""
+        return self.shared.counters
+
+    def worker_stats(self, index: int) -> ThreadStats:
+        """Worker ``index``'s counter block in the segment."""
+        return self.shared.counters.block(index)
 
     def new_session(self, stats: ThreadStats, peer: str = "", fd: int = -1) -> Session:
         """A connection's session: the node's parts, and the node as its node-wide context."""
@@ -220,7 +284,7 @@ class Node:
     # ------------------------------------------------------------------ commands
 
     def set_verbosity(self, level: int) -> None:
-        self.verbosity = level
+        self.settings.verbosity = level
         self.parts.tracing = level > 1  # sessions log their requests (-vv) from their next batch
 
     def refresh_certs(self) -> bytes:
@@ -239,15 +303,14 @@ class Node:
         return max(0, self.clock.now - ol) if ol else 0
 
     def crawler_running(self) -> bool:
-        return self.crawler.running
+        return bool(self.crawler.running)
 
     def crawler_starts(self) -> int:
         return self.crawler.starts
 
     def reset_stats(self) -> None:
         """``stats reset``: the counters memcached zeroes (not the gauges)."""
-        for w in self.workers:
-            w.stats.reset()
+        self.shared.counters.reset(self.config.threads)
         self.store.reset_stats()
         self.ops.prefix_stats.clear()
         self.conn_table.reset_counts()

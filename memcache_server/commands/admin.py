@@ -17,7 +17,12 @@ from memcache_server.config import EMULATED_VERSION
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.numbers import strtol32, strtoll, strtoul32
 from memcache_server.protocol.uri import uriencode
-from memcache_server.stats import PrefixStats
+from memcache_server.stats import (
+    FLUSH_CMDS,
+    PrefixStats,
+)
+from memcache_server.storage.segment import Word
+from memcache_server.storage.settings import S_CRAWLER_SLEEP, S_CRAWLER_TOCRAWL, private_words
 from memcache_server.watch import FETCHERS, STREAMS
 
 if TYPE_CHECKING:
@@ -31,9 +36,15 @@ _VERSION_LINE = b"VERSION %s\r\n" % EMULATED_VERSION.encode()
 
 
 class OpsState:
-    """Settings the admin commands change at run time (memcached's ``settings``)."""
+    """Settings the admin commands change at run time (memcached's ``settings``): words of the
+    node's shared settings area (the crawler reads the same ones), so a change made in one
+    worker process holds for all."""
 
-    def __init__(self, cfg: ServerConfig) -> None:
+    crawler_sleep = Word(S_CRAWLER_SLEEP)
+    crawler_tocrawl = Word(S_CRAWLER_TOCRAWL)
+
+    def __init__(self, cfg: ServerConfig, words: memoryview | None = None) -> None:
+        self.words = words if words is not None else private_words()
         self.crawler_sleep = cfg.lru_crawler_sleep
         self.crawler_tocrawl = cfg.lru_crawler_tocrawl
         self.prefix_stats = PrefixStats(cfg.prefix_delimiter.encode()[:1] or b":")
@@ -167,7 +178,7 @@ def cmd_flush_all(s: Session, tokens: list[bytes]) -> None:
         s.out += C.ERROR
         return
     noreply = n > 1 and tokens[-1] == b"noreply"
-    s.stats.flush_cmds += 1
+    s.stats[FLUSH_CMDS] += 1
     if not s.ctx.config.flush_enabled:
         if not noreply:
             s.out += C.FLUSH_DISABLED
@@ -236,10 +247,10 @@ def cmd_shutdown(s: Session, tokens: list[bytes]) -> None:
     n = len(tokens)
     if n == 1:
         s.want_close = True
-        s.node_wide().request_shutdown(graceful=False)
+        s.node_wide().shutdown_command(graceful=False)
     elif n == 2 and tokens[1] == b"graceful":
         s.want_close = True
-        s.node_wide().request_shutdown(graceful=True)
+        s.node_wide().shutdown_command(graceful=True)
     else:
         s.out += C.SHUTDOWN_USAGE
 

@@ -16,6 +16,11 @@ from typing import TYPE_CHECKING
 from memcache_server.commands.session import Session
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.asciiauth import AUTH_CLOSE, AUTH_FAILURE, AUTH_REPLY, AuthFramer
+from memcache_server.stats import (
+    AUTH_CMDS,
+    AUTH_ERRORS,
+    BYTES_READ,
+)
 
 if TYPE_CHECKING:
     from memcache_server.auth import AuthTable
@@ -48,7 +53,7 @@ class AuthSession(Session):
         if self.authenticated:
             Session.feed(self, data)
             return
-        self.stats.bytes_read += len(data)
+        self.stats[BYTES_READ] += len(data)
         self.gate.feed(data)
 
     def process(self, limit: int) -> bool:
@@ -69,9 +74,9 @@ class AuthSession(Session):
             if kind == AUTH_CLOSE:
                 self.want_close = True
                 return False
-            stats.auth_cmds += 1
+            stats[AUTH_CMDS] += 1
             if not self.table.check(event[1], event[2]):
-                stats.auth_errors += 1
+                stats[AUTH_ERRORS] += 1
                 self.out += AUTH_FAILURE
                 continue
             self.out += C.STORED

@@ -1,10 +1,15 @@
 """What a cache node knows of its cluster: the document it serves, and its discovery counters.
 
 Every cache node answers ``config get cluster`` and the legacy ``get AmazonElastiCache:cluster``
-with the document it holds (clients poll cache nodes round-robin, not only the endpoint). Worker
-threads read the current reply through one attribute (a tuple swapped whole, so a reader never
-sees half an update) and never take a lock on the read path; the membership thread, or an
-operator-allowed ``config set``, replaces it under a lock.
+with the document it holds (clients poll cache nodes round-robin, not only the endpoint).
+
+The document and the discovery counters live in a bounded area of the node's shared segment
+(``CLUSTER_AREA_BYTES``: a header of words, then at most ``MAX_DOCUMENT`` bytes), because the
+membership thread runs in the supervisor and a ``config set`` in any worker process, while
+every worker serves what was stored last. Writers take a lock that is exclusive across
+processes and bump a sequence word around the copy (odd while writing); a reader copies the
+bytes and retries if the sequence moved, then keeps the parsed reply until the sequence
+changes again, so the read path is one word compare and never a lock.
 
 ``config set``/``config delete`` and writes to the legacy key are refused unless the operator
 started the node with ``--allow-config-writes``: nobody on the data port may repoint the cluster.
@@ -14,7 +19,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from memcache_server.protocol import constants as C
@@ -22,6 +26,7 @@ from memcache_server.protocol.document import (
     BAD_DOCUMENT,
     CONFIG_WRITES_REFUSED,
     LEGACY_READ_ONLY,
+    MAX_DOCUMENT,
     NO_DOCUMENT,
     UNKNOWN_CONFIG_KEY,
     ClusterDocument,
@@ -31,6 +36,8 @@ from memcache_server.protocol.document import (
     parse_document,
     supersedes,
 )
+from memcache_server.storage.seglock import SegmentLock
+from memcache_server.storage.segment import Word
 
 if TYPE_CHECKING:
     from memcache_server.commands.session import Session
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ClusterView",
     "ViewCounters",
+    "CLUSTER_AREA_BYTES",
     "CONFIG_WRITES_REFUSED",
     "LEGACY_READ_ONLY",
     "CLUSTER_HANDLERS",
@@ -48,35 +56,92 @@ __all__ = [
 _Held = tuple[ClusterDocument | None, bytes, bytes]
 _EMPTY: _Held = (None, b"", NO_DOCUMENT)
 
+# The shared area: header words, then the document's bytes.
+W_SEQ, W_LENGTH, W_FLAGS, W_COUNTERS = 0, 1, 2, 3  # W_LENGTH holds len + 1 (0: no document)
+HEADER_BYTES = 128
+CLUSTER_AREA_BYTES = HEADER_BYTES + MAX_DOCUMENT
+READ_TRIES = 10_000  # copies a reader attempts while writers keep moving the sequence
 
-@dataclass(slots=True)
+
 class ViewCounters:
-    """Plain integers. The membership thread writes the first six; ``config_requests`` is
-    written by workers under the view's lock (discovery requests are rare, a lock is cheap)."""
+    """Words of the shared area. The membership thread writes the first six; workers count
+    ``config_requests`` under the view's lock (discovery requests are rare, a lock is cheap)."""
 
-    joins: int = 0
-    leaves: int = 0
-    removals: int = 0
-    heartbeats: int = 0
-    heartbeat_failures: int = 0
-    config_updates: int = 0
-    config_requests: int = 0
+    __slots__ = ("words",)
+
+    joins = Word(W_COUNTERS)
+    leaves = Word(W_COUNTERS + 1)
+    removals = Word(W_COUNTERS + 2)
+    heartbeats = Word(W_COUNTERS + 3)
+    heartbeat_failures = Word(W_COUNTERS + 4)
+    config_updates = Word(W_COUNTERS + 5)
+    config_requests = Word(W_COUNTERS + 6)
+
+    def __init__(self, words: memoryview) -> None:
+        self.words = words
 
 
 class ClusterView:
     """The cluster document a cache node serves."""
 
-    def __init__(self, allow_writes: bool = False, member: bool = False) -> None:
+    def __init__(
+        self,
+        allow_writes: bool = False,
+        member: bool = False,
+        area: memoryview | None = None,
+        lock: threading.Lock | SegmentLock | None = None,
+    ) -> None:
+        """``area`` (``CLUSTER_AREA_BYTES`` of the segment) and ``lock`` (exclusive across the
+        processes sharing it) make the view node-wide; without them it is this process's."""
         self.allow_writes = allow_writes
         # refuse storage commands to the legacy key (read on the set path: a plain attribute)
         self.legacy_read_only = not allow_writes
         # a member (started with --join) shows its cluster counters in `stats`
         self.member = member
-        self.counters = ViewCounters()
+        if area is None:
+            area = memoryview(bytearray(HEADER_BYTES + MAX_DOCUMENT))
+        self.words = area[:HEADER_BYTES].cast("q")
+        self.data = area[HEADER_BYTES:CLUSTER_AREA_BYTES]
+        self.counters = ViewCounters(self.words)
         # more `stats` fields from the membership side (a --warm hand-over's progress), by name
         self.extra_stats: dict[str, Callable[[], list[tuple[str, object]]]] = {}
-        self._held: _Held = _EMPTY
-        self._lock = threading.Lock()
+        self._seen: tuple[int, _Held] = (0, _EMPTY)  # (sequence, what it held then)
+        self._lock = lock if lock is not None else threading.Lock()
+
+    # ------------------------------------------------------------------ the shared copy
+
+    @property
+    def _held(self) -> _Held:
+        """What the area holds now: the cached reply while the sequence word is unchanged."""
+        seen = self._seen
+        if self.words[W_SEQ] == seen[0]:
+            return seen[1]
+        w = self.words
+        for _ in range(READ_TRIES):
+            seq = int(w[W_SEQ])
+            if seq & 1:
+                continue  # a writer is copying; it holds its lock only for the copy
+            n = int(w[W_LENGTH]) - 1
+            flags = int(w[W_FLAGS])
+            raw = bytes(self.data[: max(n, 0)])
+            if w[W_SEQ] == seq:
+                break
+        else:  # a writer died mid-copy: serve what was read last until the next write
+            return seen[1]
+        held = _EMPTY if n < 0 else (parse_document(raw), raw, config_reply(raw, flags))
+        self._seen = (seq, held)
+        return held
+
+    def _store(self, held: _Held, flags: int = 0) -> None:
+        """Publish ``held`` (the caller holds the lock; the document fits the area)."""
+        w = self.words
+        raw = held[1]
+        w[W_SEQ] += 2 if w[W_SEQ] & 1 else 1  # odd: copying (even past a writer that died)
+        self.data[: len(raw)] = raw
+        w[W_LENGTH] = len(raw) + 1 if held[0] is not None else 0
+        w[W_FLAGS] = flags
+        w[W_SEQ] += 1
+        self._seen = (int(w[W_SEQ]), held)
 
     # ------------------------------------------------------------------ reads (worker threads)
 
@@ -126,7 +191,9 @@ class ClusterView:
             if not supersedes(doc, self._held[0]):
                 return False
             raw = doc.encode()
-            self._held = (doc, raw, config_reply(raw))
+            if len(raw) > MAX_DOCUMENT:
+                return False
+            self._store((doc, raw, config_reply(raw)))
             self.counters.config_updates += 1
             return True
 
@@ -146,7 +213,7 @@ class ClusterView:
         if not doc.nodes:
             return BAD_DOCUMENT
         with self._lock:
-            self._held = (doc, raw, config_reply(raw, int(flags)))
+            self._store((doc, raw, config_reply(raw, int(flags))), int(flags))
             self.counters.config_updates += 1
         return C.STORED
 
@@ -154,7 +221,7 @@ class ClusterView:
         with self._lock:
             if key != b"cluster" or self._held[0] is None:
                 return C.NOT_FOUND
-            self._held = _EMPTY
+            self._store(_EMPTY)
         return C.DELETED
 
     # ------------------------------------------------------------------ stats

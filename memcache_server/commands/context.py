@@ -14,14 +14,17 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Protocol
 
-from memcache_server.commands.cluster import ClusterView
+from memcache_server.commands.cluster import CLUSTER_AREA_BYTES, ClusterView
 from memcache_server.config import ExitCode, StartupError
 from memcache_server.protocol import constants as C
 from memcache_server.report import StatsSource
+from memcache_server.stats import WorkerCounters
+from memcache_server.storage.clock import CLOCK_BYTES
 from memcache_server.storage.items import store_bytes
 from memcache_server.storage.metastore import MetaStore
 from memcache_server.storage.restart import MemoryFile, restore
-from memcache_server.storage.segment import MemoryFileError
+from memcache_server.storage.segment import ALIGN, MemoryFileError, Segment
+from memcache_server.storage.settings import SETTINGS_BYTES
 from memcache_server.storage.slabs import PAGE_SIZE, SlabTable
 from memcache_server.storage.store import Store, StoreLimits
 from memcache_server.watch import EVICTIONS, ITEM_STREAMS, Logger, log_eviction
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
     from memcache_server.storage.crawler import Crawler
     from memcache_server.storage.rebalancer import Rebalancer
 
-__all__ = ["ItemContext", "AdminContext", "NodeParts", "new_store"]
+__all__ = ["ItemContext", "AdminContext", "NodeParts", "NodeArea", "new_store"]
 
 
 class ItemContext(Protocol):
@@ -64,7 +67,7 @@ class AdminContext(StatsSource, Protocol):
     rebalancer: Rebalancer
     ops: OpsState
 
-    def request_shutdown(self, graceful: bool = True) -> None: ...
+    def shutdown_command(self, graceful: bool) -> None: ...
 
     def set_verbosity(self, level: int) -> None: ...
 
@@ -119,6 +122,26 @@ class NodeParts:
             self.store.on_evict = None
 
 
+class NodeArea:
+    """The node's own areas of the shared segment, carved once when the node is built (before
+    any worker process is forked), each bounded by its named size: the workers' counter blocks
+    (``WorkerCounters.NBYTES``: ``MAX_WORKERS`` blocks), the run-time settings and requests
+    (``SETTINGS_BYTES``), the clock (``CLOCK_BYTES``) and the cluster document
+    (``CLUSTER_AREA_BYTES``). ``new_store`` reserves ``NBYTES`` for them."""
+
+    __slots__ = ("counters", "settings", "clock", "cluster")
+
+    SIZES = (WorkerCounters.NBYTES, SETTINGS_BYTES, CLOCK_BYTES, CLUSTER_AREA_BYTES)
+    NBYTES = sum(-(-n // ALIGN) * ALIGN for n in SIZES)
+
+    def __init__(self, segment: Segment) -> None:
+        counters, settings, clock, cluster = (segment.carve(n)[1] for n in self.SIZES)
+        self.counters = WorkerCounters(counters)
+        self.settings = settings.cast("q")
+        self.clock = clock
+        self.cluster = cluster
+
+
 def new_store(config: ServerConfig, clock: Clock) -> Store:
     """The item store a config asks for: its slab classes, limits, and the classic protocol's
     ready-made ``VALUE`` header kept with each item (a get hit is then a lookup and an append).
@@ -137,14 +160,22 @@ def new_store(config: ServerConfig, clock: Clock) -> Store:
     memory_file = None
     saved = None
     if config.memory_file is not None:
-        size = store_bytes(table, limits.memory_limit)
+        size = store_bytes(table, limits.memory_limit, NodeArea.NBYTES)
         memory_file = MemoryFile(config.memory_file, layout_settings(config, table), size)
     try:
         if memory_file is not None:
             saved, notes = memory_file.load()
             for line in notes:
                 print(line, file=sys.stderr)
-        store = Store(table, limits, clock, C.value_header, config.memory_file, saved is not None)
+        store = Store(
+            table,
+            limits,
+            clock,
+            C.value_header,
+            config.memory_file,
+            saved is not None,
+            NodeArea.NBYTES,  # the node carves its areas from the rest (see NodeArea)
+        )
     except MemoryFileError as exc:
         raise StartupError(str(exc), ExitCode.ABORTED) from None
     store.key_offset = C.VALUE_KEY_OFFSET

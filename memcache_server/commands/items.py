@@ -17,6 +17,20 @@ from memcache_server.protocol import constants as C
 from memcache_server.protocol.document import LEGACY_KEY, LEGACY_READ_ONLY
 from memcache_server.protocol.framer import Request
 from memcache_server.protocol.numbers import strtol32, strtoull
+from memcache_server.stats import (
+    CAS_MISSES,
+    DECR_MISSES,
+    DELETE_MISSES,
+    GET_CMDS,
+    GET_EXPIRED,
+    GET_FLUSHED,
+    GET_MISSES,
+    INCR_MISSES,
+    STORE_NO_MEMORY,
+    STORE_TOO_LARGE,
+    TOUCH_CMDS,
+    TOUCH_MISSES,
+)
 from memcache_server.storage.store import Mode, Outcome
 
 if TYPE_CHECKING:
@@ -62,7 +76,7 @@ def store_request(s: Session, req: Request) -> None:
         observe_store(s, req, None)
     if body is None:
         # Over -I: memcached refuses it before reading and drops the old value of a set.
-        s.stats.store_too_large += 1
+        s.stats[STORE_TOO_LARGE] += 1
         if tokens[0] == b"set":
             s.store.drop(key)
         if observed:
@@ -85,11 +99,11 @@ def store_request(s: Session, req: Request) -> None:
     )
     if outcome != _STORED:
         if outcome == Outcome.NOT_FOUND:
-            s.stats.cas_misses += 1
+            s.stats[CAS_MISSES] += 1
         elif outcome == Outcome.TOO_LARGE:
-            s.stats.store_too_large += 1
+            s.stats[STORE_TOO_LARGE] += 1
         elif outcome == Outcome.NO_MEMORY:
-            s.stats.store_no_memory += 1
+            s.stats[STORE_NO_MEMORY] += 1
     if observed:
         observe_store(s, req, outcome)
     if not noreply:
@@ -115,7 +129,7 @@ def cmd_get(s: Session, tokens: list[bytes]) -> None:
             out.clear()  # memcached releases every reply still queued on the connection
             out += C.BAD_FORMAT
             return
-        stats.get_cmds += 1
+        stats[GET_CMDS] += 1
         r = get_into(key, out)
         if r != 1 and not (key == LEGACY_KEY and _legacy_get(s, key)):
             _miss(s, r)
@@ -129,7 +143,7 @@ def cmd_get(s: Session, tokens: list[bytes]) -> None:
             out.clear()  # memcached releases every reply still queued on the connection
             out += C.BAD_FORMAT
             return
-        stats.get_cmds += 1
+        stats[GET_CMDS] += 1
         r = get_into(key, out)
         if r != 1 and not (key == LEGACY_KEY and _legacy_get(s, key)):
             _miss(s, r)
@@ -147,11 +161,11 @@ def _legacy_get(s: Session, key: bytes) -> bool:
 
 def _miss(s: Session, r: int) -> None:
     stats = s.stats
-    stats.get_misses += 1
+    stats[GET_MISSES] += 1
     if r == -1:
-        stats.get_expired += 1
+        stats[GET_EXPIRED] += 1
     elif r == -2:
-        stats.get_flushed += 1
+        stats[GET_FLUSHED] += 1
 
 def _get_with(
     s: Session, tokens: list[bytes], with_cas: bool, touch: bool
@@ -184,12 +198,12 @@ def _get_with(
         if observed:
             observe_get(s, key, r)
         if touch:
-            stats.touch_cmds += 1
+            stats[TOUCH_CMDS] += 1
         else:
-            stats.get_cmds += 1
+            stats[GET_CMDS] += 1
         if isinstance(r, int):
             if touch:
-                stats.touch_misses += 1
+                stats[TOUCH_MISSES] += 1
             elif not (key == LEGACY_KEY and not with_cas and _legacy_get(s, key)):
                 _miss(s, r)
             continue
@@ -255,7 +269,7 @@ def cmd_delete(s: Session, tokens: list[bytes]) -> None:
             observe_delete(s, key, b"delete")
         reply = C.DELETED
     else:
-        s.stats.delete_misses += 1
+        s.stats[DELETE_MISSES] += 1
         reply = C.NOT_FOUND
     if not noreply:
         s.out += reply
@@ -289,19 +303,19 @@ def _delta(s: Session, key: bytes, delta: int, incr: bool) -> bytes:
         return b"%d\r\n" % value
     if outcome == Outcome.NOT_FOUND:
         if incr:
-            s.stats.incr_misses += 1
+            s.stats[INCR_MISSES] += 1
         else:
-            s.stats.decr_misses += 1
+            s.stats[DECR_MISSES] += 1
         return C.NOT_FOUND
     if outcome == Outcome.NON_NUMERIC:
         return C.NON_NUMERIC
     return C.DELTA_NO_MEMORY
 
 def _touch(s: Session, key: bytes, exptime: int) -> bytes:
-    s.stats.touch_cmds += 1
+    s.stats[TOUCH_CMDS] += 1
     if s.store.touch(key, exptime):
         return C.TOUCHED
-    s.stats.touch_misses += 1
+    s.stats[TOUCH_MISSES] += 1
     return C.NOT_FOUND
 
 def cmd_incr(s: Session, tokens: list[bytes]) -> None:

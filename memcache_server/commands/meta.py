@@ -16,6 +16,20 @@ from memcache_server.protocol import constants as C
 from memcache_server.protocol import meta as M
 from memcache_server.protocol.document import LEGACY_KEY, LEGACY_READ_ONLY
 from memcache_server.protocol.numbers import strtol32
+from memcache_server.stats import (
+    CAS_MISSES,
+    DECR_MISSES,
+    DELETE_MISSES,
+    GET_CMDS,
+    GET_EXPIRED,
+    GET_FLUSHED,
+    GET_MISSES,
+    INCR_MISSES,
+    META_CMDS,
+    STORE_NO_MEMORY,
+    STORE_TOO_LARGE,
+    TOUCH_CMDS,
+)
 from memcache_server.storage.clock import exptime_to_abs
 from memcache_server.storage.metastore import (
     EV_RECACHE,
@@ -142,12 +156,12 @@ def cmd_mg(s: Session, tokens: list[bytes]) -> None:
             watch.log_get(s.ctx.logger, s.fd, f.key, 1, cid, r.nbytes)
     stats = s.stats
     if isinstance(r, int):
-        stats.get_cmds += 1
-        stats.get_misses += 1
+        stats[GET_CMDS] += 1
+        stats[GET_MISSES] += 1
         if r == -1:
-            stats.get_expired += 1
+            stats[GET_EXPIRED] += 1
         elif r == -2:
-            stats.get_flushed += 1
+            stats[GET_FLUSHED] += 1
         if cut < n:
             s.out += M.ERR_OPAQUE
         elif not f.no_reply:
@@ -157,9 +171,9 @@ def cmd_mg(s: Session, tokens: list[bytes]) -> None:
         s.out += M.ERR_OPAQUE
         return
     if touch:
-        stats.touch_cmds += 1
+        stats[TOUCH_CMDS] += 1
     else:
-        stats.get_cmds += 1
+        stats[GET_CMDS] += 1
     s.out += _mg_line(s, r, tokens, f.value)
 
 
@@ -225,7 +239,7 @@ def meta_store(s: Session, req: Request) -> None:
     meta = s.ctx.meta
     if body is None:
         # Certainly over -I: memcached refuses it without reading it and drops the old value.
-        s.stats.store_too_large += 1
+        s.stats[STORE_TOO_LARGE] += 1
         meta.store.drop(f.key)
         out += C.TOO_LARGE
         return
@@ -253,17 +267,17 @@ def meta_store(s: Session, req: Request) -> None:
     status = _MS_STATUS.get(outcome)
     if status is None:
         if outcome == Outcome.TOO_LARGE:
-            s.stats.store_too_large += 1
+            s.stats[STORE_TOO_LARGE] += 1
             out += C.TOO_LARGE
         else:
-            s.stats.store_no_memory += 1
+            s.stats[STORE_NO_MEMORY] += 1
             out += C.NO_MEMORY
         return
     if outcome == Outcome.STORED:
         if f.no_reply:
             return
     elif outcome == Outcome.NOT_FOUND:
-        s.stats.cas_misses += 1
+        s.stats[CAS_MISSES] += 1
     parts = [status]
     for i in range(3, len(tokens)):
         tok = tokens[i]
@@ -300,7 +314,7 @@ def cmd_md(s: Session, tokens: list[bytes]) -> None:
             return
         status = HD
     else:
-        s.stats.delete_misses += 1
+        s.stats[DELETE_MISSES] += 1
         status = b"NF" if r == MetaResult.NOT_FOUND else b"EX"
     s.out += status + _echo(tokens, 2, f.key, f.key_binary) + C.CRLF
 
@@ -336,9 +350,9 @@ def cmd_ma(s: Session, tokens: list[bytes]) -> None:
     if hit is None:
         if r == MetaResult.NOT_FOUND:
             if incr:
-                s.stats.incr_misses += 1
+                s.stats[INCR_MISSES] += 1
             else:
-                s.stats.decr_misses += 1
+                s.stats[DECR_MISSES] += 1
             status = b"NF"
         else:
             status = b"EX"
@@ -388,7 +402,7 @@ def cmd_me(s: Session, tokens: list[bytes]) -> None:
         if not key:
             s.out += C.BAD_FORMAT
             return
-    s.stats.meta_cmds += 1
+    s.stats[META_CMDS] += 1
     hit = s.ctx.meta.debug(key)
     if hit is None:
         s.out += C.EN

@@ -20,6 +20,7 @@ from memcache_server.commands.table import HANDLERS, ITEM_HANDLERS
 from memcache_server.commands.trace import process_traced
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.framer import CLOSE, CMD, MSTORE, REPLY, STORE, Framer, Request
+from memcache_server.stats import BYTES_READ
 
 if TYPE_CHECKING:
     from memcache_server.commands.context import AdminContext, ItemContext
@@ -93,7 +94,7 @@ class Session:
     # ------------------------------------------------------------------ driving
 
     def feed(self, data: bytes) -> None:
-        self.stats.bytes_read += len(data)
+        self.stats[BYTES_READ] += len(data)
         self.framer.feed(data)
 
     def process(self, limit: int) -> bool:

@@ -22,6 +22,10 @@ from typing import TYPE_CHECKING
 
 from memcache_server.config import ExitCode, ServerConfig, StartupError
 from memcache_server.server.worker import READ_SIZE, Connection, Worker
+from memcache_server.stats import (
+    BYTES_WRITTEN,
+    SSL_HANDSHAKE_ERRORS,
+)
 
 if TYPE_CHECKING:
     import socket
@@ -259,7 +263,7 @@ class TLSWorker(Worker):
             data, closed = tls.receive(raw)
         except ssl.SSLError:
             if not tls.established:
-                self.stats.ssl_handshake_errors += 1
+                self.stats[SSL_HANDSHAKE_ERRORS] += 1
             self._write_raw(conn, tls.outgoing.read())  # the alert, if OpenSSL made one
             session.want_close = True
             self._run(conn)
@@ -285,11 +289,11 @@ class TLSWorker(Worker):
             return
         records = tls.encrypt(out)
         # bytes_written counts what the client asked for, as memcached counts it under TLS
-        self.stats.bytes_written += len(out) - len(records)
+        self.stats[BYTES_WRITTEN] += len(out) - len(records)
         super()._send(conn, records)
 
     def _write_raw(self, conn: Connection, data: bytes) -> None:
         """Protocol bytes of TLS itself: sent like replies, not counted as reply bytes."""
         if data:
             super()._send(conn, data)
-            self.stats.bytes_written -= len(data)
+            self.stats[BYTES_WRITTEN] -= len(data)

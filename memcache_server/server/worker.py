@@ -1,6 +1,6 @@
 """A worker thread: one event loop owning its connections, memcached's threading model.
 
-Rules: a worker's poller, connections and ThreadStats are touched only by the worker thread.
+Rules: a worker's poller, connections and counter block are touched only by the worker thread.
 Under a GIL, workers take turns: each holds ``node.worker_turns`` while it serves a batch of
 events and releases it before blocking in the poller. Measured: letting workers contend for the
 GIL at every recv/send (a futex hand-off per system call) cost 25-50% of throughput at -t 4.
@@ -44,13 +44,22 @@ from memcache_server.latency import (
     SUM_SLOT,
     new_recorder,
 )
-from memcache_server.stats import ThreadStats
+from memcache_server.stats import (
+    BYTES_WRITTEN,
+    CONN_YIELDS,
+    IDLE_KICKS,
+    READ_BUF_OOM,
+    RESPONSE_OBJ_OOM,
+    ThreadStats,
+)
+from memcache_server.storage.settings import S_DETAIL, S_VERBOSITY
 
 if TYPE_CHECKING:
     from memcache_server.config import ServerConfig
     from memcache_server.server.connections import ConnectionTable
     from memcache_server.server.tls import TLSConn, TLSServer
     from memcache_server.storage.clock import Clock
+    from memcache_server.storage.settings import NodeSettings
 
 __all__ = ["Worker", "Connection", "WorkerContext"]
 
@@ -124,6 +133,10 @@ class WorkerContext(Protocol):
     @property
     def clock(self) -> Clock: ...
     @property
+    def verbosity(self) -> int: ...
+    @property
+    def settings(self) -> NodeSettings: ...
+    @property
     def worker_turns(self) -> threading.Lock | None: ...
     @property
     def workers(self) -> Sequence[Worker]: ...
@@ -134,6 +147,8 @@ class WorkerContext(Protocol):
     def conn_table(self) -> ConnectionTable: ...
 
     def new_session(self, stats: ThreadStats, peer: str, fd: int) -> Session: ...
+    def worker_stats(self, index: int) -> ThreadStats: ...
+    def follow_settings(self) -> None: ...
 
 
 class Worker(threading.Thread):
@@ -143,7 +158,10 @@ class Worker(threading.Thread):
         super().__init__(name=f"worker-{index}", daemon=True)
         self.node = node
         self.index = index
-        self.stats = ThreadStats()
+        self.stats = node.worker_stats(index)  # its block of the node's shared counters
+        # the node-wide settings words (another process may change them): read by index on
+        # the request path, where a Word attribute would cost a Python call
+        self.settings_words = node.settings.words
         # per-family latency histogram (see latency.py), kept only when metrics are served
         self.latency = new_recorder() if node.config.metrics_listen is not None else None
         self.poller = Poller()
@@ -201,9 +219,17 @@ class Worker(threading.Thread):
         turns = node.worker_turns
         sampling = self.latency is not None
         tick = 0
+        settings = self.settings_words
+        detail = settings[S_DETAIL]
+        verbosity = settings[S_VERBOSITY]
         while not self.stopping:
             timeout = 0.0 if self.ready else 1.0
             events = poll(timeout)
+            # `stats detail on|off` or `verbosity`, maybe set in another process
+            if settings[S_DETAIL] != detail or settings[S_VERBOSITY] != verbosity:
+                detail = settings[S_DETAIL]
+                verbosity = settings[S_VERBOSITY]
+                node.follow_settings()
             # Latency sampling: one wake-up in SAMPLE_EVERY times its first read batch. Deciding
             # here, in locals, keeps the per-batch cost to one test of a local.
             timed = False
@@ -342,7 +368,7 @@ class Worker(threading.Thread):
             return
         if more and self.conns.get(conn.fd) is conn:
             if len(conn.pending) < self.node.config.max_output_buffer:
-                self.stats.conn_yields += 1
+                self.stats[CONN_YIELDS] += 1
                 self.ready.append(conn)
             # else: resumed from _on_writable once the client reads
 
@@ -364,7 +390,7 @@ class Worker(threading.Thread):
             lat[fam + SUM_SLOT] += dt
 
     def _send(self, conn: Connection, out: bytes | bytearray) -> None:
-        self.stats.bytes_written += len(out)
+        self.stats[BYTES_WRITTEN] += len(out)
         if conn.pending:
             conn.pending += out
             self._want_write(conn)
@@ -439,16 +465,16 @@ class Worker(threading.Thread):
         if sum(w.buffered for w in self.node.workers) <= self.rbuf_limit:
             return False
         if held_in >= len(conn.pending):
-            self.stats.read_buf_oom += 1
+            self.stats[READ_BUF_OOM] += 1
         else:
-            self.stats.response_obj_oom += 1
+            self.stats[RESPONSE_OBJ_OOM] += 1
         self._close(conn)
         return True
 
     def _kick_idle(self, now: int, idle_timeout: int) -> None:
         for conn in list(self.conns.values()):
             if now - conn.last_active > idle_timeout:
-                self.stats.idle_kicks += 1
+                self.stats[IDLE_KICKS] += 1
                 self._close(conn)
 
     def _flush_and_close(self, conn: Connection) -> None:

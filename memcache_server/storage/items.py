@@ -26,11 +26,11 @@ from memcache_server.storage.slabclass import (
     CHUNKED,
     DATA_CHUNK,
     FETCHED,
-    HEADER_WORDS,
     IN_USE,
     KILL_NONE,
     NIL,
     SLOT_BYTES,
+    W_CMD_SET,
     W_ITEMS,
     W_LRU_HEAD,
     W_LRU_TAIL,
@@ -59,6 +59,9 @@ __all__ = [
 
 # Indexes of the store's shared words the hot paths read directly (see Items).
 W_NEXT_CAS, W_OLDEST_LIVE, W_OLDEST_CAS, W_CURR_ITEMS, W_ITEM_BYTES = 3, 4, 5, 6, 7
+W_TOTAL_ITEMS = 9
+W_MOVES = 16  # MoveCounters' four words
+STORE_WORDS = 32  # the store's shared words (see Items), with room to spare
 UPDATE_INTERVAL = 60  # memcached's ITEM_UPDATE_INTERVAL: bump an item in the LRU at most this often
 TAIL_SEARCH = 5  # items examined at an LRU tail for an expired one before evicting
 
@@ -90,14 +93,24 @@ class StoreLimits:
     use_cas: bool
 
 
-@dataclass(slots=True)
 class MoveCounters:
-    """memcached's slab mover stats: pages moved, items and chunks rescued, items lost."""
+    """memcached's slab mover stats: pages moved, items and chunks rescued, items lost.
 
-    slabs_moved: int = 0
-    rescues: int = 0
-    chunk_rescues: int = 0
-    evictions_nomem: int = 0
+    Words of the store's shared area (``W_MOVES`` on), so whichever process runs the mover,
+    every process's ``stats`` reads the same figures."""
+
+    __slots__ = ("words",)
+
+    slabs_moved = Word(W_MOVES)
+    rescues = Word(W_MOVES + 1)
+    chunk_rescues = Word(W_MOVES + 2)
+    evictions_nomem = Word(W_MOVES + 3)
+
+    def __init__(self, words: memoryview) -> None:
+        self.words = words
+
+    def reset(self) -> None:
+        self.slabs_moved = self.rescues = self.chunk_rescues = self.evictions_nomem = 0
 
 
 @dataclass(slots=True)
@@ -125,9 +138,10 @@ class SizeHistogram:
                 self.counts.pop(bucket, None)
 
 
-def store_bytes(table: SlabTable, memory_limit: int) -> int:
-    """Bytes of segment a store of ``memory_limit`` reserves (see ``Items``)."""
-    return segment_size(table, memory_limit // PAGE_SIZE + 1)
+def store_bytes(table: SlabTable, memory_limit: int, extra: int = 0) -> int:
+    """Bytes of segment a store of ``memory_limit`` reserves (see ``Items``), with ``extra``
+    more for the node's own areas."""
+    return segment_size(table, memory_limit // PAGE_SIZE + 1) + extra
 
 
 def segment_size(table: SlabTable, max_pages: int) -> int:
@@ -150,6 +164,14 @@ class Items:
     curr_items = Word(W_CURR_ITEMS)
     item_bytes = Word(W_ITEM_BYTES)  # memcached's "bytes" stat
     pool_pages = Word(8)
+    # memcached's global item counters ("stats" fields), one shared copy under the lock
+    total_items = Word(W_TOTAL_ITEMS)
+    evictions = Word(10)
+    reclaimed = Word(11)
+    expired_unfetched = Word(12)
+    evicted_unfetched = Word(13)
+    crawler_reclaimed = Word(14)
+    crawler_items_checked = Word(15)
 
     def __init__(
         self,
@@ -159,7 +181,10 @@ class Items:
         header_fn: Callable[[bytes, int, int], bytes],
         memory_file: str | None = None,
         keep: bool = False,
+        extra: int = 0,
     ) -> None:
+        """``extra``: bytes more to reserve at the segment's end, which the node carves for
+        its own shared areas (counters, settings, clock) once the store is built."""
         self.table = table
         self.limits = limits
         self.clock = clock
@@ -168,9 +193,9 @@ class Items:
         # Every byte of cache memory lives in one shared segment, sized from -m here: an
         # unnamed one, or the -e file (``keep``: its items come back, see restart.py).
         max_pages = limits.memory_limit // PAGE_SIZE + 1
-        self.segment = Segment(store_bytes(table, limits.memory_limit), memory_file, keep)
+        self.segment = Segment(segment_size(table, max_pages) + extra, memory_file, keep)
         restored = self.segment.restored
-        self.words = self.segment.carve(HEADER_WORDS * 8, keep=True)[1].cast("q")
+        self.words = self.segment.carve(STORE_WORDS * 8, keep=True)[1].cast("q")
         self.classes = [
             SlabClass(i, table.sizes[i], table.perslab[i], self.segment, max_pages)
             for i in range(len(table.sizes))
@@ -200,7 +225,8 @@ class Items:
         # mover's counters. See pagemover.py.
         # (The counters sit in their own object: CPython 3.11 stops sharing instance-dict keys
         # past 30 attributes, which slows every attribute load on the request path.)
-        self.moves = MoveCounters()
+        self.moves = MoveCounters(self.words)
+        self.moves.reset()
         # Called with the class id after an allocation had to evict (slab_automove=2 moves a
         # page towards that class); None otherwise.
         self.on_class_evict: Callable[[int], None] | None = None
@@ -350,7 +376,7 @@ class Items:
         lw[W_MEM_REQUESTED] += ntotal
         w = self.words
         w[W_CURR_ITEMS] += 1
-        self.total_items += 1
+        w[W_TOTAL_ITEMS] += 1
         w[W_ITEM_BYTES] += ntotal
         if self.sizes is not None:
             self.sizes.add(ntotal, c.cas[s])
@@ -567,7 +593,7 @@ class Items:
         """memcached counts a set in the item's class once the item could be sized."""
         cid = self.table.class_for(self.table.item_size(nkey, flags, nbytes))
         if cid:
-            self.classes[cid].cmd_set += 1
+            self.classes[cid].words[W_CMD_SET] += 1
 
     def do_add_delta(
         self, c: SlabClass, s: int, h: int, delta: int, incr: bool, now: int, req_cas: int = 0

@@ -25,6 +25,8 @@ from memcache_server.storage.slabclass import (
     NIL,
     STALE,
     TOKEN_SENT,
+    W_GET_HITS,
+    W_TOUCH_HITS,
 )
 from memcache_server.storage.store import Store
 
@@ -189,9 +191,9 @@ class MetaStore:
                 return hit
             lru = st.classes[st.do_lru_cid(c, s)]
             if touch:
-                lru.touch_hits += 1
+                lru.words[W_TOUCH_HITS] += 1
             else:
-                lru.get_hits += 1
+                lru.words[W_GET_HITS] += 1
             if bump:
                 bits |= FETCHED
                 c.bits[s] = bits

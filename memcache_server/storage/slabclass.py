@@ -32,6 +32,11 @@ __all__ = [
     "W_LRU_TAIL",
     "W_ITEMS",
     "W_MEM_REQUESTED",
+    "W_COUNTERS",
+    "W_GET_HITS",
+    "W_CMD_SET",
+    "W_TOUCH_HITS",
+    "W_DELETE_HITS",
     "class_bytes",
 ]
 
@@ -47,10 +52,11 @@ COLUMNS: tuple[tuple[str, ColumnFormat], ...] = (
     ("blen", "I"), ("flags", "I"), ("plen", "H"), ("klen", "B"), ("bits", "B"),
 )
 COLUMN_WIDTH = {"Q": 8, "q": 8, "I": 4, "H": 2, "B": 1}
-HEADER_WORDS = 16  # a class's shared words (see SlabClass), with room to spare
+HEADER_WORDS = 32  # a class's shared words (see SlabClass), with room to spare
 # Their indexes, for the hot paths that index ``words`` directly.
 W_NPAGES, W_FREE_HEAD, W_FREE_COUNT, W_LRU_HEAD, W_LRU_TAIL = 0, 1, 2, 3, 4
 W_ITEMS, W_MEM_REQUESTED, W_USED_CHUNKS, W_KILL_LO = 5, 6, 7, 8
+W_COUNTERS = 9  # CLASS_COUNTERS follow, in their order (see below)
 COLUMN_BYTES = sum(COLUMN_WIDTH[fmt] for _name, fmt in COLUMNS)
 
 # bits column
@@ -88,6 +94,12 @@ CLASS_COUNTERS: tuple[str, ...] = SLAB_COUNTERS + (
     "crawler_reclaimed",
     "crawler_items_checked",
 )
+# The counters the request path bumps, indexed directly there (a Word attribute costs a call).
+W_GET_HITS = W_COUNTERS + CLASS_COUNTERS.index("get_hits")
+W_CMD_SET = W_COUNTERS + CLASS_COUNTERS.index("cmd_set")
+W_TOUCH_HITS = W_COUNTERS + CLASS_COUNTERS.index("touch_hits")
+W_DELETE_HITS = W_COUNTERS + CLASS_COUNTERS.index("delete_hits")
+assert W_COUNTERS + len(CLASS_COUNTERS) <= HEADER_WORDS
 
 
 def class_bytes(size: int, perslab: int, max_pages: int) -> int:
@@ -120,7 +132,6 @@ class SlabClass:
         "column_area",
         "column_offset",
         "words",
-        *CLASS_COUNTERS,
     )
 
     # The class's shared state, in its header area of the segment (see segment.Word).
@@ -135,6 +146,24 @@ class SlabClass:
     # First slot of the page being emptied by a page move (KILL_NONE when none is): freed
     # slots from there on are not handed out again.
     kill_lo = Word(W_KILL_LO)
+    # Counters, one shared copy written under the store's lock (``stats slabs``/``items``).
+    get_hits = Word(W_COUNTERS + 0)
+    cmd_set = Word(W_COUNTERS + 1)
+    delete_hits = Word(W_COUNTERS + 2)
+    incr_hits = Word(W_COUNTERS + 3)
+    decr_hits = Word(W_COUNTERS + 4)
+    cas_hits = Word(W_COUNTERS + 5)
+    cas_badval = Word(W_COUNTERS + 6)
+    touch_hits = Word(W_COUNTERS + 7)
+    evicted = Word(W_COUNTERS + 8)
+    evicted_nonzero = Word(W_COUNTERS + 9)
+    evicted_time = Word(W_COUNTERS + 10)
+    outofmemory = Word(W_COUNTERS + 11)
+    reclaimed = Word(W_COUNTERS + 12)
+    expired_unfetched = Word(W_COUNTERS + 13)
+    evicted_unfetched = Word(W_COUNTERS + 14)
+    crawler_reclaimed = Word(W_COUNTERS + 15)
+    crawler_items_checked = Word(W_COUNTERS + 16)
 
     def __init__(self, cid: int, size: int, perslab: int, segment: Segment,
                  max_pages: int) -> None:
@@ -171,11 +200,17 @@ class SlabClass:
             self.mem_requested = 0
             self.used_chunks = 0
             self.kill_lo = KILL_NONE
-        self.get_hits = self.cmd_set = self.delete_hits = self.incr_hits = 0
-        self.decr_hits = self.cas_hits = self.cas_badval = self.touch_hits = 0
-        self.evicted = self.evicted_nonzero = self.evicted_time = self.outofmemory = 0
-        self.reclaimed = self.expired_unfetched = self.evicted_unfetched = 0
-        self.crawler_reclaimed = self.crawler_items_checked = 0
+        self.reset_counters()
+
+    def counters(self) -> dict[str, int]:
+        """The class's counters by name (a snapshot, read under the store's lock)."""
+        return dict(zip(CLASS_COUNTERS, self.words[W_COUNTERS : W_COUNTERS + len(CLASS_COUNTERS)]
+                        .tolist(), strict=True))
+
+    def reset_counters(self) -> None:
+        """``stats reset``: zero every counter (not the gauges: pages, items, lists)."""
+        n = len(CLASS_COUNTERS)
+        self.words[W_COUNTERS : W_COUNTERS + n] = array("q", bytes(8 * n))
 
     def _columns(self, slots: int) -> dict[str, memoryview]:
         """Typed views of the column area, one per field, widest first (so all are aligned)."""

@@ -40,6 +40,10 @@ from memcache_server.storage.slabclass import (
     IN_USE,
     NIL,
     SLAB_COUNTERS,
+    W_CMD_SET,
+    W_DELETE_HITS,
+    W_GET_HITS,
+    W_TOUCH_HITS,
 )
 from memcache_server.storage.slabs import PAGE_SIZE
 from memcache_server.storage.store_stats import ClassStats, StoreStats
@@ -104,13 +108,13 @@ class Store(StoreStats):
             if bits & CHUNKED:
                 out += self.do_chunked_view(c, s, h)
                 c = self.classes[self.table.largest]
-                c.get_hits += 1
+                c.words[W_GET_HITS] += 1
                 cs = self.classes[h & 63]
                 cs.bits[s] = bits | FETCHED
                 self.do_bump(cs, s, h, now)
                 return 1
             out += view[base : base + c.plen[s] + c.blen[s]]
-            c.get_hits += 1
+            c.words[W_GET_HITS] += 1
             c.bits[s] = bits | FETCHED
             if c.atime[s] + UPDATE_INTERVAL <= now:
                 self.do_bump(c, s, h, now)
@@ -130,9 +134,9 @@ class Store(StoreStats):
             s = h >> 6
             if exptime is not None:
                 c.exp[s] = exptime_to_abs(exptime, self.clock)
-                self.classes[self.do_lru_cid(c, s)].touch_hits += 1
+                self.classes[self.do_lru_cid(c, s)].words[W_TOUCH_HITS] += 1
             else:
-                self.classes[self.do_lru_cid(c, s)].get_hits += 1
+                self.classes[self.do_lru_cid(c, s)].words[W_GET_HITS] += 1
             c.bits[s] |= FETCHED
             plen = c.plen[s]
             data = self.do_read(c, s, h, 0, plen + c.blen[s])
@@ -148,7 +152,7 @@ class Store(StoreStats):
             c = self.classes[h & 63]
             s = h >> 6
             c.exp[s] = exptime_to_abs(exptime, self.clock)
-            self.classes[self.do_lru_cid(c, s)].touch_hits += 1
+            self.classes[self.do_lru_cid(c, s)].words[W_TOUCH_HITS] += 1
             self.do_bump(c, s, h, now)
             return True
 
@@ -169,7 +173,7 @@ class Store(StoreStats):
             ntotal = table.item_size(len(key), flags, len(body))
             cid = table.class_for(ntotal)
             if cid:  # memcached counts every set whose item could be sized
-                self.classes[cid].cmd_set += 1
+                self.classes[cid].words[W_CMD_SET] += 1
             # A plain set needs no lookup first: the new item is allocated while the old one is
             # still linked (as memcached allocates before do_store_item), and _link replaces it.
             old = NIL if mode == Mode.SET else self.do_find(key, now)
@@ -242,7 +246,7 @@ class Store(StoreStats):
             if h == NIL:
                 return False
             c = self.classes[h & 63]
-            self.classes[self.do_lru_cid(c, h >> 6)].delete_hits += 1
+            self.classes[self.do_lru_cid(c, h >> 6)].words[W_DELETE_HITS] += 1
             self.do_unlink(h)
             return True
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memcache_server.storage.items import Items, MoveCounters, SizeHistogram
-from memcache_server.storage.slabclass import CLASS_COUNTERS, NIL
+from memcache_server.storage.items import Items, SizeHistogram
+from memcache_server.storage.slabclass import NIL
 
 __all__ = ["StoreStats", "ClassStats"]
 
@@ -62,7 +62,6 @@ class StoreStats(Items):
                 if c.lru_tail != NIL:
                     t = c.lru_tail
                     age = now - self.classes[t & 63].atime[t >> 6]
-                counters = {name: getattr(c, name) for name in CLASS_COUNTERS}
                 out.append(
                     ClassStats(
                         cid=c.cid,
@@ -74,7 +73,7 @@ class StoreStats(Items):
                         items=c.items,
                         mem_requested=c.mem_requested,
                         age=age,
-                        counters=counters,
+                        counters=c.counters(),
                     )
                 )
         return out
@@ -103,7 +102,6 @@ class StoreStats(Items):
             self.evictions = self.reclaimed = 0
             self.expired_unfetched = self.evicted_unfetched = 0
             self.crawler_reclaimed = self.crawler_items_checked = 0
-            self.moves = MoveCounters()
+            self.moves.reset()
             for c in self.classes:
-                for name in CLASS_COUNTERS:
-                    setattr(c, name, 0)
+                c.reset_counters()

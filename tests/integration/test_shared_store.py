@@ -124,3 +124,30 @@ def test_a_process_killed_holding_the_lock_leaves_the_store_usable() -> None:
     t.join(10)
     assert done == [Outcome.STORED]
     assert value_of(store, b"before") == b"b" and value_of(store, b"after") == b"a"
+
+
+def test_class_and_store_counters_are_one_copy_for_every_process() -> None:
+    store = shared_store()
+    store.store(Mode.SET, b"hit", 0, 0, b"h\r\n")
+    cid = store.table.class_for(store.table.item_size(3, 0, 3))
+
+    def count(i: int) -> bool:
+        out = bytearray()
+        for _ in range(100):
+            store.get_into(b"hit", out)  # get_hits
+        store.store(Mode.SET, b"k%d" % i, 0, 0, b"v\r\n")  # cmd_set, total_items
+        store.delete(b"k%d" % i)  # delete_hits
+        return store.store(Mode.SET, b"gone%d" % i, 0, -1, b"v\r\n") == Outcome.STORED
+
+    assert in_children(3, count) == [0, 0, 0]
+    # crawler_reclaimed, reclaimed, crawler_items_checked: 3 dead items and the live one
+    assert in_children(1, lambda _: store.crawl(cid, 0, 1000)[1] == 3) == [0]
+    c = {cs.cid: cs for cs in store.class_stats()}[cid].counters
+    assert (c["get_hits"], c["cmd_set"], c["delete_hits"]) == (300, 7, 3)
+    assert (c["crawler_reclaimed"], c["reclaimed"], c["crawler_items_checked"]) == (3, 3, 4)
+    assert (store.total_items, store.reclaimed, store.crawler_reclaimed) == (7, 3, 3)
+    assert store.expired_unfetched == 3
+    assert in_children(1, lambda _: store.reset_stats() is None) == [0]
+    c = {cs.cid: cs for cs in store.class_stats()}[cid].counters
+    assert not any(c.values()) and store.total_items == store.reclaimed == 0
+    assert store.curr_items == 1  # a gauge: stats reset leaves it

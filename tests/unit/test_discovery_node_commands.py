@@ -11,7 +11,7 @@ import pytest
 from memcache_server.app import Node
 from memcache_server.config import ServerConfig
 from memcache_server.discovery.document import ClusterDocument, NodeAddress, config_reply
-from memcache_server.stats import ThreadStats
+from memcache_server.stats import private_stats
 
 GOLDEN_DOC = b"12\nnode-a.cache.local|127.0.0.1|11311 node-b.cache.local|127.0.0.1|11312\n"
 GOLDEN_REPLY = b"CONFIG cluster 0 73\r\n" + GOLDEN_DOC + b"\r\nEND\r\n"
@@ -25,7 +25,7 @@ def make_node(**kw: object) -> Node:
 
 
 def converse(node: Node, data: bytes, bytewise: bool) -> bytes:
-    session = node.new_session(ThreadStats())
+    session = node.new_session(private_stats())
     out = bytearray()
     chunks = [data[i : i + 1] for i in range(len(data))] if bytewise else [data]
     for chunk in chunks:

@@ -12,7 +12,7 @@ import pytest
 from memcache_server.commands.context import NodeParts, new_store
 from memcache_server.commands.session import Session
 from memcache_server.config import ServerConfig
-from memcache_server.stats import ThreadStats
+from memcache_server.stats import GET_EXPIRED, private_stats
 from memcache_server.storage.clock import ManualClock
 
 REQUESTS = (
@@ -47,7 +47,7 @@ REPLIES = (
 
 def new_session(clock: ManualClock, **settings: object) -> Session:
     config = ServerConfig(memory_limit_mb=8, **settings)  # type: ignore[arg-type]
-    return Session(NodeParts(config, clock, new_store(config, clock)), ThreadStats())
+    return Session(NodeParts(config, clock, new_store(config, clock)), private_stats())
 
 
 def drive(session: Session, chunks: list[bytes]) -> bytes:
@@ -78,7 +78,7 @@ def test_expiry_follows_the_manual_clock() -> None:
     assert drive(s, [b"set k 0 10 1\r\nv\r\nget k\r\n"]) == b"STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"
     clock.now += 11
     assert drive(s, [b"get k\r\n"]) == b"END\r\n"
-    assert s.stats.get_expired == 1
+    assert s.stats[GET_EXPIRED] == 1
 
 
 def test_node_wide_commands_are_unknown_without_a_node() -> None:
