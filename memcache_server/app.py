@@ -20,14 +20,14 @@ from memcache_server.auth import AuthTable
 from memcache_server.commands.admin import OpsState
 from memcache_server.commands.auth import AuthSession
 from memcache_server.commands.cluster import ClusterView
-from memcache_server.commands.context import NodeParts, new_store
+from memcache_server.commands.context import NodeParts, new_store, worker_slots
 from memcache_server.commands.session import Session
 from memcache_server.config import EMULATED_VERSION, ServerConfig
-from memcache_server.server.connections import ConnectionTable
+from memcache_server.server.connections import ConnectionTable, ConnInfo
 from memcache_server.server.listener import Acceptor, Listener, open_listeners
 from memcache_server.server.tls import TLSServer, TLSWorker
 from memcache_server.server.worker import Connection, Worker
-from memcache_server.stats import PrefixStats, ServerCounters, ThreadStats
+from memcache_server.stats import PrefixStats, ThreadStats
 from memcache_server.storage.clock import Clock
 from memcache_server.storage.crawler import Crawler
 from memcache_server.storage.rebalancer import Rebalancer
@@ -46,7 +46,11 @@ class Node:
         self.clock = clock or Clock()
         self.version = EMULATED_VERSION
         self.verbosity = config.verbosity
-        self.store = new_store(config, self.clock)
+        # One segment holds the store and the node-wide tables (connections, log rings,
+        # prefix counters), so every worker process forked from this node shares them.
+        slots = worker_slots(config)
+        self.store = new_store(config, self.clock,
+                               ConnectionTable.reserve(config.max_connections, slots))
         self.table = self.store.table
         # the cluster document this node serves; with --join, the command line starts the
         # membership that fills it once the node serves
@@ -56,9 +60,8 @@ class Node:
         self.meta = self.parts.meta
         self.cluster = cluster
         self.logger = self.parts.logger
-        self.counters = ServerCounters()
         self.conn_table = ConnectionTable(
-            config.max_connections, self.counters, self.logger, lambda: self.verbosity
+            config.max_connections, self.logger, lambda: self.verbosity, self.store.segment, slots
         )
         # -Y: connections start unauthenticated (raises AuthError if the file is unusable)
         self.auth = AuthTable(config.auth_file) if config.auth_file else None
@@ -92,10 +95,11 @@ class Node:
         )
         logger = self.logger
         self.rebalancer.on_decision = lambda src, dst: watch.log_slab_move(logger, src, dst)
-        self.ops = OpsState(config)
-        # Per-prefix stats while `stats detail` is on (or -D given); None keeps them off the
-        # request path at the cost of one attribute test.
-        self.set_detail(config.detail_enabled)
+        self.ops = OpsState(config, self.parts.prefixes)
+        # Per-prefix stats while `stats detail` is on (or -D given); off keeps them off the
+        # request path at the cost of one shared word read.
+        if config.detail_enabled:
+            self.set_detail(True)
         self._stop = threading.Event()
         self._graceful = True
         # Set by request_shutdown, which runs inside signal handlers: plain flags, no lock (a
@@ -198,9 +202,31 @@ class Node:
         return self.parts.detail
 
     def set_detail(self, on: bool) -> None:
-        """``stats detail on|off`` (or -D): off keeps what was counted (dump still shows it)."""
-        self.parts.detail = self.ops.prefix_stats if on else None
-        self.parts.refresh_observed()
+        """``stats detail on|off`` (or -D), node-wide: off keeps what was counted (dump still
+        shows it)."""
+        self.logger.set_detail(on)
+
+    @property
+    def counters(self) -> ConnectionTable:
+        """memcached's connection counters, summed over every worker of the node."""
+        return self.conn_table
+
+    def bind_worker(self, slot: int) -> None:
+        """In a worker process forked from this node: log and count prefixes as worker
+        ``slot`` (its connections are recorded under the index of the worker that serves
+        them)."""
+        self.logger.bind(slot)
+        self.parts.prefixes.bind(slot)
+
+    def bind_supervisor(self) -> None:
+        """In the process that runs the background threads: their events go to the last
+        ring."""
+        self.logger.bind(self.logger.rings - 1)
+
+    def reclaim_worker(self, slot: int) -> None:
+        """Worker ``slot``'s process died: forget its connections and its watchers."""
+        self.conn_table.reclaim(slot)
+        self.logger.reclaim(slot)
 
     def new_session(self, stats: ThreadStats, peer: str = "", fd: int = -1) -> Session:
         """A connection's session: the node's parts, and the node as its node-wide context."""
@@ -209,8 +235,12 @@ class Node:
         return Session(self.parts, stats, peer, fd, self)
 
     def connections(self) -> list[Connection]:
-        """The open connections, by descriptor (``stats conns``)."""
+        """This process's open connections, by descriptor."""
         return self.conn_table.all()
+
+    def conn_records(self) -> list[ConnInfo]:
+        """Every open connection of the node, whichever process holds it (``stats conns``)."""
+        return self.conn_table.records_all()
 
     # ------------------------------------------------------------------ commands
 

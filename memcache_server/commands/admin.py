@@ -17,12 +17,12 @@ from memcache_server.config import EMULATED_VERSION
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.numbers import strtol32, strtoll, strtoul32
 from memcache_server.protocol.uri import uriencode
-from memcache_server.stats import PrefixStats
 from memcache_server.watch import FETCHERS, STREAMS
 
 if TYPE_CHECKING:
     from memcache_server.commands.session import Session
     from memcache_server.config import ServerConfig
+    from memcache_server.stats import PrefixStats
     from memcache_server.storage.metastore import MetaStore
 
 __all__ = ["OpsState", "ITEM_ADMIN_HANDLERS", "NODE_ADMIN_HANDLERS"]
@@ -33,10 +33,10 @@ _VERSION_LINE = b"VERSION %s\r\n" % EMULATED_VERSION.encode()
 class OpsState:
     """Settings the admin commands change at run time (memcached's ``settings``)."""
 
-    def __init__(self, cfg: ServerConfig) -> None:
+    def __init__(self, cfg: ServerConfig, prefix_stats: PrefixStats) -> None:
         self.crawler_sleep = cfg.lru_crawler_sleep
         self.crawler_tocrawl = cfg.lru_crawler_tocrawl
-        self.prefix_stats = PrefixStats(cfg.prefix_delimiter.encode()[:1] or b":")
+        self.prefix_stats = prefix_stats  # node-wide, in the segment (see stats.PrefixStats)
 
 
 # ------------------------------------------------------------------ lru_crawler

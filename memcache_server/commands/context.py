@@ -16,25 +16,27 @@ from typing import TYPE_CHECKING, Protocol
 from memcache_server.commands.cluster import ClusterView
 from memcache_server.protocol import constants as C
 from memcache_server.report import StatsSource
+from memcache_server.stats import PrefixStats, prefix_reserve
 from memcache_server.storage.metastore import MetaStore
 from memcache_server.storage.slabs import SlabTable
 from memcache_server.storage.store import Store, StoreLimits
-from memcache_server.watch import EVICTIONS, ITEM_STREAMS, Logger, log_eviction
+from memcache_server.watch import DETAIL, EVICTIONS, Logger, log_eviction
+from memcache_server.watch import reserve as log_reserve
 
 if TYPE_CHECKING:
     from memcache_server.commands.admin import OpsState
     from memcache_server.config import ServerConfig
-    from memcache_server.stats import PrefixStats
     from memcache_server.storage.clock import Clock
     from memcache_server.storage.crawler import Crawler
     from memcache_server.storage.rebalancer import Rebalancer
 
-__all__ = ["ItemContext", "AdminContext", "NodeParts", "new_store"]
+__all__ = ["ItemContext", "AdminContext", "NodeParts", "new_store", "worker_slots"]
 
 
 class ItemContext(Protocol):
-    """The parts item handlers use. ``observed`` is read on every item request: True only while
-    per-prefix stats (``detail``) are on or an item log stream is watched."""
+    """The parts item handlers use. ``observed`` is one shared word read on every item request
+    (``observed[0]``): nonzero only while per-prefix stats (``detail``) are on or an item log
+    stream is watched, anywhere in the node."""
 
     config: ServerConfig
     clock: Clock
@@ -43,10 +45,11 @@ class ItemContext(Protocol):
     table: SlabTable
     cluster: ClusterView
     logger: Logger
-    detail: PrefixStats | None
-    observed: bool
+    prefixes: PrefixStats
+    observed: memoryview
 
-    def refresh_observed(self) -> None: ...
+    @property
+    def detail(self) -> PrefixStats | None: ...
 
 
 class AdminContext(StatsSource, Protocol):
@@ -78,7 +81,7 @@ class NodeParts:
         "table",
         "cluster",
         "logger",
-        "detail",
+        "prefixes",
         "observed",
     )
 
@@ -95,23 +98,43 @@ class NodeParts:
         self.meta = MetaStore(store)
         self.table = store.table
         self.cluster = cluster or ClusterView(config.allow_config_writes)
-        self.logger = Logger(config.watcher_logbuf_size, clock, self.refresh_observed)
-        self.detail: PrefixStats | None = None
-        self.observed = False
-
-    def refresh_observed(self) -> None:
-        """Recompute ``observed`` and the store's eviction hook after detail/watchers change."""
+        # node-wide, in the store's segment (new_store reserved their room): one log ring
+        # per worker slot and one for the background threads, and the prefix counters
+        slots = worker_slots(config)
+        self.logger = Logger(config.watcher_logbuf_size, clock, store.segment, slots + 1,
+                             config.worker_logbuf_size)
+        self.prefixes = PrefixStats(config.prefix_delimiter.encode()[:1] or b":",
+                                    store.segment, slots)
+        self.observed = self.logger.observed
         logger = self.logger
-        self.observed = self.detail is not None or bool(logger.mask & ITEM_STREAMS)
-        if logger.mask & EVICTIONS:
-            self.store.on_evict = lambda *item: log_eviction(logger, *item)
-        else:
-            self.store.on_evict = None
+
+        def on_evict(key: bytes, fetched: bool, exp: int, atime: int, cid: int,
+                     size: int) -> None:
+            # evictions are watched in some process, maybe not this one: one word read
+            if logger.mask & EVICTIONS:
+                log_eviction(logger, key, fetched, exp, atime, cid, size)
+
+        store.on_evict = on_evict
+
+    @property
+    def detail(self) -> PrefixStats | None:
+        """The per-prefix counters while ``stats detail`` is on (node-wide), else None."""
+        return self.prefixes if self.logger.mask & DETAIL else None
 
 
-def new_store(config: ServerConfig, clock: Clock) -> Store:
+def worker_slots(config: ServerConfig) -> int:
+    """Worker slots the node's shared tables are sized for: -t (one per worker)."""
+    return max(config.threads, 1)
+
+
+def new_store(config: ServerConfig, clock: Clock, reserve: int = 0) -> Store:
     """The item store a config asks for: its slab classes, limits, and the classic protocol's
-    ready-made ``VALUE`` header kept with each item (a get hit is then a lookup and an append)."""
+    ready-made ``VALUE`` header kept with each item (a get hit is then a lookup and an append).
+
+    Its segment also has room for the log rings and prefix counters ``NodeParts`` carves, and
+    ``reserve`` more bytes (the node's connection table)."""
+    slots = worker_slots(config)
+    reserve += log_reserve(slots + 1, config.worker_logbuf_size) + prefix_reserve(slots)
     table = SlabTable.build(
         config.growth_factor,
         config.chunk_size,
@@ -124,6 +147,7 @@ def new_store(config: ServerConfig, clock: Clock) -> Store:
         StoreLimits(config.memory_limit, not config.disable_evictions, config.use_cas),
         clock,
         C.value_header,
+        reserve,
     )
     store.key_offset = C.VALUE_KEY_OFFSET
     if config.track_sizes:

@@ -147,7 +147,10 @@ class Items:
         limits: StoreLimits,
         clock: Clock,
         header_fn: Callable[[bytes, int, int], bytes],
+        reserve: int = 0,
     ) -> None:
+        """``reserve``: segment bytes kept after the store's areas for the node's shared
+        tables (connections, log rings, prefix stats), which carve them once built."""
         self.table = table
         self.limits = limits
         self.clock = clock
@@ -155,7 +158,7 @@ class Items:
         self.lock: threading.Lock | SegmentLock = threading.Lock()
         # Every byte of cache memory lives in one shared segment, sized from -m here.
         max_pages = limits.memory_limit // PAGE_SIZE + 1
-        self.segment = Segment(segment_size(table, max_pages))
+        self.segment = Segment(segment_size(table, max_pages) + reserve)
         self.words = self.segment.carve(HEADER_WORDS * 8)[1].cast("q")
         self.classes = [
             SlabClass(i, table.sizes[i], table.perslab[i], self.segment, max_pages)
