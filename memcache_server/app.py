@@ -214,7 +214,8 @@ class Node:
     def bind_worker(self, slot: int) -> None:
         """In a worker process forked from this node: log and count prefixes as worker
         ``slot`` (its connections are recorded under the index of the worker that serves
-        them)."""
+        them), and drop the process-local state copied from the parent."""
+        self.conn_table.forked()
         self.logger.bind(slot)
         self.parts.prefixes.bind(slot)
 
@@ -237,6 +238,10 @@ class Node:
     def connections(self) -> list[Connection]:
         """This process's open connections, by descriptor."""
         return self.conn_table.all()
+
+    def set_conn_state(self, cid: int, state: str) -> None:
+        """A connection of this process changed role (``watch``): ``stats conns`` shows it."""
+        self.conn_table.set_state(cid, state)
 
     def conn_records(self) -> list[ConnInfo]:
         """Every open connection of the node, whichever process holds it (``stats conns``)."""

@@ -121,6 +121,7 @@ class PrefixStats:
         self.slots = slots
         self.slot = 0  # the counts column this process writes (see ``bind``)
         self._lock = threading.Lock()  # this process's threads share its column
+        self.segment = segment  # kept: its file is what the insert lock locks
         offset, area = segment.carve(_prefix_bytes(slots))
         self._insert = SegmentLock(segment.fd, offset)
         words = area.cast("q")

@@ -131,6 +131,7 @@ class Logger:
         self.cap = cap  # each watcher's pending-output bound (-o watcher_logbuf_size)
         self.clock = clock
         self.rings = rings
+        self.segment = segment  # kept: its file is what the lock below locks
         self.ring_bytes = ring_size(worker_logbuf_size)
         offset, area = segment.carve((SUMMARY_WORDS + rings * SLOT_WORDS) * 8)
         self.words = area.cast("q")

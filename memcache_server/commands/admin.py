@@ -279,6 +279,7 @@ def cmd_watch(s: Session, tokens: list[bytes]) -> None:
     if not s.ctx.logger.add(s.fd, mask):
         s.out += C.WATCHER_TOO_MANY
         return
+    s.node_wide().set_conn_state(s.cid, "conn_watch")  # as `stats conns` shows it
     s.framer.discard_input()
 
 

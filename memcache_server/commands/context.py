@@ -69,6 +69,8 @@ class AdminContext(StatsSource, Protocol):
 
     def set_detail(self, on: bool) -> None: ...
 
+    def set_conn_state(self, cid: int, state: str) -> None: ...
+
 
 class NodeParts:
     """The parts of a node that item handlers share (an ``ItemContext``)."""

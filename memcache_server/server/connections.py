@@ -113,6 +113,7 @@ class ConnectionTable:
         self.per_slot = records_per_slot(max_connections, slots)
         self.id_stride = id_stride()
         self.listeners = 0
+        self.segment = segment  # kept alive with the views carved from it
         self.words = segment.carve((slots * SLOT_WORDS + NODE_WORDS) * 8)[1].cast("q")
         self.area = segment.carve(slots * self.per_slot * RECORD_BYTES)[1]
         self.records = self.area.cast("q")
@@ -221,10 +222,14 @@ class ConnectionTable:
         if conn.rec >= 0:
             self.records[conn.rec * RECORD_WORDS + R_LAST] = conn.last_active
 
-    def set_state(self, conn: Connection, state: str) -> None:
-        """A connection that changed role (``conn_watch``), as ``stats conns`` will show it."""
-        if conn.rec >= 0:
-            self.records[conn.rec * RECORD_WORDS + R_STATE] = STATES.index(state)
+    def set_state(self, cid: int, state: str) -> None:
+        """Connection ``cid`` of this process changed role (``conn_watch``), as ``stats conns``
+        will show it."""
+        with self._lock:
+            conns = [c for c in self._conns.values() if c.cid == cid]
+        for conn in conns:
+            if conn.rec >= 0:
+                self.records[conn.rec * RECORD_WORDS + R_STATE] = STATES.index(state)
 
     def closed(self, conn: Connection, slot: int) -> None:
         rec = conn.rec
@@ -249,6 +254,13 @@ class ConnectionTable:
             self.records[rec * RECORD_WORDS + R_USED] = 0
         w[base + C_FRESH] = 0
         self._free[slot] = []
+
+    def forked(self) -> None:
+        """In a process just forked from the node: the parent's connections and locks are
+        not this process's (the shared words and records stay as they are)."""
+        self._lock = threading.Lock()
+        self._conns = {}
+        self._free = [[] for _ in range(self.slots)]
 
     def all(self) -> list[Connection]:
         """This process's open connections, by descriptor."""
