@@ -215,7 +215,7 @@ class Node:
         """In a worker process forked from this node: log and count prefixes as worker
         ``slot`` (its connections are recorded under the index of the worker that serves
         them), and drop the process-local state copied from the parent."""
-        self.conn_table.forked()
+        self.conn_table.forked(slot)
         self.logger.bind(slot)
         self.parts.prefixes.bind(slot)
 

@@ -2,7 +2,8 @@
 
 Why: a counter increment on the request path must cost nothing (an attribute ``+= 1``), never a
 lock. ``stats`` and the metrics collector aggregate a snapshot across workers at read time; a
-slightly stale sum is fine, as it is in memcached.
+slightly stale sum is fine, as it is in memcached. The per-prefix counters (``stats detail``)
+follow the same rule across worker processes: a column per worker slot in the shared segment.
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ class PrefixStats:
     """
 
     def __init__(self, delimiter: bytes, segment: Segment, slots: int) -> None:
+        if not 0 < slots <= MAX_SLOTS:
+            raise ValueError(f"prefix stats for {slots} worker slots (at most {MAX_SLOTS})")
         self.delimiter = delimiter
         self.slots = slots
         self.slot = 0  # the counts column this process writes (see ``bind``)
@@ -264,7 +267,8 @@ MAX_PREFIX_LEN = 256  # room per prefix: a key (so its prefix) is at most 250 by
 TABLE_SLOTS = 2 * MAX_PREFIXES * 2  # the index stays at most a quarter full: short probes
 _W_COUNT = 0  # entries added
 _W_DROPPED = 8  # then one word per slot: requests dropped past MAX_PREFIXES
-_HEAD_WORDS = _W_DROPPED + 64  # -t is at most 64
+MAX_SLOTS = 64  # -t's own limit
+_HEAD_WORDS = _W_DROPPED + MAX_SLOTS
 _META = 2  # an entry's words: hash, length
 
 

@@ -12,10 +12,12 @@ processes racing for the last places may each see room: the node can overshoot -
 one connection per other slot, which memcached's own per-thread accounting would also allow.
 
 Connection ids (``stats conns``, watch lines' ``cfd``): file descriptors are per process, so two
-workers can hold the same number. The id is ``slot * id_stride + fd``, with ``id_stride`` the
-smallest power of ten above the kernel's cap on descriptor numbers (``fs.nr_open``): unique
-node-wide, the fd itself for worker 0 (so a single-process node prints what memcached prints),
-and for the others the fd still readable in the low digits.
+worker processes can hold the same number. The id is ``process * id_stride + fd``, where
+``process`` is the worker slot the process was forked for (``forked``; 0 in the node's own
+process) and ``id_stride`` the smallest power of ten above the kernel's cap on descriptor
+numbers (``fs.nr_open``): unique node-wide, the fd itself in worker 0 and in a single-process
+node (whatever its number of worker threads: one process never hands out one fd twice), so it
+prints what memcached prints, and for the others the fd still readable in the low digits.
 
 Bounds: ``slots`` is -t; each slot has room for ``min(-c + slots, MAX_RECORDS_PER_SLOT)``
 records (one worker may hold every connection of the node). A connection past that is served
@@ -112,6 +114,7 @@ class ConnectionTable:
         self.slots = slots
         self.per_slot = records_per_slot(max_connections, slots)
         self.id_stride = id_stride()
+        self.process = 0  # the worker slot this process was forked for (see conn_id)
         self.listeners = 0
         self.segment = segment  # kept alive with the views carved from it
         self.words = segment.carve((slots * SLOT_WORDS + NODE_WORDS) * 8)[1].cast("q")
@@ -176,9 +179,9 @@ class ConnectionTable:
 
     # ------------------------------------------------------------------ records
 
-    def conn_id(self, slot: int, fd: int) -> int:
-        """The node-wide id of descriptor ``fd`` of worker ``slot`` (see the module doc)."""
-        return slot * self.id_stride + fd
+    def conn_id(self, fd: int) -> int:
+        """The node-wide id of this process's descriptor ``fd`` (see the module doc)."""
+        return self.process * self.id_stride + fd
 
     def opened(self, conn: Connection, slot: int) -> None:
         """Worker ``slot`` took ``conn`` (whose ``cid`` is set): record it, tell watchers."""
@@ -255,9 +258,11 @@ class ConnectionTable:
         w[base + C_FRESH] = 0
         self._free[slot] = []
 
-    def forked(self) -> None:
-        """In a process just forked from the node: the parent's connections and locks are
-        not this process's (the shared words and records stay as they are)."""
+    def forked(self, slot: int) -> None:
+        """In a process just forked from the node to serve worker ``slot``: ids are that
+        slot's, and the parent's connections and locks are not this process's (the shared
+        words and records stay as they are)."""
+        self.process = slot
         self._lock = threading.Lock()
         self._conns = {}
         self._free = [[] for _ in range(self.slots)]

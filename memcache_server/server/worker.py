@@ -291,7 +291,7 @@ class Worker(threading.Thread):
         table = self.node.conn_table
         session = self.node.new_session(self.stats, peer, sock.fileno())
         conn = Connection(sock, session, peer, listen_addr)
-        conn.cid = session.cid = table.conn_id(self.index, conn.fd)
+        conn.cid = session.cid = table.conn_id(conn.fd)
         conn.last_active = self.node.clock.now
         self.conns[conn.fd] = conn
         self.poller.register(conn.fd, EV_READ)

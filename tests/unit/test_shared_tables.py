@@ -282,7 +282,7 @@ def open_conn(table: ConnectionTable, slot: int, fd: int, peer: str) -> FakeConn
     if not table.admit(slot):
         return None
     conn = FakeConn(fd, peer)
-    conn.cid = table.conn_id(slot, fd)
+    conn.cid = table.conn_id(fd)
     table.opened(conn, slot)  # type: ignore[arg-type]
     return conn
 
@@ -290,9 +290,14 @@ def open_conn(table: ConnectionTable, slot: int, fd: int, peer: str) -> FakeConn
 def test_ids_are_unique_node_wide_and_the_fd_itself_for_worker_zero() -> None:
     table = new_table(10, 3)
     stride = id_stride()
-    assert table.conn_id(0, 17) == 17
-    assert table.conn_id(2, 17) == 2 * stride + 17
+    assert table.conn_id(17) == 17  # in the node's own process, whichever worker thread
     assert stride > 1_000 and str(stride).strip("0") == "1"
+
+    def worker_two() -> bool:
+        table.forked(2)
+        return table.conn_id(17) == 2 * stride + 17
+
+    assert in_child(worker_two) == 0
 
 
 def test_the_limit_and_the_counters_are_node_wide() -> None:
@@ -302,7 +307,7 @@ def test_the_limit_and_the_counters_are_node_wide() -> None:
     assert a is not None
 
     def worker_one() -> bool:
-        table.forked()
+        table.forked(1)
         return (open_conn(table, 1, 20, "tcp:127.0.0.1:2000") is not None
                 and open_conn(table, 1, 21, "tcp:[::1]:2001") is not None
                 and open_conn(table, 1, 22, "tcp:127.0.0.1:2002") is None)  # the 4th: refused
