@@ -22,14 +22,14 @@ from memcache_server.auth import AuthTable
 from memcache_server.commands.admin import OpsState
 from memcache_server.commands.auth import AuthSession
 from memcache_server.commands.cluster import ClusterView
-from memcache_server.commands.context import NodeArea, NodeParts, new_store
+from memcache_server.commands.context import NodeArea, NodeParts, new_store, worker_slots
 from memcache_server.commands.session import Session
 from memcache_server.config import EMULATED_VERSION, ServerConfig
-from memcache_server.server.connections import ConnectionTable
+from memcache_server.server.connections import ConnectionTable, ConnInfo
 from memcache_server.server.listener import Acceptor, Listener, open_listeners
 from memcache_server.server.tls import TLSServer, TLSWorker
 from memcache_server.server.worker import Connection, Worker
-from memcache_server.stats import PrefixStats, ServerCounters, ThreadStats, WorkerCounters
+from memcache_server.stats import PrefixStats, ThreadStats, WorkerCounters
 from memcache_server.storage.clock import Clock
 from memcache_server.storage.crawler import Crawler
 from memcache_server.storage.rebalancer import Rebalancer
@@ -50,7 +50,12 @@ class Node:
     def __init__(self, config: ServerConfig, clock: Clock | None = None) -> None:
         self.config = config
         self.version = EMULATED_VERSION
-        self.store = new_store(config, clock or Clock())
+        # One segment holds the store and the node-wide state (counters, settings, clock,
+        # cluster document, connections, log rings, prefix counters), so every worker process
+        # forked from this node shares them.
+        slots = worker_slots(config)
+        self.store = new_store(config, clock or Clock(),
+                               ConnectionTable.reserve(config.max_connections, slots))
         self.table = self.store.table
         # What every process of the node must see lives in the segment: counters, settings,
         # the clock (unless the caller brings its own, as tests do), the cluster document.
@@ -80,9 +85,8 @@ class Node:
         self.meta = self.parts.meta
         self.cluster = cluster
         self.logger = self.parts.logger
-        self.counters = ServerCounters()
         self.conn_table = ConnectionTable(
-            config.max_connections, self.counters, self.logger, lambda: self.verbosity
+            config.max_connections, self.logger, lambda: self.verbosity, self.store.segment, slots
         )
         # -Y: connections start unauthenticated (raises AuthError if the file is unusable)
         self.auth = AuthTable(config.auth_file) if config.auth_file else None
@@ -122,10 +126,11 @@ class Node:
         )
         logger = self.logger
         self.rebalancer.on_decision = lambda src, dst: watch.log_slab_move(logger, src, dst)
-        self.ops = OpsState(config, self.shared.settings)
-        # Per-prefix stats while `stats detail` is on (or -D given); None keeps them off the
-        # request path at the cost of one attribute test.
-        self.set_detail(config.detail_enabled)
+        self.ops = OpsState(config, self.parts.prefixes, self.shared.settings)
+        # Per-prefix stats while `stats detail` is on (or -D given); off keeps them off the
+        # request path at the cost of one shared word read.
+        if config.detail_enabled:
+            self.set_detail(True)
         self._stop = threading.Event()
         self._graceful = True
         # Set by request_shutdown, which runs inside signal handlers: plain flags, no lock (a
@@ -244,19 +249,14 @@ class Node:
         return self.parts.detail
 
     def set_detail(self, on: bool) -> None:
-        """``stats detail on|off`` (or -D): off keeps what was counted (dump still shows it).
-        The flag is node-wide; each process follows it (``follow_settings``)."""
-        self.settings.detail = on
-        self.follow_settings()
+        """``stats detail on|off`` (or -D), node-wide: off keeps what was counted (dump still
+        shows it)."""
+        self.logger.set_detail(on)
 
     def follow_settings(self) -> None:
         """Bring this process's request-path view in line with the shared settings another
-        process may have changed (workers call it when the detail or verbosity word moves)."""
+        process may have changed (workers call it when the verbosity word moves)."""
         self.parts.tracing = self.settings.verbosity > 1
-        on = bool(self.settings.detail)
-        if on != (self.parts.detail is not None):
-            self.parts.detail = self.ops.prefix_stats if on else None
-            self.parts.refresh_observed()
 
     @property
     def verbosity(self) -> int:
@@ -271,6 +271,29 @@ class Node:
         """Worker ``index``'s counter block in the segment."""
         return self.shared.counters.block(index)
 
+    @property
+    def counters(self) -> ConnectionTable:
+        """memcached's connection counters, summed over every worker of the node."""
+        return self.conn_table
+
+    def bind_worker(self, slot: int) -> None:
+        """In a worker process forked from this node: log and count prefixes as worker
+        ``slot`` (its connections are recorded under the index of the worker that serves
+        them), and drop the process-local state copied from the parent."""
+        self.conn_table.forked(slot)
+        self.logger.bind(slot)
+        self.parts.prefixes.bind(slot)
+
+    def bind_supervisor(self) -> None:
+        """In the process that runs the background threads: their events go to the last
+        ring."""
+        self.logger.bind(self.logger.rings - 1)
+
+    def reclaim_worker(self, slot: int) -> None:
+        """Worker ``slot``'s process died: forget its connections and its watchers."""
+        self.conn_table.reclaim(slot)
+        self.logger.reclaim(slot)
+
     def new_session(self, stats: ThreadStats, peer: str = "", fd: int = -1) -> Session:
         """A connection's session: the node's parts, and the node as its node-wide context."""
         if self.auth is not None:
@@ -278,8 +301,16 @@ class Node:
         return Session(self.parts, stats, peer, fd, self)
 
     def connections(self) -> list[Connection]:
-        """The open connections, by descriptor (``stats conns``)."""
+        """This process's open connections, by descriptor."""
         return self.conn_table.all()
+
+    def set_conn_state(self, cid: int, state: str) -> None:
+        """A connection of this process changed role (``watch``): ``stats conns`` shows it."""
+        self.conn_table.set_state(cid, state)
+
+    def conn_records(self) -> list[ConnInfo]:
+        """Every open connection of the node, whichever process holds it (``stats conns``)."""
+        return self.conn_table.records_all()
 
     # ------------------------------------------------------------------ commands
 

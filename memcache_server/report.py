@@ -18,10 +18,11 @@ if TYPE_CHECKING:
     from memcache_server.commands.cluster import ClusterView
     from memcache_server.config import ServerConfig
     from memcache_server.metrics_http import MetricsServer
+    from memcache_server.server.connections import ConnInfo
     from memcache_server.server.listener import Listener
     from memcache_server.server.tls import TLSServer
-    from memcache_server.server.worker import Connection, Worker
-    from memcache_server.stats import PrefixStats, ServerCounters, WorkerCounters
+    from memcache_server.server.worker import Worker
+    from memcache_server.stats import PrefixStats, WorkerCounters
     from memcache_server.storage.clock import Clock
     from memcache_server.storage.crawler import Crawler
     from memcache_server.storage.rebalancer import Rebalancer
@@ -53,7 +54,7 @@ class StatsSource(Protocol):
     @property
     def clock(self) -> Clock: ...
     @property
-    def counters(self) -> ServerCounters: ...
+    def counters(self) -> ConnCounters: ...
     @property
     def workers(self) -> Sequence[Worker]: ...
     @property
@@ -87,7 +88,7 @@ class StatsSource(Protocol):
     def oldest_live_age(self) -> int: ...
     def crawler_running(self) -> bool: ...
     def crawler_starts(self) -> int: ...
-    def connections(self) -> list[Connection]: ...
+    def conn_records(self) -> list[ConnInfo]: ...
 
 
 class OpsSettings(Protocol):
@@ -97,6 +98,23 @@ class OpsSettings(Protocol):
     def crawler_sleep(self) -> int: ...
     @property
     def crawler_tocrawl(self) -> int: ...
+
+
+class ConnCounters(Protocol):
+    """The node-wide connection counters `stats` shows."""
+
+    @property
+    def curr_connections(self) -> int: ...
+    @property
+    def total_connections(self) -> int: ...
+    @property
+    def rejected_connections(self) -> int: ...
+    @property
+    def connection_structures(self) -> int: ...
+    @property
+    def accepting_conns(self) -> int: ...
+    @property
+    def listen_disabled_num(self) -> int: ...
 
 
 class LogCounters(Protocol):
@@ -109,7 +127,7 @@ class LogCounters(Protocol):
     @property
     def skipped(self) -> int: ...
     @property
-    def watchers(self) -> Sequence[object]: ...
+    def watching(self) -> int: ...
 
 
 def _fmt(value: object) -> str:
@@ -220,7 +238,7 @@ def general_stats(node: StatsSource) -> list[Stat]:
         ("log_worker_written", node.logger.written),
         ("log_watcher_skipped", node.logger.skipped),
         ("log_watcher_sent", node.logger.sent),
-        ("log_watchers", len(node.logger.watchers)),
+        ("log_watchers", node.logger.watching),
         *_tls_stats(node, th["ssl_handshake_errors"]),
         ("unexpected_napi_ids", 0),
         ("round_robin_fallback", 0),
@@ -407,7 +425,9 @@ def items_stats(node: StatsSource) -> list[Stat]:
     return out
 
 
-def conns_stats(node: StatsSource) -> list[Stat]:
+def conns_stats(node: StatsSource, asking: int = -1) -> list[Stat]:
+    """`stats conns`: the listeners, then every connection of the node by id; ``asking`` (the
+    id of the connection that asked) is the one in conn_parse_cmd."""
     out: list[Stat] = []
     now = node.clock.now
     for lst in node.listeners:
@@ -417,13 +437,13 @@ def conns_stats(node: StatsSource) -> list[Stat]:
             (f"{fd}:state", "conn_listening"),
             (f"{fd}:secs_since_last_cmd", 0),
         ]
-    for conn in node.connections():
-        fd = conn.fd
+    for conn in node.conn_records():
+        cid = conn.cid
         out += [
-            (f"{fd}:addr", conn.peer),
-            (f"{fd}:listen_addr", conn.listen_addr),
-            (f"{fd}:state", conn.state),
-            (f"{fd}:secs_since_last_cmd", max(0, now - conn.last_active)),
+            (f"{cid}:addr", conn.peer),
+            (f"{cid}:listen_addr", conn.listen_addr),
+            (f"{cid}:state", "conn_parse_cmd" if cid == asking else conn.state),
+            (f"{cid}:secs_since_last_cmd", max(0, now - conn.last_active)),
         ]
     return out
 

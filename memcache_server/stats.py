@@ -9,24 +9,30 @@ Measured per increment on CPython 3.11: a slotted attribute 23 ns, an index into
 the memoryview is the cheapest form that other processes can read. ``stats`` and the metrics
 collector sum the blocks of the node's -t workers at read time; a slightly stale sum is fine,
 as it is in memcached. Blocks are padded to whole cache lines so two workers never write one.
+The per-prefix counters (``stats detail``) follow the same rule: a column per worker slot.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from typing import TypeAlias
+from array import array
+from typing import TYPE_CHECKING, TypeAlias
 
 from memcache_server.protocol import constants as C
+from memcache_server.storage.seglock import SegmentLock
+from memcache_server.storage.segment import ALIGN
+
+if TYPE_CHECKING:
+    from memcache_server.storage.segment import Segment
 
 __all__ = [
     "ThreadStats",
     "WorkerCounters",
-    "ServerCounters",
     "THREAD_FIELDS",
     "MAX_WORKERS",
     "BLOCK_WORDS",
     "PrefixStats",
+    "prefix_reserve",
     "murmur3_32",
     "private_stats",
 ]
@@ -110,69 +116,158 @@ class WorkerCounters:
         self.words[:end] = memoryview(bytes(end * 8)).cast("q")
 
 
-@dataclass
-class ServerCounters:
-    """Connection counters shared by the acceptor and workers (written under the GIL only by
-    the acceptor, except ``curr_connections`` which workers decrement through ``closed()``)."""
-
-    total_connections: int = 0
-    rejected_connections: int = 0
-    curr_connections: int = 0
-    connection_structures: int = 0
-    accepting_conns: int = 1
-    listen_disabled_num: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
-
-
 class PrefixStats:
-    """Counters per key prefix (the key up to the first delimiter byte); keys without the
-    delimiter are not counted, as in memcached. Workers record concurrently: one lock."""
+    """Counters per key prefix (the key up to the first delimiter byte), node-wide; keys without
+    the delimiter are not counted, as in memcached.
 
-    def __init__(self, delimiter: bytes) -> None:
+    Why shared: every worker process records, and ``stats detail dump`` on any of them must
+    show the sum. The table lives in the node's segment: an open-addressing index of
+    ``TABLE_SLOTS`` words (entry + 1, 0 for empty), ``MAX_PREFIXES`` entries (hash, length, the
+    prefix bytes), and per worker slot a column of four counts (get, hit, set, del) per entry.
+    A slot's counts are written only by the process serving it (its threads take a local lock),
+    so counting takes no cross-process lock; only the first sighting of a prefix does, to add
+    the entry and then publish it in the index (readers probe without a lock). Probing uses
+    ``hash()``, the same in every process forked from the node.
+
+    Bound: ``MAX_PREFIXES`` distinct prefixes; past it a key of a new prefix is not counted
+    (``dropped`` says how many such requests there were), existing prefixes keep counting.
+    A ``stats reset`` racing with requests in other processes may leave them a count or two.
+    """
+
+    def __init__(self, delimiter: bytes, segment: Segment, slots: int) -> None:
+        if not 0 < slots <= MAX_SLOTS:
+            raise ValueError(f"prefix stats for {slots} worker slots (at most {MAX_SLOTS})")
         self.delimiter = delimiter
-        self._lock = threading.Lock()
-        # prefix -> [get, hit, set, del]; insertion order kept per bucket for the dump order
-        self._stats: dict[bytes, list[int]] = {}
+        self.slots = slots
+        self.slot = 0  # the counts column this process writes (see ``bind``)
+        self._lock = threading.Lock()  # this process's threads share its column
+        self.segment = segment  # kept: its file is what the insert lock locks
+        offset, area = segment.carve(_prefix_bytes(slots))
+        self._insert = SegmentLock(segment.fd, offset)
+        words = area.cast("q")
+        self.words = words
+        at = _HEAD_WORDS
+        self.index = words[at : at + TABLE_SLOTS]
+        at += TABLE_SLOTS
+        self.meta = words[at : at + MAX_PREFIXES * _META]
+        at += MAX_PREFIXES * _META
+        self.counts = words[at : at + slots * MAX_PREFIXES * 4]
+        at += slots * MAX_PREFIXES * 4
+        self.keys = area[at * 8 : at * 8 + MAX_PREFIXES * MAX_PREFIX_LEN]
 
-    def _entry(self, key: bytes) -> list[int] | None:
+    def bind(self, slot: int) -> None:
+        """Count into worker slot ``slot``'s column from now on (a worker process after fork)."""
+        self.slot = slot
+        self._lock = threading.Lock()
+
+    @property
+    def dropped(self) -> int:
+        """Requests not counted because the table was full when their prefix was new."""
+        return sum(int(self.words[_W_DROPPED + slot]) for slot in range(self.slots))
+
+    def _drop(self) -> int:
+        with self._lock:
+            self.words[_W_DROPPED + self.slot] += 1
+        return -1
+
+    def _find(self, prefix: bytes, hv: int) -> int:
+        """The entry of ``prefix``, or -1 (no lock: entries are published once complete)."""
+        index, meta, keys = self.index, self.meta, self.keys
+        n = len(prefix)
+        i = hv & (TABLE_SLOTS - 1)
+        while True:
+            e = int(index[i]) - 1
+            if e < 0:
+                return -1
+            m = e * _META
+            if meta[m] == hv and meta[m + 1] == n:
+                at = e * MAX_PREFIX_LEN
+                if keys[at : at + n] == prefix:
+                    return e
+            i = (i + 1) & (TABLE_SLOTS - 1)
+
+    def _entry(self, key: bytes) -> int:
         i = key.find(self.delimiter)
-        if i < 0:
-            return None
+        if i < 0 or i > MAX_PREFIX_LEN:
+            return -1
         prefix = key[:i]
-        e = self._stats.get(prefix)
-        if e is None:
-            e = self._stats[prefix] = [0, 0, 0, 0]
-        return e
+        hv = hash(prefix)
+        e = self._find(prefix, hv)
+        if e >= 0:
+            return e
+        if self.words[_W_COUNT] >= MAX_PREFIXES:
+            return self._drop()  # full: no lock taken for what cannot be added
+        with self._insert:
+            e = self._find(prefix, hv)  # another process may have added it meanwhile
+            if e >= 0:
+                return e
+            words = self.words
+            e = int(words[_W_COUNT])
+            if e >= MAX_PREFIXES:
+                return self._drop()
+            m = e * _META
+            self.meta[m] = hv
+            self.meta[m + 1] = len(prefix)
+            at = e * MAX_PREFIX_LEN
+            self.keys[at : at + len(prefix)] = prefix
+            i = hv & (TABLE_SLOTS - 1)
+            while self.index[i]:
+                i = (i + 1) & (TABLE_SLOTS - 1)
+            self.index[i] = e + 1  # published
+            words[_W_COUNT] = e + 1
+            return e
+
+    def _add(self, key: bytes, column: int, by: int = 1) -> None:
+        e = self._entry(key)
+        if e >= 0:
+            with self._lock:
+                self.counts[(self.slot * MAX_PREFIXES + e) * 4 + column] += by
 
     def record_get(self, key: bytes, hit: bool) -> None:
-        with self._lock:
-            e = self._entry(key)
-            if e is not None:
-                e[0] += 1
-                e[1] += hit
-        return None
+        e = self._entry(key)
+        if e >= 0:
+            at = (self.slot * MAX_PREFIXES + e) * 4
+            with self._lock:
+                self.counts[at] += 1
+                if hit:
+                    self.counts[at + 1] += 1
 
     def record_set(self, key: bytes) -> None:
-        with self._lock:
-            e = self._entry(key)
-            if e is not None:
-                e[2] += 1
+        self._add(key, 2)
 
     def record_delete(self, key: bytes) -> None:
-        with self._lock:
-            e = self._entry(key)
-            if e is not None:
-                e[3] += 1
+        self._add(key, 3)
 
     def clear(self) -> None:
-        with self._lock:
-            self._stats.clear()
+        """``stats reset``: forget every prefix and count, in every slot."""
+        with self._insert:
+            used = int(self.words[_W_COUNT])
+            self.words[_W_COUNT] = 0
+            self.index[:] = array("q", bytes(8 * TABLE_SLOTS))
+            for slot in range(self.slots):
+                self.words[_W_DROPPED + slot] = 0
+                at = slot * MAX_PREFIXES * 4
+                self.counts[at : at + used * 4] = array("q", bytes(32 * used))
+
+    def snapshot(self) -> list[tuple[bytes, list[int]]]:
+        """Every prefix (in the order added) with its counts summed over the slots."""
+        used = int(self.words[_W_COUNT])
+        counts = self.counts
+        out = []
+        for e in range(used):
+            n = int(self.meta[e * _META + 1])
+            at = e * MAX_PREFIX_LEN
+            sums = [0, 0, 0, 0]
+            for slot in range(self.slots):
+                c = (slot * MAX_PREFIXES + e) * 4
+                for k in range(4):
+                    sums[k] += int(counts[c + k])
+            out.append((bytes(self.keys[at : at + n]), sums))
+        return out
 
     def dump(self) -> bytes:
-        with self._lock:
-            items = list(self._stats.items())
         buckets: dict[int, list[tuple[bytes, list[int]]]] = {}
-        for prefix, e in items:
+        for prefix, e in self.snapshot():
             buckets.setdefault(murmur3_32(prefix) % PREFIX_HASH_SIZE, []).append((prefix, e))
         lines = []
         for b in sorted(buckets):
@@ -182,6 +277,26 @@ class PrefixStats:
                 )
         lines.append(C.END)
         return b"".join(lines)
+
+
+MAX_PREFIXES = 4096  # distinct prefixes counted node-wide (see PrefixStats)
+MAX_PREFIX_LEN = 256  # room per prefix: a key (so its prefix) is at most 250 bytes
+TABLE_SLOTS = 2 * MAX_PREFIXES * 2  # the index stays at most a quarter full: short probes
+_W_COUNT = 0  # entries added
+_W_DROPPED = 8  # then one word per slot: requests dropped past MAX_PREFIXES
+MAX_SLOTS = 64  # -t's own limit
+_HEAD_WORDS = _W_DROPPED + MAX_SLOTS
+_META = 2  # an entry's words: hash, length
+
+
+def _prefix_bytes(slots: int) -> int:
+    return (8 * (_HEAD_WORDS + TABLE_SLOTS + MAX_PREFIXES * _META + slots * MAX_PREFIXES * 4)
+            + MAX_PREFIXES * MAX_PREFIX_LEN)
+
+
+def prefix_reserve(slots: int) -> int:
+    """Segment bytes a ``PrefixStats`` for ``slots`` worker slots carves (page-aligned)."""
+    return -(-_prefix_bytes(slots) // ALIGN) * ALIGN
 
 
 def murmur3_32(data: bytes, seed: int = 0) -> int:

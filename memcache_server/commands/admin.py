@@ -17,10 +17,7 @@ from memcache_server.config import EMULATED_VERSION
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.numbers import strtol32, strtoll, strtoul32
 from memcache_server.protocol.uri import uriencode
-from memcache_server.stats import (
-    FLUSH_CMDS,
-    PrefixStats,
-)
+from memcache_server.stats import FLUSH_CMDS
 from memcache_server.storage.segment import Word
 from memcache_server.storage.settings import S_CRAWLER_SLEEP, S_CRAWLER_TOCRAWL, private_words
 from memcache_server.watch import FETCHERS, STREAMS
@@ -28,6 +25,7 @@ from memcache_server.watch import FETCHERS, STREAMS
 if TYPE_CHECKING:
     from memcache_server.commands.session import Session
     from memcache_server.config import ServerConfig
+    from memcache_server.stats import PrefixStats
     from memcache_server.storage.metastore import MetaStore
 
 __all__ = ["OpsState", "ITEM_ADMIN_HANDLERS", "NODE_ADMIN_HANDLERS"]
@@ -43,11 +41,12 @@ class OpsState:
     crawler_sleep = Word(S_CRAWLER_SLEEP)
     crawler_tocrawl = Word(S_CRAWLER_TOCRAWL)
 
-    def __init__(self, cfg: ServerConfig, words: memoryview | None = None) -> None:
+    def __init__(self, cfg: ServerConfig, prefix_stats: PrefixStats,
+                 words: memoryview | None = None) -> None:
         self.words = words if words is not None else private_words()
         self.crawler_sleep = cfg.lru_crawler_sleep
         self.crawler_tocrawl = cfg.lru_crawler_tocrawl
-        self.prefix_stats = PrefixStats(cfg.prefix_delimiter.encode()[:1] or b":")
+        self.prefix_stats = prefix_stats  # node-wide, in the segment (see stats.PrefixStats)
 
 
 # ------------------------------------------------------------------ lru_crawler
@@ -290,6 +289,7 @@ def cmd_watch(s: Session, tokens: list[bytes]) -> None:
     if not s.ctx.logger.add(s.fd, mask):
         s.out += C.WATCHER_TOO_MANY
         return
+    s.node_wide().set_conn_state(s.cid, "conn_watch")  # as `stats conns` shows it
     s.framer.discard_input()
 
 

@@ -18,7 +18,7 @@ from memcache_server.commands.cluster import CLUSTER_AREA_BYTES, ClusterView
 from memcache_server.config import ExitCode, StartupError
 from memcache_server.protocol import constants as C
 from memcache_server.report import StatsSource
-from memcache_server.stats import WorkerCounters
+from memcache_server.stats import PrefixStats, WorkerCounters, prefix_reserve
 from memcache_server.storage.clock import CLOCK_BYTES
 from memcache_server.storage.items import store_bytes
 from memcache_server.storage.metastore import MetaStore
@@ -27,24 +27,24 @@ from memcache_server.storage.segment import ALIGN, MemoryFileError, Segment
 from memcache_server.storage.settings import SETTINGS_BYTES
 from memcache_server.storage.slabs import PAGE_SIZE, SlabTable
 from memcache_server.storage.store import Store, StoreLimits
-from memcache_server.watch import EVICTIONS, ITEM_STREAMS, Logger, log_eviction
+from memcache_server.watch import DETAIL, EVICTIONS, Logger, log_eviction
+from memcache_server.watch import reserve as log_reserve
 
 if TYPE_CHECKING:
     from memcache_server.commands.admin import OpsState
     from memcache_server.config import ServerConfig
-    from memcache_server.stats import PrefixStats
     from memcache_server.storage.clock import Clock
     from memcache_server.storage.crawler import Crawler
     from memcache_server.storage.rebalancer import Rebalancer
 
-__all__ = ["ItemContext", "AdminContext", "NodeParts", "NodeArea", "new_store"]
+__all__ = ["ItemContext", "AdminContext", "NodeParts", "NodeArea", "new_store", "worker_slots"]
 
 
 class ItemContext(Protocol):
-    """The parts item handlers use. ``observed`` is read on every item request: True only while
-    per-prefix stats (``detail``) are on or an item log stream is watched. ``tracing`` is read
-    once per batch of requests: True at verbosity 2, when sessions log what memcached -vv
-    logs."""
+    """The parts item handlers use. ``observed`` is one shared word read on every item request
+    (``observed[0]``): nonzero only while per-prefix stats (``detail``) are on or an item log
+    stream is watched, anywhere in the node. ``tracing`` is read once per batch of requests:
+    True at verbosity 2, when sessions log what memcached -vv logs."""
 
     config: ServerConfig
     clock: Clock
@@ -53,11 +53,12 @@ class ItemContext(Protocol):
     table: SlabTable
     cluster: ClusterView
     logger: Logger
-    detail: PrefixStats | None
-    observed: bool
+    prefixes: PrefixStats
+    observed: memoryview
     tracing: bool
 
-    def refresh_observed(self) -> None: ...
+    @property
+    def detail(self) -> PrefixStats | None: ...
 
 
 class AdminContext(StatsSource, Protocol):
@@ -77,6 +78,8 @@ class AdminContext(StatsSource, Protocol):
 
     def set_detail(self, on: bool) -> None: ...
 
+    def set_conn_state(self, cid: int, state: str) -> None: ...
+
 
 class NodeParts:
     """The parts of a node that item handlers share (an ``ItemContext``)."""
@@ -89,7 +92,7 @@ class NodeParts:
         "table",
         "cluster",
         "logger",
-        "detail",
+        "prefixes",
         "observed",
         "tracing",
     )
@@ -107,19 +110,29 @@ class NodeParts:
         self.meta = MetaStore(store)
         self.table = store.table
         self.cluster = cluster or ClusterView(config.allow_config_writes)
-        self.logger = Logger(config.watcher_logbuf_size, clock, self.refresh_observed)
-        self.detail: PrefixStats | None = None
-        self.observed = False
+        # node-wide, in the store's segment (new_store reserved their room): one log ring
+        # per worker slot and one for the background threads, and the prefix counters
+        slots = worker_slots(config)
+        self.logger = Logger(config.watcher_logbuf_size, clock, store.segment, slots + 1,
+                             config.worker_logbuf_size)
+        self.prefixes = PrefixStats(config.prefix_delimiter.encode()[:1] or b":",
+                                    store.segment, slots)
+        self.observed = self.logger.observed
         self.tracing = False  # -vv (or `verbosity 2`): sessions log as memcached does
-
-    def refresh_observed(self) -> None:
-        """Recompute ``observed`` and the store's eviction hook after detail/watchers change."""
         logger = self.logger
-        self.observed = self.detail is not None or bool(logger.mask & ITEM_STREAMS)
-        if logger.mask & EVICTIONS:
-            self.store.on_evict = lambda *item: log_eviction(logger, *item)
-        else:
-            self.store.on_evict = None
+
+        def on_evict(key: bytes, fetched: bool, exp: int, atime: int, cid: int,
+                     size: int) -> None:
+            # evictions are watched in some process, maybe not this one: one word read
+            if logger.mask & EVICTIONS:
+                log_eviction(logger, key, fetched, exp, atime, cid, size)
+
+        store.on_evict = on_evict
+
+    @property
+    def detail(self) -> PrefixStats | None:
+        """The per-prefix counters while ``stats detail`` is on (node-wide), else None."""
+        return self.prefixes if self.logger.mask & DETAIL else None
 
 
 class NodeArea:
@@ -142,13 +155,23 @@ class NodeArea:
         self.cluster = cluster
 
 
-def new_store(config: ServerConfig, clock: Clock) -> Store:
+def worker_slots(config: ServerConfig) -> int:
+    """Worker slots the node's shared tables are sized for: -t (one per worker)."""
+    return max(config.threads, 1)
+
+
+def new_store(config: ServerConfig, clock: Clock, reserve: int = 0) -> Store:
     """The item store a config asks for: its slab classes, limits, and the classic protocol's
     ready-made ``VALUE`` header kept with each item (a get hit is then a lookup and an append).
 
+    Its segment also has room for the node's own areas (``NodeArea``), the log rings and
+    prefix counters ``NodeParts`` carves, and ``reserve`` more bytes (the connection table).
     With ``-e`` its memory is that file, and the items a clean stop left in it come back when
     the layout settings match (restart.py); what memcached prints about it goes to stderr. A
     file that cannot be opened or mapped raises ``StartupError`` (memcached aborts)."""
+    slots = worker_slots(config)
+    reserve += NodeArea.NBYTES + log_reserve(slots + 1, config.worker_logbuf_size)
+    reserve += prefix_reserve(slots)
     table = SlabTable.build(
         config.growth_factor,
         config.chunk_size,
@@ -160,7 +183,7 @@ def new_store(config: ServerConfig, clock: Clock) -> Store:
     memory_file = None
     saved = None
     if config.memory_file is not None:
-        size = store_bytes(table, limits.memory_limit, NodeArea.NBYTES)
+        size = store_bytes(table, limits.memory_limit, reserve)
         memory_file = MemoryFile(config.memory_file, layout_settings(config, table), size)
     try:
         if memory_file is not None:
@@ -168,13 +191,7 @@ def new_store(config: ServerConfig, clock: Clock) -> Store:
             for line in notes:
                 print(line, file=sys.stderr)
         store = Store(
-            table,
-            limits,
-            clock,
-            C.value_header,
-            config.memory_file,
-            saved is not None,
-            NodeArea.NBYTES,  # the node carves its areas from the rest (see NodeArea)
+            table, limits, clock, C.value_header, config.memory_file, saved is not None, reserve
         )
     except MemoryFileError as exc:
         raise StartupError(str(exc), ExitCode.ABORTED) from None

@@ -71,7 +71,7 @@ def store_request(s: Session, req: Request) -> None:
         if not noreply:
             s.out += LEGACY_READ_ONLY  # the discovery key is not the clients' to write
         return
-    observed = s.ctx.observed
+    observed = s.ctx.observed[0]
     if observed:
         observe_store(s, req, None)
     if body is None:
@@ -117,7 +117,7 @@ def cmd_get(s: Session, tokens: list[bytes]) -> None:
     if n < 2:
         s.out += C.ERROR
         return
-    if s.ctx.observed:
+    if s.ctx.observed[0]:
         _get_with(s, tokens, False, False)  # the same reply, with stats detail/watchers
         return
     out = s.out
@@ -184,7 +184,7 @@ def _get_with(
         first = 2
     stats = s.stats
     get_parts = s.store.get_parts
-    observed = s.ctx.observed
+    observed = s.ctx.observed[0]
     keys = iter(tokens)
     for _ in range(first):
         next(keys)
@@ -261,7 +261,7 @@ def cmd_delete(s: Session, tokens: list[bytes]) -> None:
         if not noreply:
             s.out += C.BAD_FORMAT
         return
-    observed = s.ctx.observed
+    observed = s.ctx.observed[0]
     if observed:
         observe_delete(s, key, None)
     if s.store.delete(key):
@@ -367,12 +367,12 @@ def observe_get(s: Session, key: bytes, r: tuple[bytes, bytes, int] | int) -> No
         ctx.detail.record_get(key, hit)
     if ctx.logger.mask & watch.FETCHERS:
         if isinstance(r, int):
-            watch.log_get(ctx.logger, s.fd, key, r, 0, 0)
+            watch.log_get(ctx.logger, s.cid, key, r, 0, 0)
         else:
             header, body, _ = r
             flags = int(header.rsplit(b" ", 2)[1])
             cid = ctx.table.class_for(ctx.table.item_size(len(key), flags, len(body)))
-            watch.log_get(ctx.logger, s.fd, key, 1, cid, len(body) - 2)
+            watch.log_get(ctx.logger, s.cid, key, 1, cid, len(body) - 2)
 
 
 def observe_store(s: Session, req: Request, outcome: int | None) -> None:
@@ -387,7 +387,7 @@ def observe_store(s: Session, req: Request, outcome: int | None) -> None:
         nbytes = int(tokens[4]) + 2 if tokens[4].isdigit() else 2
         cid = ctx.table.class_for(ctx.table.item_size(len(key), flags, nbytes))
         ttl = exptime if 0 <= exptime <= 2592000 else max(0, exptime - ctx.clock.now)
-        watch.log_store(ctx.logger, s.fd, tokens[0], key, ttl, cid, nbytes - 2, outcome)
+        watch.log_store(ctx.logger, s.cid, tokens[0], key, ttl, cid, nbytes - 2, outcome)
 
 
 def observe_delete(s: Session, key: bytes, cmd: bytes | None) -> None:
@@ -397,4 +397,4 @@ def observe_delete(s: Session, key: bytes, cmd: bytes | None) -> None:
         if ctx.detail is not None:
             ctx.detail.record_delete(key)
     elif ctx.logger.mask & watch.DELETIONS:
-        watch.log_delete(ctx.logger, s.fd, cmd, key, 0, 0)
+        watch.log_delete(ctx.logger, s.cid, cmd, key, 0, 0)

@@ -147,13 +147,13 @@ def cmd_mg(s: Session, tokens: list[bytes]) -> None:
     events = _events(s, f, tokens, 2, cut)
     touch = f.new_ttl and any(tokens[i][0] == 0x54 for i in range(2, cut))
     r = s.ctx.meta.get(f.key, events, not f.no_update, f.vivify, f.value, touch, cut == n)
-    if s.ctx.observed and s.ctx.logger.mask & watch.FETCHERS:
+    if s.ctx.observed[0] and s.ctx.logger.mask & watch.FETCHERS:
         if isinstance(r, int):
-            watch.log_get(s.ctx.logger, s.fd, f.key, r, 0, 0)
+            watch.log_get(s.ctx.logger, s.cid, f.key, r, 0, 0)
         else:
             t = s.ctx.table
             cid = t.class_for(t.item_size(len(f.key), r.flags, r.nbytes + 2))
-            watch.log_get(s.ctx.logger, s.fd, f.key, 1, cid, r.nbytes)
+            watch.log_get(s.ctx.logger, s.cid, f.key, 1, cid, r.nbytes)
     stats = s.stats
     if isinstance(r, int):
         stats[GET_CMDS] += 1
@@ -259,11 +259,11 @@ def meta_store(s: Session, req: Request) -> None:
         f.req_cas,
         f.set_stale and mode == Mode.CAS,
     )
-    if s.ctx.observed:
+    if s.ctx.observed[0]:
         t = s.ctx.table
         cid = t.class_for(t.item_size(len(f.key), f.client_flags, len(body)))
         ttl = f.exptime if 0 <= f.exptime <= 2592000 else max(0, exp - s.ctx.clock.now)
-        watch.log_store(s.ctx.logger, s.fd, b"ms", f.key, ttl, cid, len(body) - 2, outcome)
+        watch.log_store(s.ctx.logger, s.cid, b"ms", f.key, ttl, cid, len(body) - 2, outcome)
     status = _MS_STATUS.get(outcome)
     if status is None:
         if outcome == Outcome.TOO_LARGE:
@@ -308,8 +308,8 @@ def cmd_md(s: Session, tokens: list[bytes]) -> None:
     new_exp = exptime_to_abs(f.exptime, s.ctx.clock) if f.new_ttl else None
     r = s.ctx.meta.delete(f.key, f.req_cas if f.has_cas else None, f.set_stale, new_exp)
     if r == MetaResult.OK:
-        if s.ctx.observed and not f.set_stale:
-            watch.log_delete(s.ctx.logger, s.fd, b"md", f.key, 0, 0)
+        if s.ctx.observed[0] and not f.set_stale:
+            watch.log_delete(s.ctx.logger, s.cid, b"md", f.key, 0, 0)
         if f.no_reply:
             return
         status = HD

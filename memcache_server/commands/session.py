@@ -57,6 +57,7 @@ class Session:
         "want_close",
         "peer",
         "fd",
+        "cid",
         "resume",
         "out_limit",
     )
@@ -82,6 +83,8 @@ class Session:
         self.last_cmd = 0
         self.peer = peer
         self.fd = fd
+        # the node-wide connection id (``stats conns``, watch lines' cfd); the worker sets it
+        self.cid = fd
         self.resume: tuple[Handler, list[bytes]] | None = None  # a multi-get to continue
         self.out_limit = ctx.config.max_output_buffer
 

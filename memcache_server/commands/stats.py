@@ -65,9 +65,7 @@ def _sizes_disable(node: AdminContext, s: Session, args: list[bytes]) -> bytes:
 
 
 def _conns(node: AdminContext, s: Session, args: list[bytes]) -> bytes:
-    for conn in node.connections():
-        conn.state = "conn_parse_cmd" if conn.fd == s.fd else "conn_waiting"
-    return report.format_stats(report.conns_stats(node))
+    return report.format_stats(report.conns_stats(node, s.cid))
 
 
 def _reset(node: AdminContext, s: Session, args: list[bytes]) -> bytes:

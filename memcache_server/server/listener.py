@@ -141,7 +141,8 @@ class Acceptor(threading.Thread):
                 return
             except OSError:
                 return  # EMFILE and friends: try again on the next event
-            if not node.conn_table.admit():
+            worker = workers[self.next_worker]
+            if not node.conn_table.admit(worker.index):
                 with contextlib.suppress(OSError):
                     sock.setblocking(False)
                     sock.send(TOO_MANY_CONNECTIONS)
@@ -151,6 +152,5 @@ class Acceptor(threading.Thread):
                 peer = f"{'tcp' if sock.family == socket.AF_INET else 'tcp6'}:{addr[0]}:{addr[1]}"
             else:
                 peer = lst.name
-            worker = node.workers[self.next_worker]
-            self.next_worker = (self.next_worker + 1) % len(node.workers)
+            self.next_worker = (self.next_worker + 1) % len(workers)
             worker.hand_off(sock, peer, lst.name)

@@ -52,7 +52,8 @@ from memcache_server.stats import (
     RESPONSE_OBJ_OOM,
     ThreadStats,
 )
-from memcache_server.storage.settings import S_DETAIL, S_VERBOSITY
+from memcache_server.storage.settings import S_VERBOSITY
+from memcache_server.watch import POLL_INTERVAL
 
 if TYPE_CHECKING:
     from memcache_server.config import ServerConfig
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from memcache_server.server.tls import TLSConn, TLSServer
     from memcache_server.storage.clock import Clock
     from memcache_server.storage.settings import NodeSettings
+    from memcache_server.watch import Logger
 
 __all__ = ["Worker", "Connection", "WorkerContext"]
 
@@ -107,6 +109,8 @@ class Connection:
         "backlog",
         "tls",
         "charged",
+        "cid",
+        "rec",
     )
 
     def __init__(self, sock: socket.socket, session: Session, peer: str, listen_addr: str) -> None:
@@ -122,6 +126,8 @@ class Connection:
         self.backlog = False  # it yielded with complete requests still buffered
         self.tls: TLSConn | None = None  # set by TLSWorker for connections on a -Z listener
         self.charged = 0  # bytes counted against read_buf_mem_limit for this connection
+        self.cid = self.fd  # its node-wide id (see server/connections.py)
+        self.rec = -1  # its record in the node's connection table, -1 for none
 
 
 class WorkerContext(Protocol):
@@ -145,6 +151,8 @@ class WorkerContext(Protocol):
 
     @property
     def conn_table(self) -> ConnectionTable: ...
+    @property
+    def logger(self) -> Logger: ...
 
     def new_session(self, stats: ThreadStats, peer: str, fd: int) -> Session: ...
     def worker_stats(self, index: int) -> ThreadStats: ...
@@ -220,14 +228,14 @@ class Worker(threading.Thread):
         sampling = self.latency is not None
         tick = 0
         settings = self.settings_words
-        detail = settings[S_DETAIL]
         verbosity = settings[S_VERBOSITY]
+        logger = node.logger
         while not self.stopping:
-            timeout = 0.0 if self.ready else 1.0
+            # A process holding watchers polls the node's log rings every POLL_INTERVAL.
+            timeout = 0.0 if self.ready else POLL_INTERVAL if logger.watchers else 1.0
             events = poll(timeout)
-            # `stats detail on|off` or `verbosity`, maybe set in another process
-            if settings[S_DETAIL] != detail or settings[S_VERBOSITY] != verbosity:
-                detail = settings[S_DETAIL]
+            # `verbosity`, maybe set in another process: sessions trace at 2
+            if settings[S_VERBOSITY] != verbosity:
                 verbosity = settings[S_VERBOSITY]
                 node.follow_settings()
             # Latency sampling: one wake-up in SAMPLE_EVERY times its first read batch. Deciding
@@ -245,6 +253,8 @@ class Worker(threading.Thread):
                     turns.release()
             # the batch names connections closed during it: drop it now, not at the next wake-up
             del events
+            if logger.watchers:
+                logger.pump()
             if idle_timeout:
                 now = node.clock.now
                 if now >= next_idle_check:
@@ -299,12 +309,14 @@ class Worker(threading.Thread):
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        table = self.node.conn_table
         session = self.node.new_session(self.stats, peer, sock.fileno())
         conn = Connection(sock, session, peer, listen_addr)
+        conn.cid = session.cid = table.conn_id(conn.fd)
         conn.last_active = self.node.clock.now
         self.conns[conn.fd] = conn
         self.poller.register(conn.fd, EV_READ)
-        self.node.conn_table.opened(conn)
+        table.opened(conn, self.index)
 
     def _receive(self, conn: Connection) -> bytes | None:
         """One read from a readable connection (raw bytes, TLS records included): None when
@@ -324,7 +336,10 @@ class Worker(threading.Thread):
         if not n:
             self._close(conn)
             return None
-        conn.last_active = self.node.clock.now
+        now = self.node.clock.now
+        if now != conn.last_active:  # the shared record is written once a second at most
+            conn.last_active = now
+            self.node.conn_table.touch(conn)
         return self._rview[:n].tobytes()
 
     def _on_readable(self, conn: Connection, timed: bool = False) -> None:
@@ -502,4 +517,4 @@ class Worker(threading.Thread):
             conn.sock.close()
         except OSError:
             pass
-        self.node.conn_table.closed(conn)
+        self.node.conn_table.closed(conn, self.index)

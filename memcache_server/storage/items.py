@@ -181,10 +181,11 @@ class Items:
         header_fn: Callable[[bytes, int, int], bytes],
         memory_file: str | None = None,
         keep: bool = False,
-        extra: int = 0,
+        reserve: int = 0,
     ) -> None:
-        """``extra``: bytes more to reserve at the segment's end, which the node carves for
-        its own shared areas (counters, settings, clock) once the store is built."""
+        """``reserve``: segment bytes kept after the store's areas for the node's own shared
+        areas (counters, settings, clock, cluster document, connections, log rings, prefix
+        stats), which the node carves once the store is built."""
         self.table = table
         self.limits = limits
         self.clock = clock
@@ -193,7 +194,7 @@ class Items:
         # Every byte of cache memory lives in one shared segment, sized from -m here: an
         # unnamed one, or the -e file (``keep``: its items come back, see restart.py).
         max_pages = limits.memory_limit // PAGE_SIZE + 1
-        self.segment = Segment(segment_size(table, max_pages) + extra, memory_file, keep)
+        self.segment = Segment(segment_size(table, max_pages) + reserve, memory_file, keep)
         restored = self.segment.restored
         self.words = self.segment.carve(STORE_WORDS * 8, keep=True)[1].cast("q")
         self.classes = [

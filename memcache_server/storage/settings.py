@@ -25,7 +25,7 @@ SETTINGS_WORDS = 64  # the area's size in words, with room to spare
 SETTINGS_BYTES = SETTINGS_WORDS * 8
 
 # node-wide (NodeSettings)
-S_VERBOSITY, S_DETAIL, S_STOP_REQUESTED, S_STOP_GRACEFUL = 0, 1, 2, 3
+S_VERBOSITY, S_STOP_REQUESTED, S_STOP_GRACEFUL = 0, 2, 3  # word 1: spare
 # the LRU crawler (storage/crawler.py)
 S_CRAWLER_ENABLED, S_CRAWLER_SLEEP, S_CRAWLER_TOCRAWL = 8, 9, 10
 S_CRAWLER_RUNNING, S_CRAWLER_STARTS = 11, 12
@@ -64,7 +64,6 @@ class NodeSettings:
     __slots__ = ("words",)
 
     verbosity = Word(S_VERBOSITY)
-    detail = Word(S_DETAIL)  # 1 while `stats detail on`
     stop_requested = Word(S_STOP_REQUESTED)  # how many stop requests were made
     stop_graceful = Word(S_STOP_GRACEFUL)
 
