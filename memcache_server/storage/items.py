@@ -26,7 +26,7 @@ from enum import IntEnum
 
 from memcache_server.storage.clock import Clock
 from memcache_server.storage.index import IndexAreas, KeyIndex, index_capacity
-from memcache_server.storage.seglock import SegmentLock
+from memcache_server.storage.proclock import ProcessLock
 from memcache_server.storage.segment import ALIGN, Segment, Word
 from memcache_server.storage.slabclass import (
     CHUNKED,
@@ -132,7 +132,8 @@ def segment_size(table: SlabTable, max_pages: int) -> int:
     """Bytes of segment a store reserves: every class's pages and columns, and the index."""
     total = sum(class_bytes(size, perslab, max_pages)
                 for size, perslab in zip(table.sizes, table.perslab, strict=True))
-    return ALIGN + total + IndexAreas.reserve(index_capacity(table, max_pages))
+    # the store's words, the lock's owner word, the classes, the index
+    return 2 * ALIGN + total + IndexAreas.reserve(index_capacity(table, max_pages))
 
 
 class Items:
@@ -160,11 +161,12 @@ class Items:
         self.limits = limits
         self.clock = clock
         self.header_fn = header_fn
-        self.lock: threading.Lock | SegmentLock = threading.Lock()
+        self.lock: threading.Lock | ProcessLock = threading.Lock()
         # Every byte of cache memory lives in one shared segment, sized from -m here.
         max_pages = limits.memory_limit // PAGE_SIZE + 1
         self.segment = Segment(segment_size(table, max_pages))
         self.words = self.segment.carve(HEADER_WORDS * 8)[1].cast("q")
+        self.lock_owner = self.segment.carve(8)[1].cast("q")  # see ProcessLock
         self.classes = [
             SlabClass(i, table.sizes[i], table.perslab[i], self.segment, max_pages)
             for i in range(len(table.sizes))
@@ -202,8 +204,9 @@ class Items:
 
     def share(self) -> None:
         """Make the lock exclusive across processes too, before forking workers that serve
-        this store (see seglock.py); a single-process store keeps the cheaper thread lock."""
-        self.lock = SegmentLock(self.segment.fd)
+        this store (see proclock.py); a single-process store keeps the cheaper thread lock."""
+        if not isinstance(self.lock, ProcessLock):
+            self.lock = ProcessLock(self.lock_owner)
 
     def do_grow(self, cls: SlabClass) -> bool:
         """Give ``cls`` a new page if memory allows (a class with no page always gets one).
