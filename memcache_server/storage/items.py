@@ -61,6 +61,7 @@ __all__ = [
 
 # Indexes of the store's shared words the hot paths read directly (see Items).
 W_NEXT_CAS, W_OLDEST_LIVE, W_OLDEST_CAS, W_CURR_ITEMS, W_ITEM_BYTES = 3, 4, 5, 6, 7
+MOVER_WORDS = 4  # the rebalancer's shared request: pending, source, destination, running
 FIRST_CHUNK = 8  # bytes at the end of a chunked item's header chunk: its first data chunk
 UPDATE_INTERVAL = 60  # memcached's ITEM_UPDATE_INTERVAL: bump an item in the LRU at most this often
 TAIL_SEARCH = 5  # items examined at an LRU tail for an expired one before evicting
@@ -132,8 +133,8 @@ def segment_size(table: SlabTable, max_pages: int) -> int:
     """Bytes of segment a store reserves: every class's pages and columns, and the index."""
     total = sum(class_bytes(size, perslab, max_pages)
                 for size, perslab in zip(table.sizes, table.perslab, strict=True))
-    # the store's words, the lock's owner word, the classes, the index
-    return 2 * ALIGN + total + IndexAreas.reserve(index_capacity(table, max_pages))
+    # the store's words, the lock's owner word, the mover's words, the classes, the index
+    return 3 * ALIGN + total + IndexAreas.reserve(index_capacity(table, max_pages))
 
 
 class Items:
@@ -167,6 +168,7 @@ class Items:
         self.segment = Segment(segment_size(table, max_pages))
         self.words = self.segment.carve(HEADER_WORDS * 8)[1].cast("q")
         self.lock_owner = self.segment.carve(8)[1].cast("q")  # see ProcessLock
+        self.mover_words = self.segment.carve(8 * MOVER_WORDS)[1].cast("q")  # see Rebalancer
         self.classes = [
             SlabClass(i, table.sizes[i], table.perslab[i], self.segment, max_pages)
             for i in range(len(table.sizes))

@@ -9,6 +9,12 @@ a page is moved to that class from any class with a page to spare (memcached's a
 mode). Requests made while a move runs are refused (``BUSY``), as memcached refuses them.
 
 Settings that ``slabs automove`` changes at run time (level, ratio) live here.
+
+A requested move and whether one runs live in the segment (``store.mover_words``), so a
+``slabs reassign`` read by any worker process reaches the thread, which runs in the supervisor
+only; the check-and-queue is made under the store's lock, which every process shares. Another
+process cannot set this thread's event, so once the store is shared the thread looks for
+requests every ``POLL`` seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from enum import IntEnum
 
 from memcache_server.storage.automove import Automover, ClassSample
 from memcache_server.storage.pagemover import POOL, PageMove
+from memcache_server.storage.proclock import ProcessLock
 from memcache_server.storage.store import Store
 
 __all__ = ["Rebalancer", "Reassign"]
@@ -29,6 +36,8 @@ __all__ = ["Rebalancer", "Reassign"]
 # slots held the lock 2.3 ms, 64 slots 0.56 ms; a whole page takes about 50 ms of CPU either way.
 BATCH = 32
 PAUSE = 0.0005  # seconds between batches, so a move never monopolises the lock or the GIL
+POLL = 0.05  # seconds between looks for a request from another process (shared store only)
+P_PENDING, P_SRC, P_DST, P_RUNNING = 0, 1, 2, 3  # store.mover_words
 
 
 class Reassign(IntEnum):
@@ -61,8 +70,7 @@ class Rebalancer(threading.Thread):
         self.window = window
         self.maintainer = maintainer  # -o no_lru_maintainer: no automove checks, as memcached
         self.move: PageMove | None = None
-        self._pending: tuple[int, int] | None = None
-        self._lock = threading.Lock()
+        self.words = store.mover_words
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._pick = 0  # round-robin cursor of slabs_reassign_pick_any
@@ -75,25 +83,48 @@ class Rebalancer(threading.Thread):
 
     @property
     def running(self) -> bool:
-        return self.move is not None or self._pending is not None
+        return bool(self.words[P_RUNNING] or self.words[P_PENDING])
+
+    @property
+    def moving(self) -> bool:
+        """Whether a page is being moved now (a queued request aside)."""
+        return bool(self.words[P_RUNNING])
+
+    def _take_pending(self) -> tuple[int, int] | None:
+        w = self.words
+        with self.store.lock:
+            if not w[P_PENDING]:
+                return None
+            w[P_PENDING] = 0
+            w[P_RUNNING] = 1
+            return int(w[P_SRC]), int(w[P_DST])
 
     def reassign(self, src: int, dst: int) -> Reassign:
         """memcached's slabs_reassign: checks in its order, then queues the move."""
-        with self._lock:
-            if self.running:
-                return Reassign.RUNNING
-            if src == dst:
-                return Reassign.SAME
-            if src == -1:
-                src = self._pick_any(dst)
-            largest = len(self.store.classes) - 1
-            if not (POOL <= src <= largest and POOL <= dst <= largest):
-                return Reassign.BADCLASS
-            spare = self.store.pool_pages if src == POOL else self.store.classes[src].npages
-            if spare < 2:
-                return Reassign.NOSPARE
-            self._pending = (src, dst)
-        self._wake.set()
+        with self.store.lock:
+            outcome = self._queue(src, dst)
+        if outcome == Reassign.OK:
+            self._wake.set()
+        return outcome
+
+    def _queue(self, src: int, dst: int) -> Reassign:
+        """``reassign`` with the store's lock held."""
+        if self.running:
+            return Reassign.RUNNING
+        if src == dst:
+            return Reassign.SAME
+        if src == -1:
+            src = self._pick_any(dst)
+        largest = len(self.store.classes) - 1
+        if not (POOL <= src <= largest and POOL <= dst <= largest):
+            return Reassign.BADCLASS
+        spare = self.store.pool_pages if src == POOL else self.store.classes[src].npages
+        if spare < 2:
+            return Reassign.NOSPARE
+        w = self.words
+        w[P_SRC] = src
+        w[P_DST] = dst
+        w[P_PENDING] = 1
         return Reassign.OK
 
     def _pick_any(self, dst: int) -> int:
@@ -113,8 +144,8 @@ class Rebalancer(threading.Thread):
 
     def evicted(self, cid: int) -> None:
         """Called by the store (under its lock) after an eviction in ``cid`` (automove 2)."""
-        if self.move is None and self._pending is None:
-            self.reassign(-1, cid)
+        if not self.running and self._queue(-1, cid) == Reassign.OK:
+            self._wake.set()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -125,24 +156,26 @@ class Rebalancer(threading.Thread):
     def run(self) -> None:
         next_check = time.monotonic() + 1.0
         while not self._stopped.is_set():
-            with self._lock:
-                pending, self._pending = self._pending, None
-                if pending is not None:
-                    self.move = PageMove(self.store, *pending)
+            pending = self._take_pending()
+            if pending is not None:
+                self.move = PageMove(self.store, *pending)
             move = self.move
             if move is not None:
                 try:
                     finished = move.begin() and self._carry(move)
                 finally:
                     self.move = None
+                    self.words[P_RUNNING] = 0
                 if finished and move.dst == POOL:
                     next_check = time.monotonic()  # reclaiming: look again at once
             now = time.monotonic()
             if self.automove == 1 and self.maintainer and now >= next_check:
                 next_check = now + 1.0
                 self._check()
-            if self._pending is None:
+            if not self.words[P_PENDING]:
                 timeout = max(next_check - time.monotonic(), 0.01) if self.automove == 1 else 5
+                if isinstance(self.store.lock, ProcessLock):
+                    timeout = min(timeout, POLL)
                 self._wake.wait(timeout)
                 self._wake.clear()
 
