@@ -2,7 +2,10 @@
 
 The command line (``cli.run_node``) calls ``bind()``, ``start()`` (the clock/crawler thread,
 the workers, the acceptor), then ``wait()`` until a stop request (SIGTERM/SIGINT or
-``shutdown``), then ``shutdown()``. Signal handlers only set a flag. Shutdown: stop accepting,
+``shutdown``), then ``shutdown()``. With worker processes (``supervisor.py``) the supervisor
+calls ``start_background()`` instead, and each worker process ``become_worker(k)`` and
+``start_serving()``; ``on_shutdown_request`` is how a worker's ``shutdown`` reaches it.
+Signal handlers only set a flag. Shutdown: stop accepting,
 let workers answer what they already read, exit 0. Handlers and workers never get the node
 itself: sessions get its parts (``NodeParts``) and the node as an ``AdminContext``; workers
 see it as a ``WorkerContext``. Imported by nothing but the command line and tests.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from memcache_server import watch
@@ -103,6 +107,10 @@ class Node:
         self._stop_requested = False
         self._hurry_requested = False  # a second stop request cuts the drain short
         self.metrics: MetricsServer | None = None  # the /metrics endpoint, when configured
+        # In a worker process of the supervisor: its slot, and how a `shutdown` reaches the
+        # supervisor (None in a node that serves in its own process).
+        self.worker_slot: int | None = None
+        self.on_shutdown_request: Callable[[bool], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -126,10 +134,28 @@ class Node:
     def start(self) -> None:
         if not self.listeners:
             self.bind()
+        self.start_serving()
+        self.start_background()
+
+    def start_serving(self) -> None:
+        """The workers' event loops and the acceptor on the listening sockets."""
         for w in self.workers:
             w.start()
         self.acceptor = Acceptor(self, self.listeners)
         self.acceptor.start()
+
+    def become_worker(self, index: int) -> None:
+        """In a worker process: serve as worker ``index`` alone (one event loop, no turns to
+        take), dropping the loops built for serving in-process (never started)."""
+        for w in self.workers:
+            w.discard()
+        worker_class = TLSWorker if self.tls is not None else Worker
+        self.worker_slot = index
+        self.worker_turns = None
+        self.workers = [worker_class(self, index)]
+
+    def start_background(self) -> None:
+        """The clock ticker, metrics endpoint, LRU crawler and slab mover."""
         threading.Thread(target=self._ticker, name="clock", daemon=True).start()
         if self.metrics is not None:
             self.metrics.start()
@@ -157,6 +183,9 @@ class Node:
 
     def request_shutdown(self, graceful: bool = True) -> None:
         """Ask the main thread to stop. Safe in a signal handler: it only sets flags."""
+        if self.on_shutdown_request is not None:  # a worker process: the supervisor stops
+            self.on_shutdown_request(graceful)
+            return
         if self._stop_requested:
             self._hurry_requested = True
         self._graceful = graceful
@@ -166,6 +195,11 @@ class Node:
         while not (self._stop_requested or self._stop.is_set()):
             self._stop.wait(0.1)
         self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a stop was asked for (a signal or ``shutdown``)."""
+        return self._stop_requested
 
     @property
     def graceful(self) -> bool:
@@ -185,7 +219,8 @@ class Node:
         for w in self.workers:
             w.stop()
         for w in self.workers:
-            w.join(10)
+            if w.ident is not None:  # a supervisor's loops were never started
+                w.join(10)
         self.crawler.stop()
         self.rebalancer.stop()
         if self.metrics is not None:
