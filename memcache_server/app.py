@@ -138,10 +138,13 @@ class Node:
         self.start_background()
 
     def start_serving(self) -> None:
-        """The workers' event loops and the acceptor on the listening sockets."""
+        """The workers' event loops and the acceptor on the listening sockets (taking one
+        connection per wake-up in a worker process, which shares them with the others)."""
         for w in self.workers:
             w.start()
         self.acceptor = Acceptor(self, self.listeners)
+        if self.worker_slot is not None:
+            self.acceptor.batch = 1
         self.acceptor.start()
 
     def become_worker(self, index: int) -> None:

@@ -31,6 +31,10 @@ Shape (gunicorn's arbiter, rewritten for a node whose memory is built before any
   the supervisor's command pipe closes. Nothing is left in /dev/shm: the segment file and the
   lock's semaphore are unlinked the moment they are created.
 
+Test hook, off by default: with MEMCACHE_SERVER_TEST_HOLD_LOCK=1 in its environment, a worker
+that receives SIGUSR2 takes the store lock, skews a store counter (as a half-done change
+would) and keeps the lock until it is killed, so tests can kill a worker holding the lock.
+
 Messages are lines on pipes: ``spawn K`` / ``signal N`` / ``stop`` / ``hurry`` to the spawner;
 ``up K PID`` / ``down K PID STATUS RESCUE`` back.
 """
@@ -62,6 +66,7 @@ BACKOFF_MAX = 10.0
 STOP_TIMEOUT = 10.0  # seconds workers get to drain before they are killed
 POLL = 0.1  # seconds between looks at the pipes and children
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+HOLD_LOCK_ENV = "MEMCACHE_SERVER_TEST_HOLD_LOCK"  # the test hook (see the module docstring)
 
 
 def processes_for(threads: int) -> int:
@@ -80,6 +85,14 @@ def _die_with_parent(parent: int) -> None:
     libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != parent:
         os._exit(0)
+
+
+def _hold_lock(node: Node) -> None:
+    """The test hook: take the store lock, leave a counter wrong, and never give it back."""
+    node.store.lock.acquire()
+    node.store.curr_items += 1000
+    while True:
+        time.sleep(3600)
 
 
 def _log(text: str) -> None:
@@ -340,6 +353,8 @@ class Supervisor:
         for sig in STOP_SIGNALS:
             signal.signal(sig, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
+        if os.environ.get(HOLD_LOCK_ENV) == "1":
+            signal.signal(signal.SIGUSR2, lambda signum, frame: _hold_lock(node))
         stop_w = self.stop_w
 
         def ask_shutdown(graceful: bool) -> None:
