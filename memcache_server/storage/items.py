@@ -94,14 +94,24 @@ class StoreLimits:
     use_cas: bool
 
 
-@dataclass(slots=True)
 class MoveCounters:
-    """memcached's slab mover stats: pages moved, items and chunks rescued, items lost."""
+    """memcached's slab mover stats: pages moved, items and chunks rescued, items lost.
 
-    slabs_moved: int = 0
-    rescues: int = 0
-    chunk_rescues: int = 0
-    evictions_nomem: int = 0
+    Words of the segment (after the rebalancer's request words), because the mover runs in
+    the supervisor while ``stats`` is answered by any worker process."""
+
+    __slots__ = ("words",)
+
+    slabs_moved = Word(MOVER_WORDS)
+    rescues = Word(MOVER_WORDS + 1)
+    chunk_rescues = Word(MOVER_WORDS + 2)
+    evictions_nomem = Word(MOVER_WORDS + 3)
+
+    def __init__(self, words: memoryview) -> None:
+        self.words = words
+
+    def reset(self) -> None:
+        self.slabs_moved = self.rescues = self.chunk_rescues = self.evictions_nomem = 0
 
 
 @dataclass(slots=True)
@@ -168,7 +178,8 @@ class Items:
         self.segment = Segment(segment_size(table, max_pages))
         self.words = self.segment.carve(HEADER_WORDS * 8)[1].cast("q")
         self.lock_owner = self.segment.carve(8)[1].cast("q")  # see ProcessLock
-        self.mover_words = self.segment.carve(8 * MOVER_WORDS)[1].cast("q")  # see Rebalancer
+        # the rebalancer's request words, then the mover's counters
+        self.mover_words = self.segment.carve(16 * MOVER_WORDS)[1].cast("q")
         self.classes = [
             SlabClass(i, table.sizes[i], table.perslab[i], self.segment, max_pages)
             for i in range(len(table.sizes))
@@ -196,7 +207,8 @@ class Items:
         # (The counters sit in their own object: CPython 3.11 stops sharing instance-dict keys
         # past 30 attributes, which slows every attribute load on the request path.)
         self.pool_pages = 0
-        self.moves = MoveCounters()
+        self.moves = MoveCounters(self.mover_words)
+        self.moves.reset()
         # Called with the class id after an allocation had to evict (slab_automove=2 moves a
         # page towards that class); None otherwise.
         self.on_class_evict: Callable[[int], None] | None = None

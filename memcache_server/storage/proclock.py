@@ -23,6 +23,7 @@ as separate holders; it is not recursive, as the ``threading.Lock`` it replaces 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.synchronize  # now: a node that drops root may not read it later
 import os
 import time
 from collections.abc import Callable

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memcache_server.storage.items import Items, MoveCounters, SizeHistogram
+from memcache_server.storage.items import Items, SizeHistogram
 from memcache_server.storage.slabclass import CLASS_COUNTERS, NIL
 
 __all__ = ["StoreStats", "ClassStats"]
@@ -103,7 +103,7 @@ class StoreStats(Items):
             self.evictions = self.reclaimed = 0
             self.expired_unfetched = self.evicted_unfetched = 0
             self.crawler_reclaimed = self.crawler_items_checked = 0
-            self.moves = MoveCounters()
+            self.moves.reset()
             for c in self.classes:
                 for name in CLASS_COUNTERS:
                     setattr(c, name, 0)

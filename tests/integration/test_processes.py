@@ -52,7 +52,13 @@ def workers_of(srv: ServerProc) -> list[int]:
     """The worker pids: the children of the supervisor's one child, the spawner."""
     spawners = children(srv.proc.pid)
     assert len(spawners) == 1, spawners
-    return children(spawners[0])
+    return [p for p in children(spawners[0]) if alive(p)]
+
+
+def replaced(srv: ServerProc, dead: int) -> bool:
+    """Whether the supervisor runs a full set of workers again, without ``dead``."""
+    now = workers_of(srv)
+    return len(now) == WORKERS and dead not in now
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -292,7 +298,7 @@ def test_a_worker_killed_under_load_loses_no_acknowledged_write(srv: ServerProc)
     wait_for(lambda: len(acked) > 500)
     victim = before[1]
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(workers_of(srv)) == WORKERS and victim not in workers_of(srv))
+    wait_for(lambda: replaced(srv, victim))
     count = len(acked)
     wait_for(lambda: len(acked) > count + 300)  # still serving, through every worker left
     stop.set()
@@ -329,7 +335,7 @@ def test_a_worker_killed_holding_the_store_lock_is_rescued(srv: ServerProc) -> N
     assert stats(probe)["curr_items"] == "100"  # the repair recounted (the hook added 1000)
     for i in range(100):
         assert ask(probe, b"get h%d\r\n" % i, b"END\r\n") == b"VALUE h%d 0 3\r\nabc\r\nEND\r\n" % i
-    wait_for(lambda: len(workers_of(srv)) == WORKERS and holder not in workers_of(srv))
+    wait_for(lambda: replaced(srv, holder))
 
 
 def test_sigterm_drains_every_worker_and_leaves_nothing_behind() -> None:
