@@ -140,7 +140,7 @@ def srv() -> Iterator[ServerProc]:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    assert shm() <= before
+    wait_for(lambda: shm() <= before, 5)  # others' short-lived entries aside
 
 
 def test_a_write_through_any_connection_is_read_through_every_other(srv: ServerProc) -> None:
@@ -341,27 +341,29 @@ def test_a_worker_killed_holding_the_store_lock_is_rescued(srv: ServerProc) -> N
 def test_sigterm_drains_every_worker_and_leaves_nothing_behind() -> None:
     before = shm()
     srv = start_node("-t", str(WORKERS))
-    wait_for(lambda: len(workers_of(srv)) == WORKERS)
-    tree = [srv.proc.pid, *children(srv.proc.pid), *workers_of(srv)]
-    socks, by_pid = spread(srv, 12)
-    assert len(by_pid) >= 2
-    for s in socks:  # one request each, in flight as the signal lands
-        s.sendall(b"set d 0 0 1\r\n1\r\nget d\r\n")
-    code = srv.stop(signal.SIGTERM)
-    assert code == 0
-    for s in socks:
-        buf = b""
-        while True:
-            data = s.recv(100)
-            if not data:
-                break
-            buf += data
-        assert buf == b"STORED\r\nVALUE d 0 1\r\n1\r\nEND\r\n"
-        s.close()
-    wait_for(lambda: not any(alive(p) for p in tree), 10)
-    with pytest.raises(OSError):
-        socket.create_connection(srv.address, timeout=1).close()
-    assert shm() <= before
+    try:
+        wait_for(lambda: len(workers_of(srv)) == WORKERS)
+        tree = [srv.proc.pid, *children(srv.proc.pid), *workers_of(srv)]
+        socks, by_pid = spread(srv, 12)
+        assert len(by_pid) >= 2
+        for s in socks:  # one request each, in flight as the signal lands
+            s.sendall(b"set d 0 0 1\r\n1\r\nget d\r\n")
+        assert srv.stop(signal.SIGTERM) == 0
+        for s in socks:
+            buf = b""
+            while True:
+                data = s.recv(100)
+                if not data:
+                    break
+                buf += data
+            assert buf == b"STORED\r\nVALUE d 0 1\r\n1\r\nEND\r\n"
+            s.close()
+        wait_for(lambda: not any(alive(p) for p in tree), 10)
+        with pytest.raises(OSError):
+            socket.create_connection(srv.address, timeout=1).close()
+        wait_for(lambda: shm() <= before, 5)  # others' short-lived entries aside
+    finally:
+        srv.stop()
 
 
 def test_a_shutdown_command_stops_every_worker() -> None:
@@ -385,4 +387,4 @@ def test_no_worker_outlives_a_killed_supervisor() -> None:
     tree = [*children(srv.proc.pid), *workers_of(srv)]
     srv.stop(signal.SIGKILL)
     wait_for(lambda: not any(alive(p) for p in tree), 10)
-    assert shm() <= before
+    wait_for(lambda: shm() <= before, 5)  # others' short-lived entries aside
