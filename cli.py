@@ -104,9 +104,13 @@ def _daemonize(pidfile: str | None) -> None:
 
 
 def run_node(cfg: ServerConfig) -> int:
-    """Bind, start, serve until told to stop. Returns the process exit code."""
+    """Bind, start, serve until told to stop. Returns the process exit code.
+
+    Under a GIL, ``-t N`` (N > 1) runs N worker processes under a supervisor (this process,
+    see ``memcache_server/supervisor.py``); ``-t 1`` and free-threaded builds serve here."""
     from memcache_server.app import Node
     from memcache_server.malloc import pin_mmap_threshold
+    from memcache_server.supervisor import Supervisor, processes_for
 
     pin_mmap_threshold()
     try:
@@ -131,8 +135,14 @@ def run_node(cfg: ServerConfig) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGUSR1, on_signal)
-    signal.signal(signal.SIGHUP, lambda signum, frame: node.request_reload())
-    node.start()
+    processes = processes_for(cfg.threads)
+    supervisor = Supervisor(node, processes) if processes else None
+    reload = supervisor.request_reload if supervisor is not None else node.request_reload
+    signal.signal(signal.SIGHUP, lambda signum, frame: reload())
+    if supervisor is not None:
+        supervisor.start()
+    else:
+        node.start()
     if cfg.port == 0 and not cfg.unix_socket:
         print(node.port, flush=True)
     if cfg.verbosity:
@@ -148,7 +158,10 @@ def run_node(cfg: ServerConfig) -> int:
     elif cfg.join:
         joined.append(_join_cluster(node))
     try:
-        node.wait()
+        if supervisor is not None:
+            supervisor.wait()
+        else:
+            node.wait()
     finally:
         stopping.set()
         if joined:
@@ -163,7 +176,10 @@ def run_node(cfg: ServerConfig) -> int:
                 scaling.push_around(leave)  # push items to their next owners first
             else:
                 leave()
-        node.shutdown()
+        if supervisor is not None:
+            supervisor.shutdown()
+        else:
+            node.shutdown()
         if cfg.daemonize and cfg.pidfile:
             _remove_pidfile(cfg.pidfile)
     return ExitCode.OK

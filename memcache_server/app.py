@@ -2,11 +2,13 @@
 
 The command line (``cli.run_node``) calls ``bind()``, ``start()`` (the clock/crawler thread,
 the workers, the acceptor), then ``wait()`` until a stop request (SIGTERM/SIGINT or
-``shutdown``), then ``shutdown()``. Signal handlers only set a flag. Shutdown: stop accepting,
-let workers answer what they already read, record a clean stop in the ``-e`` file, exit 0.
-Handlers and workers never get the node itself: sessions get its parts (``NodeParts``) and the
-node as an ``AdminContext``; workers see it as a ``WorkerContext``. Imported by nothing but the
-command line and tests.
+``shutdown``), then ``shutdown()``. With worker processes (``supervisor.py``) the supervisor
+calls ``start_background()`` instead, and each worker process ``become_worker(k)`` and
+``start_serving()``; ``on_shutdown_request`` is how a worker's ``shutdown`` reaches it.
+Signal handlers only set a flag. Shutdown: stop accepting, let workers answer what they
+already read, record a clean stop in the ``-e`` file, exit 0. Handlers and workers never get
+the node itself: sessions get its parts (``NodeParts``) and the node as an ``AdminContext``;
+workers see it as a ``WorkerContext``. Imported by nothing but the command line and tests.
 """
 
 from __future__ import annotations
@@ -138,6 +140,10 @@ class Node:
         self._stop_requested = False
         self._hurry_requested = False  # a second stop request cuts the drain short
         self.metrics: MetricsServer | None = None  # the /metrics endpoint, when configured
+        # In a worker process of the supervisor: its slot, and how a `shutdown` reaches the
+        # supervisor (None in a node that serves in its own process).
+        self.worker_slot: int | None = None
+        self.on_shutdown_request: Callable[[bool], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,10 +167,31 @@ class Node:
     def start(self) -> None:
         if not self.listeners:
             self.bind()
+        self.start_serving()
+        self.start_background()
+
+    def start_serving(self) -> None:
+        """The workers' event loops and the acceptor on the listening sockets (taking one
+        connection per wake-up in a worker process, which shares them with the others)."""
         for w in self.workers:
             w.start()
         self.acceptor = Acceptor(self, self.listeners)
+        if self.worker_slot is not None:
+            self.acceptor.batch = 1
         self.acceptor.start()
+
+    def become_worker(self, index: int) -> None:
+        """In a worker process: serve as worker ``index`` alone (one event loop, no turns to
+        take), dropping the loops built for serving in-process (never started)."""
+        for w in self.workers:
+            w.discard()
+        worker_class = TLSWorker if self.tls is not None else Worker
+        self.worker_slot = index
+        self.worker_turns = None
+        self.workers = [worker_class(self, index)]
+
+    def start_background(self) -> None:
+        """The clock ticker, metrics endpoint, LRU crawler and slab mover."""
         threading.Thread(target=self._ticker, name="clock", daemon=True).start()
         if self.metrics is not None:
             self.metrics.start()
@@ -192,6 +219,9 @@ class Node:
 
     def request_shutdown(self, graceful: bool = True) -> None:
         """Ask the main thread to stop. Safe in a signal handler: it only sets flags."""
+        if self.on_shutdown_request is not None:  # a worker process: the supervisor stops
+            self.on_shutdown_request(graceful)
+            return
         if self._stop_requested:
             self._hurry_requested = True
         self._graceful = graceful
@@ -215,6 +245,11 @@ class Node:
         self._stop.set()
 
     @property
+    def stop_requested(self) -> bool:
+        """Whether a stop was asked for (a signal or ``shutdown``)."""
+        return self._stop_requested
+
+    @property
     def graceful(self) -> bool:
         """Whether the stop asked for (signal or ``shutdown graceful``) lets clients drain."""
         return self._graceful
@@ -232,7 +267,8 @@ class Node:
         for w in self.workers:
             w.stop()
         for w in self.workers:
-            w.join(10)
+            if w.ident is not None:  # a supervisor's loops were never started
+                w.join(10)
         self.crawler.stop()
         self.rebalancer.stop()
         if self.metrics is not None:

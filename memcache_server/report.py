@@ -228,7 +228,7 @@ def general_stats(node: StatsSource) -> list[Stat]:
         ("slab_reassign_inline_reclaim", 0),
         ("slab_reassign_busy_items", 0),
         ("slab_reassign_busy_deletes", 0),
-        ("slab_reassign_running", node.rebalancer.moving),
+        ("slab_reassign_running", int(node.rebalancer.moving)),
         ("slabs_moved", store.moves.slabs_moved),
         ("lru_crawler_running", int(node.crawler_running())),
         ("lru_crawler_starts", node.crawler_starts()),

@@ -108,6 +108,10 @@ class Acceptor(threading.Thread):
         self._stop_r, self._stop_w = os.pipe()
         self.selector.register(self._stop_r, selectors.EVENT_READ, None)
         self.next_worker = 0
+        # Connections taken per wake-up. One, where several processes accept on one socket:
+        # each wake-up takes one and leaves the rest to the others woken with it, so a burst
+        # is spread instead of drained by whichever process ran first.
+        self.batch = 64
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
@@ -134,7 +138,7 @@ class Acceptor(threading.Thread):
     def _accept_all(
         self, lst: Listener, node: AcceptorContext, workers: Sequence[Worker]
     ) -> None:
-        for _ in range(64):
+        for _ in range(self.batch):
             try:
                 sock, addr = lst.sock.accept()
             except (BlockingIOError, InterruptedError):

@@ -204,6 +204,12 @@ class Worker(threading.Thread):
         self.stopping = True
         self.wake()
 
+    def discard(self) -> None:
+        """Close what a loop that will never run holds (a worker process keeps only its own)."""
+        self.poller.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
     # -------------------------------------------------------------- loop
 
     def run(self) -> None:

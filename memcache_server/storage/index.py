@@ -11,6 +11,9 @@ Not thread-safe: the store calls it under its lock.
 
 The arrays live in the shared segment (``IndexAreas``): two areas of the largest size the index
 can reach, used in turn, so a resize copies from one to the other and releases the old one.
+Every process keeps views of the area in use; the shared ``stamp`` (the mask, with a generation
+above it that every re-layout bumps) tells a process its views are stale, even when a rebuild
+kept the capacity (the store's repair pass does, see ``storage/repair.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ __all__ = ["KeyIndex", "IndexAreas", "index_capacity"]
 EMPTY = -1
 MIN_CAPACITY = 1 << 12
 ENTRY_BYTES = 16  # an 8-byte handle and an 8-byte hash
-WORDS = 4  # the index's shared words: count, mask, the area in use
+WORDS = 4  # the index's shared words: count, layout stamp, the area in use
+STAMP_SHIFT = 40  # stamp = mask | generation << STAMP_SHIFT (masks stay far below 2**40)
+MASK_BITS = (1 << STAMP_SHIFT) - 1
 
 
 def index_capacity(table: SlabTable, max_pages: int) -> int:
@@ -81,12 +86,13 @@ class IndexAreas:
 class KeyIndex:
     """Open-addressed key -> handle map. ``key_of(handle)`` returns the stored key bytes."""
 
-    __slots__ = ("handles", "hashes", "mask", "key_of", "areas", "words")
+    __slots__ = ("handles", "hashes", "mask", "stamp", "key_of", "areas", "words")
 
-    # Shared with every process mapping the segment; ``mask`` and the arrays are this process's
-    # views of the area in use, re-taken by ``sync`` when another process resized the index.
+    # Shared with every process mapping the segment; ``mask``, ``stamp`` and the arrays are this
+    # process's views of the area in use, re-taken by ``sync`` when another process re-laid the
+    # index out (a resize or a rebuild), which it tells by a new shared stamp.
     count = Word(0)
-    shared_mask = Word(1)
+    shared_stamp = Word(1)
 
     def __init__(self, key_of: Callable[[int], bytes | memoryview], areas: IndexAreas,
                  capacity: int = MIN_CAPACITY) -> None:
@@ -94,19 +100,32 @@ class KeyIndex:
         self.areas = areas
         self.words = areas.words
         self.count = 0
+        self.shared_stamp = 0
         self.areas.turn = 1  # so the first take fills area 0
         self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
         self.handles, self.hashes = self.areas.take(capacity)
         self.mask = capacity - 1
-        self.shared_mask = self.mask
+        generation = (int(self.words[1]) >> STAMP_SHIFT) + 1
+        self.stamp = self.mask | generation << STAMP_SHIFT
+        self.shared_stamp = self.stamp
 
     def sync(self) -> None:
-        """Follow a resize another process made (callers hold the store's lock)."""
-        if self.mask != self.words[1]:
-            self.mask = self.shared_mask
+        """Follow a re-layout another process made (callers hold the store's lock)."""
+        if self.stamp != self.words[1]:
+            self.stamp = self.shared_stamp
+            self.mask = self.stamp & MASK_BITS
             self.handles, self.hashes = self.areas.arrays(self.mask + 1)
+
+    def rebuild(self, entries: list[tuple[bytes, int]], capacity: int) -> None:
+        """Empty the index into the other area at ``capacity`` and put ``entries`` (key, handle)
+        back: the repair pass's fresh start, whatever state a dead process left the index in."""
+        self.count = 0
+        self._alloc(capacity)
+        for key, handle in entries:
+            self.put(key, handle)
+        self.areas.release_other()
 
     @property
     def nbytes(self) -> int:

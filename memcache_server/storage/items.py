@@ -8,6 +8,13 @@ item operations and whoever serialises them.
 What lives here: allocation (a free chunk, a new page, or an eviction from the LRU tail), the
 index and LRU links, expiry and flush checks, reading and writing an item's chunks, CAS numbers
 and the arithmetic core of incr/decr. Times are unix seconds from the ``Clock``.
+
+Order of writes, for the repair pass (``storage/repair.py``) after a process died holding the
+lock: an item's ``bits`` byte (IN_USE) is written last, after its bytes, its other columns and,
+for a chunked item, its whole chain of data chunks; only then is it put in the index and LRU.
+So an IN_USE header is always a complete item. A chunked item's data chunks are chained in the
+segment, never in a process's memory: the header chunk's last 8 bytes hold the first data
+chunk's handle, and each data chunk's ``prev`` column names its header, ``nxt`` the next chunk.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from memcache_server.storage.clock import Clock
 from memcache_server.storage.index import IndexAreas, KeyIndex, index_capacity
-from memcache_server.storage.seglock import SegmentLock
+from memcache_server.storage.proclock import ProcessLock
 from memcache_server.storage.segment import ALIGN, Segment, Word
 from memcache_server.storage.slabclass import (
     CHUNKED,
@@ -62,6 +69,7 @@ W_NEXT_CAS, W_OLDEST_LIVE, W_OLDEST_CAS, W_CURR_ITEMS, W_ITEM_BYTES = 3, 4, 5, 6
 W_TOTAL_ITEMS = 9
 W_MOVES = 16  # MoveCounters' four words
 STORE_WORDS = 32  # the store's shared words (see Items), with room to spare
+FIRST_CHUNK = 8  # bytes at the end of a chunked item's header chunk: its first data chunk
 UPDATE_INTERVAL = 60  # memcached's ITEM_UPDATE_INTERVAL: bump an item in the LRU at most this often
 TAIL_SEARCH = 5  # items examined at an LRU tail for an expired one before evicting
 
@@ -148,7 +156,8 @@ def segment_size(table: SlabTable, max_pages: int) -> int:
     """Bytes of segment a store reserves: every class's pages and columns, and the index."""
     total = sum(class_bytes(size, perslab, max_pages)
                 for size, perslab in zip(table.sizes, table.perslab, strict=True))
-    return ALIGN + total + IndexAreas.reserve(index_capacity(table, max_pages))
+    # the store's words, the lock's owner word, the mover's words, the classes, the index
+    return 3 * ALIGN + total + IndexAreas.reserve(index_capacity(table, max_pages))
 
 
 class Items:
@@ -190,20 +199,20 @@ class Items:
         self.limits = limits
         self.clock = clock
         self.header_fn = header_fn
-        self.lock: threading.Lock | SegmentLock = threading.Lock()
+        self.lock: threading.Lock | ProcessLock = threading.Lock()
         # Every byte of cache memory lives in one shared segment, sized from -m here: an
         # unnamed one, or the -e file (``keep``: its items come back, see restart.py).
         max_pages = limits.memory_limit // PAGE_SIZE + 1
         self.segment = Segment(segment_size(table, max_pages) + reserve, memory_file, keep)
         restored = self.segment.restored
         self.words = self.segment.carve(STORE_WORDS * 8, keep=True)[1].cast("q")
+        self.lock_owner = self.segment.carve(8)[1].cast("q")  # see ProcessLock
         self.classes = [
             SlabClass(i, table.sizes[i], table.perslab[i], self.segment, max_pages)
             for i in range(len(table.sizes))
         ]
         self.index = KeyIndex(self.do_key_view, IndexAreas(self.segment, index_capacity(
             table, max_pages)))
-        self.chunk_lists: dict[int, list[int]] = {}  # header handle -> data chunk handles
         self.memory_limit = limits.memory_limit
         if not restored:  # else the CAS counter, flush state, counts and pages come back
             self.malloced = 0
@@ -237,8 +246,9 @@ class Items:
 
     def share(self) -> None:
         """Make the lock exclusive across processes too, before forking workers that serve
-        this store (see seglock.py); a single-process store keeps the cheaper thread lock."""
-        self.lock = SegmentLock(self.segment.fd)
+        this store (see proclock.py); a single-process store keeps the cheaper thread lock."""
+        if not isinstance(self.lock, ProcessLock):
+            self.lock = ProcessLock(self.lock_owner)
 
     def do_grow(self, cls: SlabClass) -> bool:
         """Give ``cls`` a new page if memory allows (a class with no page always gets one).
@@ -403,6 +413,25 @@ class Items:
     # While track_sizes is on; a class attribute until then, so the instance dict stays small.
     sizes: SizeHistogram | None = None
 
+    def do_first_chunk(self, c: SlabClass, s: int) -> int:
+        """The handle of the first data chunk of the chunked item at (c, s)."""
+        end = c.at(s) + c.size
+        return int.from_bytes(c.page_area[end - FIRST_CHUNK : end], "little", signed=True)
+
+    def do_set_first_chunk(self, c: SlabClass, s: int, dh: int) -> None:
+        end = c.at(s) + c.size
+        c.page_area[end - FIRST_CHUNK : end] = dh.to_bytes(FIRST_CHUNK, "little", signed=True)
+
+    def do_data_chunks(self, c: SlabClass, s: int) -> list[int]:
+        """The data chunk handles of the chunked item at (c, s), in value order."""
+        out = []
+        dh = self.do_first_chunk(c, s)
+        classes = self.classes
+        while dh != NIL:
+            out.append(dh)
+            dh = int(classes[dh & 63].nxt[dh >> 6])
+        return out
+
     def do_key_view(self, h: int) -> memoryview:
         """The key of handle ``h`` as a view into its chunk (no copy): the index compares it."""
         c = self.classes[h & 63]
@@ -443,7 +472,7 @@ class Items:
         if self.sizes is not None:
             self.sizes.remove(ntotal, c.cas[s])
         if bits & CHUNKED:
-            for dh in self.chunk_lists.pop(h, ()):
+            for dh in self.do_data_chunks(c, s):
                 classes[dh & 63].push_free(dh >> 6)
         c.push_free(s)
 
@@ -507,7 +536,7 @@ class Items:
     def do_chunked_view(self, c: SlabClass, s: int, h: int) -> bytearray:
         out = bytearray(c.page_area[c.at(s) :][: c.plen[s]])
         remain = c.blen[s]
-        for dh in self.chunk_lists[h]:
+        for dh in self.do_data_chunks(c, s):
             dc = self.classes[dh & 63]
             ds = dh >> 6
             cap = dc.size - CHUNK_HEADER
@@ -551,36 +580,47 @@ class Items:
             bits = IN_USE
         else:
             hcid = table.class_for(table.chunked_header_size(nkey, flags))
-            if hcid == 0 or plen > table.sizes[hcid]:
+            if hcid == 0 or plen + FIRST_CHUNK > table.sizes[hcid]:
                 return Outcome.TOO_LARGE, NIL
             data_cids = table.data_chunks(nbytes)
             slot = self.do_alloc(hcid, now)
             if slot == NIL:
                 return Outcome.NO_MEMORY, NIL
             c = self.classes[hcid]
-            c.bits[slot] = IN_USE | CHUNKED  # so a failing data alloc can free it
-            chunks: list[int] = []
+            hh = (slot << 6) | hcid
+            # The chain is built front to back; the header stays not IN_USE until it is whole.
+            first = last = NIL
             off = 0
             for dcid in data_cids:
                 ds = self.do_alloc(dcid, now)
                 if ds == NIL:
-                    for dh in chunks:
-                        self.classes[dh & 63].push_free(dh >> 6)
+                    dh = first
+                    while dh != NIL:
+                        dc = self.classes[dh & 63]
+                        nxt = int(dc.nxt[dh >> 6])
+                        dc.push_free(dh >> 6)
+                        dh = nxt
                     c.push_free(slot)
                     return Outcome.NO_MEMORY, NIL
                 dc = self.classes[dcid]
-                dc.bits[ds] = IN_USE | DATA_CHUNK
                 take = min(dc.size - CHUNK_HEADER, nbytes - off)
                 dbase = dc.at(ds)
                 dc.page_area[dbase : dbase + take] = body[off : off + take]
                 off += take
-                chunks.append((ds << 6) | dcid)
+                dc.prev[ds] = hh
+                dc.nxt[ds] = NIL
+                dc.bits[ds] = IN_USE | DATA_CHUNK
+                dh = (ds << 6) | dcid
+                if last == NIL:
+                    first = dh
+                else:
+                    self.classes[last & 63].nxt[last >> 6] = dh
+                last = dh
             page = c.page_area
             base = c.at(slot)
             page[base : base + plen] = header
-            self.chunk_lists[(slot << 6) | hcid] = chunks
+            self.do_set_first_chunk(c, slot, first)
             bits = IN_USE | CHUNKED
-        c.bits[slot] = bits
         c.plen[slot] = plen
         c.blen[slot] = nbytes
         c.klen[slot] = nkey
@@ -588,6 +628,7 @@ class Items:
         c.exp[slot] = exp_abs
         c.atime[slot] = now
         c.cas[slot] = self.do_next_cas()
+        c.bits[slot] = bits  # last: the item is complete from here on (see the docstring)
         return Outcome.STORED, (slot << 6) | c.cid
 
     def do_count_set(self, nkey: int, flags: int, nbytes: int) -> None:

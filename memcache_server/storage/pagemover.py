@@ -10,7 +10,7 @@ page's live items are *rescued* into free chunks elsewhere in the class, and whe
 no free chunk, room is made by evicting from the class's LRU tail first: a move costs the
 coldest items of the class, never the ones that happen to sit on the page. Expired and flushed
 items on the page are dropped. Data chunks of large items are rescued the same way and their
-item's chunk list repointed.
+item's chain repointed (a data chunk's ``prev`` column names its item, see items.py).
 
 The page is emptied in batches (``step``), each under the store lock, so requests are never
 stalled for a whole page: while a move runs, slots of the page are off the free list (taken off
@@ -52,7 +52,6 @@ class PageMove:
         self.dst = dst
         self.lo = self.hi = self.pos = 0
         self.done = False
-        self._owners: dict[int, int] | None = None  # data chunk handle -> item handle
 
     def begin(self) -> bool:
         """Fence off the source's last page; False if the source has no page to spare."""
@@ -87,7 +86,6 @@ class PageMove:
             c = st.classes[self.src]
             now = st.clock.now
             end = min(self.pos + batch, self.hi)
-            self._owners = None
             for s in range(self.pos, end):
                 b = c.bits[s]
                 if not b & IN_USE:
@@ -142,7 +140,6 @@ class PageMove:
                 return NIL
             st.moves.evictions_nomem += 1
             st.do_unlink(tail)
-            self._owners = None  # chunk lists may have changed
         return NIL
 
     def _claim(self, c: SlabClass, s: int, moving: int, item: int) -> int:
@@ -164,7 +161,8 @@ class PageMove:
         t = self._claim(c, s, h, h)
         if t == NIL:
             return
-        n = c.plen[s] + (0 if c.bits[s] & CHUNKED else c.blen[s])
+        chunked = c.bits[s] & CHUNKED
+        n = c.size if chunked else c.plen[s] + c.blen[s]  # a chunked header keeps its chain
         sb = c.at(s)
         tb = c.at(t)
         c.page_area[tb : tb + n] = c.page_area[sb : sb + n]
@@ -175,8 +173,11 @@ class PageMove:
         c.flags[t] = c.flags[s]
         c.plen[t] = c.plen[s]
         c.klen[t] = c.klen[s]
-        c.bits[t] = c.bits[s]
         nh = (t << 6) | c.cid
+        if chunked:
+            for dh in st.do_data_chunks(c, t):
+                st.classes[dh & 63].prev[dh >> 6] = nh
+        c.bits[t] = c.bits[s]
         lru = st.classes[st.do_lru_cid(c, s)]
         p = c.prev[s]
         nx = c.nxt[s]
@@ -191,19 +192,21 @@ class PageMove:
         else:
             lru.lru_tail = nh
         st.index.replace_handle(st.do_key_of(c, t), h, nh)
-        if c.bits[t] & CHUNKED:
-            st.chunk_lists[nh] = st.chunk_lists.pop(h)
-            self._owners = None
         c.bits[s] = 0
         c.used_chunks -= 1
         st.moves.rescues += 1
 
     def _owner_of(self, dh: int) -> int | None:
-        if self._owners is None:
-            self._owners = {
-                d: hh for hh, chunks in self.store.chunk_lists.items() for d in chunks
-            }
-        return self._owners.get(dh)
+        """The item whose chain holds data chunk ``dh``, if it is still a live chunked item."""
+        st = self.store
+        owner = int(st.classes[dh & 63].prev[dh >> 6])
+        if owner == NIL:
+            return None
+        oc = st.classes[owner & 63]
+        os_ = owner >> 6
+        if not oc.bits[os_] & CHUNKED or dh not in st.do_data_chunks(oc, os_):
+            return None
+        return owner
 
     def _rescue_chunk(self, c: SlabClass, s: int) -> None:
         st = self.store
@@ -220,13 +223,22 @@ class PageMove:
         sb = c.at(s)
         tb = c.at(t)
         c.page_area[tb : tb + n] = c.page_area[sb : sb + n]
-        c.bits[t] = c.bits[s]
-        chunks = st.chunk_lists[owner]
         nd = (t << 6) | c.cid
-        chunks[chunks.index(dh)] = nd
-        if self._owners is not None:
-            del self._owners[dh]
-            self._owners[nd] = owner
+        c.prev[t] = owner
+        c.nxt[t] = c.nxt[s]
+        c.bits[t] = c.bits[s]
+        # repoint whoever linked to the old chunk: the header, or the chunk before it
+        oc = st.classes[owner & 63]
+        os_ = owner >> 6
+        before = NIL
+        for d in st.do_data_chunks(oc, os_):
+            if d == dh:
+                break
+            before = d
+        if before == NIL:
+            st.do_set_first_chunk(oc, os_, nd)
+        else:
+            st.classes[before & 63].nxt[before >> 6] = nd
         c.bits[s] = 0
         c.used_chunks -= 1
         st.moves.chunk_rescues += 1

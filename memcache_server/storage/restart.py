@@ -11,13 +11,15 @@ cache here (it is a cache).
 The format is memcached's: ``T<tag>`` opens a section, ``K<key> <value>`` lines follow. Section
 ``main`` holds memcached's layout settings in its order, then this node's own: the segment
 layout version (bump ``LAYOUT_VERSION`` when an area's meaning changes) and the segment size
-(any added area changes it, so a file carved by another build is never reused). Section
-``chunks`` lists the data chunks of each large item (``K<header> <chunk>,<chunk>...``): that list
-lives in a Python dict, outside the segment.
+(any added area changes it, so a file carved by another build is never reused). Everything else
+an item needs, the chain of a large item's data chunks included, is in the segment.
 
 What comes back is segment.py's rule: the areas carved with ``keep``. Everything else reads as
-zeros and its owner re-initialises it; the key index is rebuilt here from the items, since the
-hashes in it were Python's ``hash()`` of another process. Per-process counters start at zero.
+zeros and its owner re-initialises it. The derived structures (key index, LRUs, free lists,
+counts) are rebuilt from the per-chunk metadata by the repair pass (``repair.py``), the same
+one that recovers the store after a worker died holding its lock: the index must be rebuilt
+anyway, since the hashes in it were Python's ``hash()`` of another process, and the pass drops
+a large item whose chain is not whole. Counters start at zero.
 
 Time: items keep absolute unix times (expiry, last access, flush), so a TTL keeps its instant
 across a stop and an item that expired meanwhile is dead on its first read. The process start
@@ -35,16 +37,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from memcache_server.storage.items import Items
+from memcache_server.storage.repair import repair
 from memcache_server.storage.segment import MemoryFileError
-from memcache_server.storage.slabclass import CHUNKED, DATA_CHUNK, IN_USE
 
 __all__ = ["MemoryFile", "Saved", "restore", "LAYOUT_VERSION", "META_SUFFIX"]
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 META_SUFFIX = ".meta"
-# Largest PATH.meta read back: its size grows with the large items (a line each, one handle per
-# data chunk); -m 65536 with 512 KB chunks lists at most ~130k items, ~5 MB.
-META_MAX_BYTES = 64 << 20
+# Largest PATH.meta read back (a few dozen short lines are expected).
+META_MAX_BYTES = 1 << 20
 
 NO_META = "[restart] no metadata save file, starting with a clean cache"
 INCOMPATIBLE = "[restart] restart incompatible due to setting for [{}] [old value: {}]"
@@ -55,10 +56,9 @@ FAILED = "[restart] failed to validate metadata, starting with a clean cache"
 
 @dataclass(frozen=True, slots=True)
 class Saved:
-    """What a clean stop left outside the segment: the start time and the large items' chunks."""
+    """What a clean stop left outside the segment: the process start time."""
 
     process_started: int
-    chunk_lists: dict[int, list[int]]
 
 
 class MemoryFile:
@@ -108,13 +108,9 @@ class MemoryFile:
                 return None, [INCOMPATIBLE.format(key, main[key]), MISSING, FAILED]
         try:
             started = int(main["process_started"])
-            chunks = {
-                int(h): [int(d) for d in v.split(",")]
-                for h, v in sections.get("chunks", {}).items()
-            }
         except (KeyError, ValueError):
             return None, [MISSING, FAILED]
-        return Saved(started, chunks), []
+        return Saved(started), []
 
     def save(self, store: Items, process_started: int) -> None:
         """Write ``PATH.meta`` for a clean stop. Takes the store's lock and keeps it: nothing
@@ -124,10 +120,6 @@ class MemoryFile:
         lines += [f"K{key} {value}" for key, value in self.layout.items()]
         lines.append(f"Kprocess_started {process_started}")
         lines.append(f"Kstop_time {int(time.time())}")
-        lines.append("Tchunks")
-        lines += [
-            f"K{h} {','.join(map(str, chunks))}" for h, chunks in store.chunk_lists.items()
-        ]
         store.segment.map.flush()  # a no-op on tmpfs; on a disk file, the pages reach it
         tmp = self.meta_path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -157,40 +149,9 @@ def _parse(raw: bytes) -> dict[str, dict[str, str]] | None:
 
 def restore(store: Items, saved: Saved) -> int:
     """Bring a kept segment's items back into this process: un-fence a page a stopped move had
-    fenced, re-attach large items' chunk lists, drop a large item whose chunks are not all there
-    (and free chunks no item owns), and rebuild the key index. Returns the items dropped.
-
-    O(slots) for the scan plus O(items) to hash every key again."""
-    heads: list[int] = []
-    data: set[int] = set()
+    fenced, then rebuild every derived structure from the chunk metadata (``repair``), which
+    drops a large item whose chain is not whole and frees chunks no item owns. Returns the
+    items dropped that way. O(slots) for the scan plus O(items) to hash every key again."""
     for c in store.classes:
         c.relist_fenced()
-        bits = c.bits
-        cid = c.cid
-        for s in range(c.nslots):
-            b = bits[s]
-            if b & IN_USE:
-                if b & DATA_CHUNK:
-                    data.add((s << 6) | cid)
-                else:
-                    heads.append((s << 6) | cid)
-    live: list[int] = []
-    dropped: list[int] = []
-    owned: set[int] = set()
-    for h in heads:
-        if not store.classes[h & 63].bits[h >> 6] & CHUNKED:
-            live.append(h)
-            continue
-        chunks = saved.chunk_lists.get(h)
-        if chunks is None or not data.issuperset(chunks) or owned.intersection(chunks):
-            dropped.append(h)
-            continue
-        store.chunk_lists[h] = chunks
-        owned.update(chunks)
-        live.append(h)
-    for h in dropped:
-        store.do_unlink(h, indexed=False)
-    for d in data - owned:
-        store.classes[d & 63].push_free(d >> 6)
-    store.index.load(live)
-    return len(dropped)
+    return repair(store).broken

@@ -81,7 +81,7 @@ class Segment:
         except BaseException:
             os.close(fd)
             raise
-        self.fd = fd  # kept open: the cross-process lock is taken on this file
+        self.fd = fd
         self.view = memoryview(self.map)
         self._next = 0
 

@@ -76,10 +76,9 @@ class Store(StoreStats):
         with self.lock:
             # The index probe, inlined: this is the hottest path of the server.
             index = self.index
-            mask = index.mask
-            if mask != index.words[1]:  # another process resized it
+            if index.stamp != index.words[1]:  # another process re-laid it out
                 index.sync()
-                mask = index.mask
+            mask = index.mask
             i = hv & mask
             handles = index.handles
             hashes = index.hashes

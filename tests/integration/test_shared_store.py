@@ -3,7 +3,7 @@
 Real forked processes over one shared store (no server), so the storage layer's guarantees
 are checked where they are made: what one process stores another reads, CAS and incr/decr
 counts are exact under contention, and a process killed while holding the lock does not
-leave the store locked or inconsistent.
+leave the store locked or inconsistent once the reaper has rescued the lock and repaired.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from collections.abc import Callable
 
 from memcache_server.protocol.constants import VALUE_KEY_OFFSET, value_header
 from memcache_server.storage.clock import ManualClock
+from memcache_server.storage.proclock import ProcessLock, Rescue
+from memcache_server.storage.repair import Repaired, repair
+from memcache_server.storage.slabclass import IN_USE, NIL
 from memcache_server.storage.slabs import SlabTable
 from memcache_server.storage.store import Mode, Outcome, Store, StoreLimits
 
@@ -100,14 +103,15 @@ def test_cas_races_across_processes_count_exactly() -> None:
     assert value_of(store, b"c") == b"%d" % (3 * rounds)
 
 
-def test_a_process_killed_holding_the_lock_leaves_the_store_usable() -> None:
-    store = shared_store()
-    store.store(Mode.SET, b"before", 0, 0, b"b\r\n")
+def killed_holding_the_lock(store: Store, work: Callable[[], object]) -> int:
+    """Fork a child that takes the store's lock, runs ``work`` and is SIGKILLed still holding
+    it; returns its pid, reaped."""
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             store.lock.acquire()
+            work()
             os.write(ready_w, b"x")
             signal.pause()  # killed here, lock held
         finally:
@@ -117,6 +121,85 @@ def test_a_process_killed_holding_the_lock_leaves_the_store_usable() -> None:
     os.close(ready_r)
     os.kill(pid, signal.SIGKILL)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == -signal.SIGKILL
+    return pid
+
+
+def consistent(store: Store) -> int:
+    """Check every derived structure against the chunk metadata; the number of items."""
+    live = set(store.index.handles_snapshot())
+    assert len(live) == len(store.index) == store.curr_items
+    seen = 0
+    total = 0
+    for lc in store.classes[1:]:
+        h, prev, n = lc.lru_head, NIL, 0
+        while h != NIL:
+            c, s = store.classes[h & 63], h >> 6
+            assert h in live and c.bits[s] & IN_USE and c.prev[s] == prev
+            assert store.index.get(store.do_key_of(c, s)) == h
+            total += store.do_ntotal(c, s)
+            prev, h, n = h, int(c.nxt[s]), n + 1
+        assert lc.lru_tail == prev and lc.items == n
+        seen += n
+        free, f = 0, lc.free_head
+        while f != NIL:
+            assert not lc.bits[f]
+            free, f = free + 1, int(lc.nxt[f])
+        assert free == lc.free_count == lc.nslots - lc.used_chunks
+        assert lc.used_chunks == sum(1 for s in range(lc.nslots) if lc.bits[s] & IN_USE)
+    assert seen == len(live) and total == store.item_bytes
+    return seen
+
+
+def test_a_process_killed_holding_the_lock_is_rescued_and_the_store_repaired() -> None:
+    store = shared_store()
+    for i in range(200):
+        store.store(Mode.SET, b"k%d" % i, 0, 0, b"v%d\r\n" % i)
+    big = bytes(range(256)) * 3000  # chunked: 768,000 bytes over 512 KB chunks
+
+    def half_done() -> None:
+        now = store.clock.now
+        # a replacement written but never linked: the old item is still in the index
+        store.do_write_item(b"k1", 0, 0, b"new\r\n", now)
+        # a chunked item whose header never became IN_USE: its data chunks are orphans
+        outcome, h = store.do_write_item(b"big", 0, 0, big + b"\r\n", now)
+        assert outcome == Outcome.STORED
+        store.classes[h & 63].bits[h >> 6] = 0
+        # a delete stopped between the index and the LRU
+        k2 = store.index.get(b"k2")
+        assert k2 is not None
+        store.index.remove(b"k2", k2)
+        # counters and an LRU link half updated
+        store.curr_items += 7
+        store.classes[1].lru_head = NIL
+
+    pid = killed_holding_the_lock(store, half_done)
+    assert store.lock.rescue(pid + 10**6, lambda: None, patience=0.2) == Rescue.FREE
+    assert not store.lock.acquire(timeout=0.2)  # still held by the dead process
+    repaired: list[Repaired] = []
+    assert store.lock.rescue(pid, lambda: repaired.append(repair(store))) == Rescue.REPAIRED
+    assert repaired[0].duplicates == 1 and repaired[0].orphan_chunks >= 1
+    assert value_of(store, b"k1") == b"new"  # the later write of the key won
+    assert value_of(store, b"k2") == b"v2"  # its delete was never acknowledged: kept
+    assert value_of(store, b"big") is None
+    assert all(value_of(store, b"k%d" % i) == b"v%d" % i for i in range(3, 200))
+    assert consistent(store) == 200
+    assert store.store(Mode.SET, b"big", 0, 0, big + b"\r\n") == Outcome.STORED
+    assert value_of(store, b"big") == big
+    assert in_children(1, lambda _: value_of(store, b"big") == big) == [0]
+    assert consistent(store) == 201
+
+
+def test_a_lock_taken_with_no_owner_word_by_a_dead_process_is_released() -> None:
+    store = shared_store()
+    store.store(Mode.SET, b"before", 0, 0, b"b\r\n")
+    lock = store.lock
+    assert isinstance(lock, ProcessLock)
+
+    def take_raw() -> None:  # the window between the semaphore and the owner word
+        lock.owner[0] = 0
+
+    pid = killed_holding_the_lock(store, take_raw)
+    assert lock.rescue(pid, lambda: None, patience=0.3) == Rescue.ORPHANED
     done: list[Outcome] = []
     t = threading.Thread(target=lambda: done.append(
         store.store(Mode.SET, b"after", 0, 0, b"a\r\n")), daemon=True)
