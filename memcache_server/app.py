@@ -14,6 +14,7 @@ workers see it as a ``WorkerContext``. Imported by nothing but the command line 
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import threading
 from collections.abc import Callable
@@ -51,6 +52,7 @@ class Node:
 
     def __init__(self, config: ServerConfig, clock: Clock | None = None) -> None:
         self.config = config
+        self.main_pid = os.getpid()  # `stats` pid: the process the command line started
         self.version = EMULATED_VERSION
         # One segment holds the store and the node-wide state (counters, settings, clock,
         # cluster document, connections, log rings, prefix counters), so every worker process
@@ -189,6 +191,8 @@ class Node:
         self.worker_slot = index
         self.worker_turns = None
         self.workers = [worker_class(self, index)]
+        self.bind_worker(index)
+        self.shared.counters.set_pid(index, os.getpid())
 
     def start_background(self) -> None:
         """The clock ticker, metrics endpoint, LRU crawler and slab mover."""
@@ -302,6 +306,25 @@ class Node:
     def worker_counters(self) -> WorkerCounters:
         """Every worker slot's counter block (``stats`` sums the first -t)."""
         return self.shared.counters
+
+    def cpu_times(self) -> tuple[float, float]:
+        """User and system CPU seconds of the node: this process alone when it serves, else
+        the supervisor's and every live worker's (read from /proc, 10 ms resolution)."""
+        pids = self.shared.counters.pids(self.config.threads)
+        if not pids:
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            return ru.ru_utime, ru.ru_stime
+        user = system = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in (self.main_pid, *pids):
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue  # a worker that just died
+            user += int(fields[11]) / tick
+            system += int(fields[12]) / tick
+        return user, system
 
     def worker_stats(self, index: int) -> ThreadStats:
         """Worker ``index``'s counter block in the segment."""

@@ -6,8 +6,6 @@ once. Values are computed from a snapshot taken at call time; nothing here is on
 
 from __future__ import annotations
 
-import os
-import resource
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -59,6 +57,9 @@ class StatsSource(Protocol):
     def workers(self) -> Sequence[Worker]: ...
     @property
     def worker_counters(self) -> WorkerCounters: ...
+    @property
+    def main_pid(self) -> int: ...
+    def cpu_times(self) -> tuple[float, float]: ...
     @property
     def listeners(self) -> Sequence[Listener]: ...
     @property
@@ -161,18 +162,18 @@ def general_stats(node: StatsSource) -> list[Stat]:
     for cs in classes:
         for name, v in cs.counters.items():
             per_class[name] = per_class.get(name, 0) + v
-    ru = resource.getrusage(resource.RUSAGE_SELF)
+    user, system = node.cpu_times()  # every process of the node
     now = node.clock.now
     cnt = node.counters
     pairs: list[Stat] = [
-        ("pid", os.getpid()),
+        ("pid", node.main_pid),
         ("uptime", now - node.clock.started),
         ("time", now),
         ("version", node.version),
         ("libevent", "none"),
         ("pointer_size", 64),
-        ("rusage_user", _rusage(ru.ru_utime)),
-        ("rusage_system", _rusage(ru.ru_stime)),
+        ("rusage_user", _rusage(user)),
+        ("rusage_system", _rusage(system)),
         ("max_connections", cfg.max_connections),
         ("curr_connections", cnt.curr_connections),
         ("total_connections", cnt.total_connections),

@@ -74,7 +74,8 @@ SSL_HANDSHAKE_ERRORS, READ_BUF_OOM, RESPONSE_OBJ_OOM = 20, 21, 22
 
 MAX_WORKERS = 64  # -t's upper bound in the options table: one block per worker slot
 BLOCK_WORDS = 24  # THREAD_FIELDS rounded up to whole 64-byte cache lines
-assert len(THREAD_FIELDS) <= BLOCK_WORDS and BLOCK_WORDS % 8 == 0
+PID_WORD = BLOCK_WORDS - 1  # the worker process's pid (not a counter: sums skip it)
+assert len(THREAD_FIELDS) <= PID_WORD and BLOCK_WORDS % 8 == 0
 
 # A worker's counters: its block, a memoryview cast to ``q``, indexed by the constants above.
 ThreadStats: TypeAlias = memoryview
@@ -110,10 +111,25 @@ class WorkerCounters:
         return dict(zip(THREAD_FIELDS, totals, strict=True))
 
     def reset(self, workers: int) -> None:
-        """``stats reset``: zero the blocks of workers ``0 .. workers-1`` (a worker bumping a
+        """``stats reset``: zero the counters of workers ``0 .. workers-1`` (a worker bumping a
         counter meanwhile may keep one count, as memcached's reset may)."""
-        end = min(max(workers, 1), MAX_WORKERS) * BLOCK_WORDS
-        self.words[:end] = memoryview(bytes(end * 8)).cast("q")
+        n = len(THREAD_FIELDS)
+        zeros = memoryview(bytes(n * 8)).cast("q")
+        for i in range(min(max(workers, 1), MAX_WORKERS)):
+            self.words[i * BLOCK_WORDS : i * BLOCK_WORDS + n] = zeros
+
+    def set_pid(self, i: int, pid: int) -> None:
+        """Record worker ``i``'s process (the block's spare last word; 0: none)."""
+        self.words[i * BLOCK_WORDS + PID_WORD] = pid
+
+    def pids(self, workers: int) -> list[int]:
+        """The worker processes recorded for slots ``0 .. workers-1``."""
+        out = []
+        for i in range(min(max(workers, 1), MAX_WORKERS)):
+            pid = int(self.words[i * BLOCK_WORDS + PID_WORD])
+            if pid:
+                out.append(pid)
+        return out
 
 
 class PrefixStats:

@@ -146,6 +146,7 @@ class Supervisor:
             os.close(fd)
         for k in range(self.processes):
             self._send(f"spawn {k}")
+        node.bind_supervisor()  # the background threads' events go to their own log ring
         node.start_background()
 
     def request_reload(self) -> None:
@@ -306,6 +307,8 @@ class Supervisor:
                 if isinstance(lock, ProcessLock) and not stop_by:
                     rescue = lock.rescue(pid, lambda: repair(store))
                 code = os.waitstatus_to_exitcode(status)
+                if slot >= 0:
+                    self.node.reclaim_worker(slot)  # its connections and watchers are gone
                 self._report(f"down {slot} {pid} {code} {rescue}")
             if stop_by:
                 if not children:
@@ -369,16 +372,10 @@ class Supervisor:
         worker = node.workers[0]
         acceptor = node.acceptor
         assert isinstance(acceptor, Acceptor)
-        next_tick = time.monotonic() + 1.0
         while not stops[0]:
             time.sleep(POLL)
             if not worker.is_alive():
                 return 1  # its loop crashed (logged): the supervisor starts another
-            if time.monotonic() >= next_tick:
-                # The supervisor ticks the node's clock; until the clock lives in the segment,
-                # each worker keeps its own copy of wall time current.
-                next_tick += 1.0
-                node.clock.tick()
             if reload[0]:
                 reload[0] = False
                 node.reload_auth()
