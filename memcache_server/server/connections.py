@@ -46,6 +46,14 @@ class ConnectionTable:
         self.counters.total_connections = count
         self.counters.connection_structures = count
 
+    def udp_connections(self, count: int) -> None:
+        """memcached opens a connection per worker thread on each UDP socket: they count as
+        current, total and structures from the start."""
+        with self._lock:
+            self.counters.curr_connections += count
+            self.counters.total_connections += count
+            self.counters.connection_structures += count
+
     def admit(self) -> bool:
         """Called by the acceptor for each new connection: enforce -c."""
         counters = self.counters
