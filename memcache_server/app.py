@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -27,10 +28,12 @@ from memcache_server.commands.auth import AuthSession
 from memcache_server.commands.cluster import ClusterView
 from memcache_server.commands.context import NodeArea, NodeParts, new_store, worker_slots
 from memcache_server.commands.session import Session
+from memcache_server.commands.udp import UdpSession
 from memcache_server.config import EMULATED_VERSION, ServerConfig
 from memcache_server.server.connections import ConnectionTable, ConnInfo
 from memcache_server.server.listener import Acceptor, Listener, open_listeners
 from memcache_server.server.tls import TLSServer, TLSWorker
+from memcache_server.server.udp import open_udp_sockets
 from memcache_server.server.worker import Connection, Worker
 from memcache_server.stats import PrefixStats, ThreadStats, WorkerCounters
 from memcache_server.storage.clock import Clock
@@ -111,6 +114,7 @@ class Node:
         worker_class = TLSWorker if self.tls is not None else Worker
         self.workers = [worker_class(self, i) for i in range(max(loops, 1))]
         self.listeners: list[Listener] = []
+        self.udp_sockets: list[socket.socket] = []  # -U: bound with the listeners, read by workers
         self.acceptor: Acceptor | None = None
         self.port = config.port
         self.crawler = Crawler(
@@ -160,6 +164,11 @@ class Node:
         if not self.config.unix_socket:
             self.port = int(self.listeners[0].sock.getsockname()[1])
         self.conn_table.listening(len(self.listeners))
+        if self.config.udp_port and not self.config.unix_socket:  # -s: memcached opens no UDP
+            self.udp_sockets = open_udp_sockets(self.config.listen, self.config.udp_port)
+            # memcached gives every worker thread its own descriptor per UDP socket and counts
+            # each as a connection
+            self.conn_table.udp_connections(len(self.udp_sockets) * self.threads_per_udp)
         if self.config.metrics_listen is not None and self.metrics is None:
             # imported here: a node without metrics never loads prometheus-client
             from memcache_server.metrics_http import open_node_metrics
@@ -273,6 +282,8 @@ class Node:
         for w in self.workers:
             if w.ident is not None:  # a supervisor's loops were never started
                 w.join(10)
+        for sock in self.udp_sockets:
+            sock.close()
         self.crawler.stop()
         self.rebalancer.stop()
         if self.metrics is not None:
@@ -358,6 +369,16 @@ class Node:
         if self.auth is not None:
             return AuthSession(self.parts, stats, peer, fd, self, self.auth)
         return Session(self.parts, stats, peer, fd, self)
+
+    def new_udp_session(self, stats: ThreadStats, request_id: int, peer: str) -> UdpSession:
+        """The session answering one UDP datagram (no auth: -Y refuses -U at start)."""
+        return UdpSession(self.parts, stats, request_id, peer, self)
+
+    @property
+    def threads_per_udp(self) -> int:
+        """memcached's ``num_threads_per_udp``: one per UDP socket with several -l addresses,
+        else one per worker thread."""
+        return 1 if len(self.config.listen) > 1 else self.config.threads
 
     def connections(self) -> list[Connection]:
         """This process's open connections, by descriptor."""

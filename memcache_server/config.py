@@ -195,6 +195,11 @@ class ServerConfig:
                 raise ConfigError(
                     "slab_chunk_max cannot be larger than half of the item size max", ExitCode.USAGE
                 )
+        if self.auth_file and self.udp_port:
+            raise ConfigError(
+                "Cannot use UDP with ascii authentication enabled (-U 0 to disable)",
+                ExitCode.USAGE,
+            )
         for addr in self.listen:
             check_listen_address(addr, ",".join(self.listen))
         self._validate_cluster()

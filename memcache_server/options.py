@@ -168,7 +168,6 @@ def _is_token(text: str | None) -> str | None:
     return "--cluster-token must be 1-250 printable ASCII characters, no spaces"
 
 
-_UDP = "UDP is not supported by this server: use -U 0 (the default)"
 _BINARY = "The binary protocol is not supported by this server: use -B ascii"
 
 
@@ -215,9 +214,9 @@ OPTIONS: tuple[Option, ...] = (
         "udp_port",
         ("-U", "--udp-port"),
         0,
-        "UDP port (only 0, off, is supported).",
+        "UDP port to listen on (default: 0, off).",
         stat=("udpport",),
-        check=lambda v: None if v == 0 else _UDP,
+        check=lambda v: None if 0 <= v <= 65535 else f"Invalid port: {v}",
         cli={"type": int},
     ),
     Option(
@@ -345,7 +344,7 @@ OPTIONS: tuple[Option, ...] = (
         ("-t", "--threads"),
         4,
         "Number of worker threads.",
-        stat=("num_threads", "num_threads_per_udp"),
+        stat=("num_threads",),
         check=_threads,
         cli={"type": int},
     ),

@@ -69,6 +69,8 @@ class StatsSource(Protocol):
     @property
     def verbosity(self) -> int: ...
     @property
+    def threads_per_udp(self) -> int: ...
+    @property
     def rebalancer(self) -> Rebalancer: ...
     @property
     def crawler(self) -> Crawler: ...
@@ -337,6 +339,7 @@ def _settings_not_in_table(node: StatsSource) -> dict[str, object]:
         "tcpport": node.port if not c.unix_socket else 0,  # -p 0: the port picked
         "inter": ",".join(c.listen) if not c.unix_socket else "NULL",
         "verbosity": node.verbosity,
+        "num_threads_per_udp": node.threads_per_udp,
         "oldest": node.oldest_live_age(),
         "detail_enabled": node.detail is not None,
         "hashpower_init": int(ext.get("hashpower") or 0),

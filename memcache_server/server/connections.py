@@ -50,7 +50,7 @@ ADDR_BYTES = 104  # per address in a record (a tcp6 peer with its port needs und
 C_ADMITTED, C_CLOSED, C_REJECTED, C_HIGH, C_FRESH = 0, 1, 2, 3, 4
 SLOT_WORDS = 8
 # node words, after the slots' words
-N_TOTAL_BASE, N_REJECTED_BASE = 0, 1
+N_TOTAL_BASE, N_REJECTED_BASE, N_UDP = 0, 1, 2
 NODE_WORDS = 8
 # a record's words, then its two addresses
 R_USED, R_ID, R_STATE, R_LAST, R_PEER_LEN, R_LISTEN_LEN = 0, 1, 2, 3, 4, 5
@@ -136,7 +136,7 @@ class ConnectionTable:
 
     @property
     def curr_connections(self) -> int:
-        return self._sum(C_ADMITTED) - self._sum(C_CLOSED)
+        return self._sum(C_ADMITTED) - self._sum(C_CLOSED) + self._node(N_UDP)
 
     @property
     def total_connections(self) -> int:
@@ -148,7 +148,7 @@ class ConnectionTable:
 
     @property
     def connection_structures(self) -> int:
-        return self.listeners + self._sum(C_HIGH)
+        return self.listeners + self._sum(C_HIGH) + self._node(N_UDP)
 
     accepting_conns = 1  # this node never stops accepting: past -c it refuses (maxconns_fast)
     listen_disabled_num = 0
@@ -163,6 +163,14 @@ class ConnectionTable:
         base = self.slots * SLOT_WORDS
         self.words[base + N_TOTAL_BASE] = self._sum(C_ADMITTED)
         self.words[base + N_REJECTED_BASE] = self._sum(C_REJECTED)
+
+    def udp_connections(self, count: int) -> None:
+        """memcached opens a connection per worker thread on each UDP socket: they count as
+        current, total and structures from the start (node words, set once at bind)."""
+        w = self.words
+        base = self.slots * SLOT_WORDS
+        w[base + N_UDP] = count
+        w[base + N_TOTAL_BASE] -= count
 
     def admit(self, slot: int) -> bool:
         """Called by the acceptor for a connection it will give worker ``slot``: enforce -c."""

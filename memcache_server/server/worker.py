@@ -44,6 +44,7 @@ from memcache_server.latency import (
     SUM_SLOT,
     new_recorder,
 )
+from memcache_server.server.udp import UdpEndpoint
 from memcache_server.stats import (
     BYTES_WRITTEN,
     CONN_YIELDS,
@@ -56,6 +57,7 @@ from memcache_server.storage.settings import S_VERBOSITY
 from memcache_server.watch import POLL_INTERVAL
 
 if TYPE_CHECKING:
+    from memcache_server.commands.udp import UdpSession
     from memcache_server.config import ServerConfig
     from memcache_server.server.connections import ConnectionTable
     from memcache_server.server.tls import TLSConn, TLSServer
@@ -132,7 +134,8 @@ class Connection:
 
 class WorkerContext(Protocol):
     """What a worker needs of its node: settings, the clock, sessions for new connections, the
-    connection bookkeeping, the other workers (for the node-wide buffer cap) and, with -Z, TLS."""
+    connection bookkeeping, the other workers (for the node-wide buffer cap), with -Z TLS and
+    with -U the UDP sockets every worker reads."""
 
     @property
     def config(self) -> ServerConfig: ...
@@ -153,8 +156,11 @@ class WorkerContext(Protocol):
     def conn_table(self) -> ConnectionTable: ...
     @property
     def logger(self) -> Logger: ...
+    @property
+    def udp_sockets(self) -> Sequence[socket.socket]: ...
 
     def new_session(self, stats: ThreadStats, peer: str, fd: int) -> Session: ...
+    def new_udp_session(self, stats: ThreadStats, request_id: int, peer: str) -> UdpSession: ...
     def worker_stats(self, index: int) -> ThreadStats: ...
     def follow_settings(self) -> None: ...
 
@@ -187,6 +193,7 @@ class Worker(threading.Thread):
         self.stopping = False
         self.rbuf_limit = node.config.read_buf_mem_limit  # node-wide cap in bytes, 0 = none
         self.buffered = 0  # bytes held by this worker's connections (read by other workers)
+        self.udp: dict[int, UdpEndpoint] = {}  # -U: the node's UDP sockets, by descriptor
 
     # -------------------------------------------------------------- other threads
 
@@ -214,6 +221,7 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         try:
+            self._open_udp()
             self._loop()
         except Exception as exc:  # a bug must not take the process down silently
             print(f"worker {self.index} crashed: {exc!r}", file=sys.stderr)
@@ -224,6 +232,14 @@ class Worker(threading.Thread):
             self.poller.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+    def _open_udp(self) -> None:
+        """Read every UDP socket the node bound (in this worker's process, after a fork)."""
+        node = self.node
+        for sock in node.udp_sockets:
+            ep = UdpEndpoint(sock, self.stats, node.new_udp_session, node.config.reqs_per_event)
+            self.udp[sock.fileno()] = ep
+            self.poller.register(sock.fileno(), EV_READ)
 
     def _loop(self) -> None:
         poll = self.poller.poll
@@ -280,6 +296,8 @@ class Worker(threading.Thread):
             if conn is None:
                 if fd == self._wake_r:
                     self._drain_wake()
+                elif fd in self.udp:
+                    self._on_datagrams(self.udp[fd])
                 continue  # a connection closed earlier in this batch
             if mask & EV_OUT:
                 self._on_writable(conn)
@@ -300,6 +318,13 @@ class Worker(threading.Thread):
             for conn in ready:
                 if conns.get(conn.fd) is conn:
                     self._run(conn)
+
+    def _on_datagrams(self, ep: UdpEndpoint) -> None:
+        try:
+            ep.serve()
+        except Exception:  # a bug in one command must cost one datagram, not the thread
+            print(f"worker {self.index}: a UDP request failed:", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
 
     def _drain_wake(self) -> None:
         try:

@@ -97,7 +97,6 @@ REFUSED = [
     (("-o", "idle_timeout"), "idle_timeout"),
     (("-o", "lru_crawler=5"), "lru_crawler"),
     (("-l", "fooble"), "fooble"),
-    (("-U", "5"), "UDP"),
     (("-f", "1.0"), "Factor must be greater than 1"),
     (("-n", "0"), "Chunk size must be greater than 0"),
     (("-B", "binary"), "binary"),
@@ -213,6 +212,7 @@ SAME_REFUSAL = [
     ("-I", "1025k"),
     ("-m", "1", "-I", "1m"),
     ("-l", "fooble"),
+    ("-U", "5", "-Y", "never-read"),  # UDP with ascii auth: refused before the file is read
 ]
 
 
