@@ -50,7 +50,7 @@ ADDR_BYTES = 104  # per address in a record (a tcp6 peer with its port needs und
 C_ADMITTED, C_CLOSED, C_REJECTED, C_HIGH, C_FRESH = 0, 1, 2, 3, 4
 SLOT_WORDS = 8
 # node words, after the slots' words
-N_TOTAL_BASE, N_REJECTED_BASE, N_UDP = 0, 1, 2
+N_TOTAL_BASE, N_REJECTED_BASE, N_UDP, N_HIGH = 0, 1, 2, 3
 NODE_WORDS = 8
 # a record's words, then its two addresses
 R_USED, R_ID, R_STATE, R_LAST, R_PEER_LEN, R_LISTEN_LEN = 0, 1, 2, 3, 4, 5
@@ -148,7 +148,7 @@ class ConnectionTable:
 
     @property
     def connection_structures(self) -> int:
-        return self.listeners + self._sum(C_HIGH) + self._node(N_UDP)
+        return self.listeners + self._node(N_HIGH) + self._node(N_UDP)
 
     accepting_conns = 1  # this node never stops accepting: past -c it refuses (maxconns_fast)
     listen_disabled_num = 0
@@ -176,13 +176,18 @@ class ConnectionTable:
         """Called by the acceptor for a connection it will give worker ``slot``: enforce -c."""
         w = self.words
         base = slot * SLOT_WORDS
-        if self.curr_connections >= self.max_connections:
+        curr = self.curr_connections
+        if curr >= self.max_connections:
             w[base + C_REJECTED] += 1
             return False
         w[base + C_ADMITTED] += 1
-        held = w[base + C_ADMITTED] - w[base + C_CLOSED]
-        if held > w[base + C_HIGH]:
-            w[base + C_HIGH] = held
+        # memcached allocates a connection structure per descriptor number and reuses it, so
+        # its count is the most connections ever open at once: a node-wide high-water mark (a
+        # race between two acceptors may miss one, as any sampled maximum may)
+        held = curr + 1 - self._node(N_UDP)
+        node = self.slots * SLOT_WORDS
+        if held > w[node + N_HIGH]:
+            w[node + N_HIGH] = held
         return True
 
     # ------------------------------------------------------------------ records

@@ -14,7 +14,7 @@ from memcache_server.commands.context import NodeParts, new_store
 from memcache_server.commands.udp import UdpSession
 from memcache_server.config import ServerConfig
 from memcache_server.protocol.udp import UDP_MAX_PAYLOAD, frame_replies, parse_request
-from memcache_server.stats import ThreadStats
+from memcache_server.stats import private_stats
 from memcache_server.storage.clock import Clock
 
 
@@ -27,7 +27,7 @@ class _Admin:
 
 
 def run(data: bytes, parts: NodeParts, rid: int = 7, limit: int = 1000) -> list[bytes]:
-    s = UdpSession(parts, ThreadStats(), rid, "udp:test", _Admin())  # type: ignore[arg-type]
+    s = UdpSession(parts, private_stats(), rid, "udp:test", _Admin())  # type: ignore[arg-type]
     s.framer.feed(data)
     out: list[bytes] = []
     while True:
@@ -133,7 +133,7 @@ def test_a_large_reply_is_produced_in_bounded_steps() -> None:
     for parts in (small, big):
         run(b"set b 0 0 %d\r\n%b\r\n" % (len(value), value), parts)
     req = b"get " + b"b " * 20 + b"\r\nget b b\r\n"
-    s = UdpSession(small, ThreadStats(), 3, "udp:test", _Admin())  # type: ignore[arg-type]
+    s = UdpSession(small, private_stats(), 3, "udp:test", _Admin())  # type: ignore[arg-type]
     s.framer.feed(req)
     steps: list[int] = []
     stepped: list[bytes] = []
