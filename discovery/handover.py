@@ -2,7 +2,9 @@
 and the push of a leaving one (``--drain-seconds``), so a planned scale-out or scale-in keeps
 the hit ratio instead of turning a share of the keys into misses.
 
-A hand-over copies, from a source node, every item whose key the new ring routes to a target
+A hand-over copies, from a source node, every item the source owns in the current ring and
+whose key the new ring routes to a target (an item a node holds without owning it is a leftover
+of an earlier ring, older than its owner's: never copied)
 (value, flags, remaining TTL), using only memcached's own commands: ``lru_crawler metadump all``
 lists the source's keys with their CAS, pipelined ``mg`` reads them, pipelined ``ms`` writes
 them. The copy is rate-bounded (items per second) so the serving nodes keep their latency.
@@ -228,12 +230,13 @@ class _Copy:
 class Handover:
     """Copy the keys ``route`` sends elsewhere from each source to its target, then catch up.
 
-    ``route(key)`` names the target address of a key, or None for keys that stay. ``rate``
+    ``route(source, key)`` names the target address of a key the source owns now, or None for
+    keys that stay and keys the source holds without owning them. ``rate``
     bounds items copied per second (0: unbounded). Connections are opened per pass and closed
     after it, with ``timeout`` on every exchange."""
 
     sources: list[Address]
-    route: Callable[[bytes], Address | None]
+    route: Callable[[Address, bytes], Address | None]
     rate: int = 0
     timeout: float = 5.0
     log: Callable[[str], None] = lambda _text: None
@@ -295,7 +298,7 @@ class Handover:
             listed = src.metadump()
             moving: dict[Address, list[bytes]] = {}
             for key in listed:
-                target = self.route(key)
+                target = self.route(source, key)
                 if target is not None and target != source:
                     moving.setdefault(target, []).append(key)
             if first:

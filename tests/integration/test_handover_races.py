@@ -50,7 +50,7 @@ def interposing(source: Address, steps: Callable[[], None]) -> type[MetaConnecti
 
 
 def handover(old: ServerProc, new: ServerProc) -> Handover:
-    return Handover([old.address], lambda key: new.address)
+    return Handover([old.address], lambda source, key: new.address)
 
 
 def visible(old: ServerProc, new: ServerProc, key: str) -> tuple[bytes | None, bytes | None]:
