@@ -55,8 +55,9 @@ from urllib.parse import unquote_to_bytes
 __all__ = ["Handover", "HandoverError", "HandoverProgress", "Item", "MetaConnection"]
 
 Address = tuple[str, int]
-#: keys per pipelined batch of mg/ms
-BATCH = 500
+#: keys per pipelined batch of mg/ms: a serving node answers a batch in one go, so its other
+#: clients wait behind it (measured on a -t 1 node: ~8 ms for 500 keys, ~1.5 ms for 100)
+BATCH = 100
 _RECV = 1 << 16
 MAX_LINE = 8192
 PROGRESS_EVERY = 2.0  # seconds between progress lines in the log
@@ -150,6 +151,22 @@ class MetaConnection:
                 # memcached echoes a binary key in base64 (with a bare `b`), others as they are
                 key = base64.b64decode(f[b"k"]) if b"b" in f else f[b"k"]
                 found[key] = Item(value, int(f[b"f"]), ttl, int(f[b"c"]))
+        return found
+
+    def cas_of(self, keys: list[bytes]) -> dict[bytes, int]:
+        """The CAS of each key present (misses are absent); one round trip, no values."""
+        out = bytearray()
+        for key in keys:
+            out += b"mg %s b c k q\r\n" % base64.b64encode(key)
+        self._sock.sendall(bytes(out + b"mn\r\n"))
+        found: dict[bytes, int] = {}
+        while (row := self.line()) != b"MN":
+            parts = row.split(b" ")
+            if parts[0] != b"HD":
+                raise HandoverError(f"mg: {row[:200]!r}")
+            f = {p[:1]: p[1:] for p in parts[1:] if p}
+            key = base64.b64decode(f[b"k"]) if b"b" in f else f[b"k"]
+            found[key] = int(f[b"c"])
         return found
 
     def store(self, items: list[tuple[bytes, Item, int | None]]) -> list[tuple[bytes, int]]:
@@ -246,8 +263,8 @@ class Handover:
     _copies: dict[tuple[Address, bytes], _Copy] = field(default_factory=dict)
     _started: float = field(default_factory=time.monotonic)
     _reported: float = field(default_factory=time.monotonic)
-    _budget_start: float = 0.0
-    _budget_used: int = 0
+    _paced_from: float = 0.0
+    _paced: int = 0
 
     def copy(self) -> None:
         """The bulk pass: every moving key, added to its target."""
@@ -261,12 +278,22 @@ class Handover:
 
     def catch_up(self, until: float, every: float, stop: threading.Event | None = None) -> None:
         """Catch-up passes until ``until`` (monotonic), ``every`` seconds apart, and one last
-        pass at the end (the window during which clients still on the old ring may write)."""
+        pass at the end (the window during which clients still on the old ring may write).
+
+        A metadump builds its whole reply in one go on the serving node (~0.1 s for 10,000
+        items on a -t 1 node, every other client waiting), so the passes in between list only
+        the keys already copied, by their CAS, in small ``mg`` batches; keys new on the source
+        since are found by the last pass's metadump (meanwhile switched clients read them on
+        the source)."""
         self.progress.state = "catching-up"
         while True:
-            self._pass(first=False)
+            left = until - time.monotonic() - every
+            last = left <= 0 or (stop is not None and stop.is_set())
+            self._pass(first=False, full=last)
             left = until - time.monotonic()
-            if left <= 0 or (stop is not None and stop.is_set()):
+            if last or left <= 0 or (stop is not None and stop.is_set()):
+                if not last:  # stopped early: the full listing still runs once
+                    self._pass(first=False, full=True)
                 break
             if stop is not None:
                 stop.wait(min(every, left))
@@ -281,21 +308,21 @@ class Handover:
 
     # ------------------------------------------------------------------ passes
 
-    def _pass(self, first: bool) -> None:
+    def _pass(self, first: bool, full: bool = True) -> None:
         for source in self.sources:
             try:
-                self._pass_source(source, first)
+                self._pass_source(source, first, full)
             except (OSError, HandoverError, ValueError, KeyError) as exc:  # a bad reply too
                 self.progress.errors += 1
                 self.log(f"hand-over from {source[0]}:{source[1]} failed: {exc}")
         self.progress.passes += 1
         self.progress.seconds = time.monotonic() - self._started
 
-    def _pass_source(self, source: Address, first: bool) -> None:
+    def _pass_source(self, source: Address, first: bool, full: bool) -> None:
         src = self.connect(source, self.timeout)
         targets: dict[Address, MetaConnection] = {}
         try:
-            listed = src.metadump()
+            listed = src.metadump() if full else self._list_copied(source, src)
             moving: dict[Address, list[bytes]] = {}
             for key in listed:
                 target = self.route(source, key)
@@ -320,6 +347,16 @@ class Handover:
             src.close()
             for conn in targets.values():
                 conn.close()
+
+    def _list_copied(self, source: Address, src: MetaConnection) -> dict[bytes, int]:
+        """The keys copied from ``source`` that it still holds, with their CAS."""
+        copied = [key for (s, key) in self._copies if s == source]
+        listed: dict[bytes, int] = {}
+        for i in range(0, len(copied), BATCH):
+            batch = copied[i : i + BATCH]
+            self._throttle(len(batch))
+            listed.update(src.cas_of(batch))
+        return listed
 
     def _report(self, first: bool) -> None:
         """A progress line in the log at most every few seconds of a long bulk copy."""
@@ -441,13 +478,15 @@ class Handover:
                     self.progress.kept += 1
 
     def _throttle(self, n: int) -> None:
-        """Sleep so that at most ``rate`` items per second are copied (a one-second window)."""
+        """Hold the copy to ``rate`` items per second, spread evenly: each batch waits until its
+        items are due, so the serving nodes see small batches at a steady pace, never a burst
+        (a one-second budget spent at once is ``rate`` items back to back)."""
         if self.rate <= 0:
             return
         now = time.monotonic()
-        if now - self._budget_start >= 1.0:
-            self._budget_start, self._budget_used = now, 0
-        if self._budget_used + n > self.rate:
-            time.sleep(max(self._budget_start + 1.0 - now, 0))
-            self._budget_start, self._budget_used = time.monotonic(), 0
-        self._budget_used += n
+        due = self._paced_from + self._paced / self.rate
+        if now - due > 1.0:  # idle a while (between passes): no credit for the pause
+            self._paced_from, self._paced, due = now, 0, now
+        if due > now:
+            time.sleep(due - now)
+        self._paced += n
