@@ -21,10 +21,11 @@ anywhere in between makes the store fail rather than be overwritten. The rules:
   where it holds nothing): what is there is a leftover of an earlier ring, older than the
   source's value (the old owner of a scale-out keeps its copies; when that node leaves later,
   its items go back there).
-- A catch-up pass (each ``CATCH_UP_EVERY`` through the window after the change) re-lists the
-  source. A key whose source CAS moved since our copy was written there by a client on the old
-  ring. It is copied again only while the target still holds exactly our last copy (``ms ...
-  C<our cas>``): then no client wrote the target since, and the source holds the latest write.
+- A catch-up pass (each ``CATCH_UP_EVERY`` through the window after the change) looks at the
+  source again: the keys already copied, by CAS; the last pass lists it whole. A key whose
+  source CAS moved since our copy was written there by a client on the old ring. It is copied
+  again only while the target still holds exactly our last copy (``ms ... C<our cas>``): then
+  no client wrote the target since, and the source holds the latest write.
   A key we never copied (or that was gone) is added (``ms`` mode E).
 - Written on both nodes since the last pass (the target holds anything but our last copy, or
   the store failed): which write is later cannot be told apart (a switched client's write whose
