@@ -2,33 +2,43 @@
 and the push of a leaving one (``--drain-seconds``), so a planned scale-out or scale-in keeps
 the hit ratio instead of turning a share of the keys into misses.
 
-A hand-over copies, from a source node, every item whose key the new ring routes to a target
+A hand-over copies, from a source node, every item the source owns in the current ring and
+whose key the new ring routes to a target (an item a node holds without owning it is a leftover
+of an earlier ring, older than its owner's: never copied)
 (value, flags, remaining TTL), using only memcached's own commands: ``lru_crawler metadump all``
 lists the source's keys with their CAS, pipelined ``mg`` reads them, pipelined ``ms`` writes
 them. The copy is rate-bounded (items per second) so the serving nodes keep their latency.
 
 Never older than the latest write. Clients switch to the new ring at different moments, so
-for a while writes for a moving key may land on either node. The rules:
+for a while writes for a moving key land on either node: clients still on the old ring write
+the source, switched ones write the target (and our ``ClusterClient`` then deletes the source's
+copy; that delete may still be on its way while a pass runs). The copy reads the target first,
+then the source, then stores with a condition the target checks, so a client's write landing
+anywhere in between makes the store fail rather than be overwritten. The rules:
 
-- The first copy of a key is an *add* (``ms`` mode E): a value a client already wrote to the
-  target is newer than anything copied, and is never overwritten.
-- The copy records the source's CAS and the target's CAS. Catch-up passes (during the
-  hand-over window after the change is published) list the source again: a key whose source
-  CAS moved was written there since the last pass, by a client still on the old ring (our
-  ``ClusterClient`` deletes the old owner's copy after each write to the new owner during its
-  hand-over window, so what survives on the source is the later write). It is copied again,
-  compare-and-swapped against the target's CAS read just before (``ms ... C<cas>``): a client
-  write racing the copy on the target wins (``EX``).
+- The bulk pass (before the change is published: no client routes these keys to the target
+  yet) replaces what the target holds, compare-and-swapped against the CAS just read (an add
+  where it holds nothing): what is there is a leftover of an earlier ring, older than the
+  source's value (the old owner of a scale-out keeps its copies; when that node leaves later,
+  its items go back there).
+- A catch-up pass (each ``CATCH_UP_EVERY`` through the window after the change) looks at the
+  source again: the keys already copied, by CAS; the last pass lists it whole. A key whose
+  source CAS moved since our copy was written there by a client on the old ring. It is copied
+  again only while the target still holds exactly our last copy (``ms ... C<our cas>``): then
+  no client wrote the target since, and the source holds the latest write.
+  A key we never copied (or that was gone) is added (``ms`` mode E).
+- Written on both nodes since the last pass (the target holds anything but our last copy, or
+  the store failed): which write is later cannot be told apart (a switched client's write whose
+  delete on the source is still on its way, or a write on the old ring after a switched one),
+  so the key is deleted from both, each only while it holds what we read. A miss is never
+  stale; that needs two clients writing one key within one pass of each other during a switch.
 - A key gone from the source (deleted by a client on the old ring, or invalidated there by a
-  client already on the new one) is deleted from the target the same way, only if the target
-  still holds our copy (``md ... C<cas>``).
-- A key written on the source again after it was gone there is copied the same way.
+  switched one; confirmed with ``mg``, since a metadump walks a live table) is deleted from
+  the target only while the target still holds our copy (``md ... C<cas>``).
 
-Clients that write the new owner without invalidating the old one (most ElastiCache clients):
-when, between two catch-up passes, such a client writes the new owner and a client still on
-the old ring then writes the old one, the later write wins as it should; in the opposite order
-within one pass interval the old ring's (earlier) write is copied over the later one. That
-needs two clients writing one key within ~``CATCH_UP_EVERY`` plus one pass, during a switch.
+What a copy cannot see: a client on the old ring deleting a key the target holds a copy of.
+Until the next pass deletes it there too, a switched client that misses on the source reads
+the copy (at most one pass interval; a later write is never hidden).
 
 Keys travel base64-encoded (meta flag ``b``), so any key a client stored is copied intact.
 """
@@ -46,8 +56,9 @@ from urllib.parse import unquote_to_bytes
 __all__ = ["Handover", "HandoverError", "HandoverProgress", "Item", "MetaConnection"]
 
 Address = tuple[str, int]
-#: keys per pipelined batch of mg/ms
-BATCH = 500
+#: keys per pipelined batch of mg/ms: a serving node answers a batch in one go, so its other
+#: clients wait behind it (measured on a -t 1 node: ~8 ms for 500 keys, ~1.5 ms for 100)
+BATCH = 100
 _RECV = 1 << 16
 MAX_LINE = 8192
 PROGRESS_EVERY = 2.0  # seconds between progress lines in the log
@@ -143,6 +154,22 @@ class MetaConnection:
                 found[key] = Item(value, int(f[b"f"]), ttl, int(f[b"c"]))
         return found
 
+    def cas_of(self, keys: list[bytes]) -> dict[bytes, int]:
+        """The CAS of each key present (misses are absent); one round trip, no values."""
+        out = bytearray()
+        for key in keys:
+            out += b"mg %s b c k q\r\n" % base64.b64encode(key)
+        self._sock.sendall(bytes(out + b"mn\r\n"))
+        found: dict[bytes, int] = {}
+        while (row := self.line()) != b"MN":
+            parts = row.split(b" ")
+            if parts[0] != b"HD":
+                raise HandoverError(f"mg: {row[:200]!r}")
+            f = {p[:1]: p[1:] for p in parts[1:] if p}
+            key = base64.b64decode(f[b"k"]) if b"b" in f else f[b"k"]
+            found[key] = int(f[b"c"])
+        return found
+
     def store(self, items: list[tuple[bytes, Item, int | None]]) -> list[tuple[bytes, int]]:
         """Write ``(key, item, expected)``: an add when ``expected`` is None, else a
         compare-and-swap against that CAS. Returns, per item, the reply code and the new CAS."""
@@ -161,8 +188,11 @@ class MetaConnection:
         return [self._code() for _ in items]
 
     def delete_if(self, keys: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
-        """Delete each key only while it still holds that CAS."""
-        out = b"".join(b"md %s b C%d\r\n" % (base64.b64encode(k), cas) for k, cas in keys)
+        """Delete each key only while it still holds that CAS (-1: whatever it holds)."""
+        out = b"".join(
+            b"md %s b%s\r\n" % (base64.b64encode(k), b" C%d" % cas if cas >= 0 else b"")
+            for k, cas in keys
+        )
         self._sock.sendall(out)
         return [self._code() for _ in keys]
 
@@ -185,7 +215,8 @@ class HandoverProgress:
     bytes_copied: int = 0
     updated: int = 0  # catch-up: values written on the source since, copied over the target
     deleted: int = 0  # catch-up: keys deleted on the source, deleted from the target too
-    kept: int = 0  # the target had a newer value (a client wrote it there): it wins
+    kept: int = 0  # gone from the source, but a client wrote the target since: it wins
+    dropped: int = 0  # written on both nodes since the last pass: deleted from both
     passes: int = 0
     errors: int = 0
     seconds: float = 0.0
@@ -199,6 +230,7 @@ class HandoverProgress:
             (f"{prefix}_updated", self.updated),
             (f"{prefix}_deleted", self.deleted),
             (f"{prefix}_kept", self.kept),
+            (f"{prefix}_dropped", self.dropped),
             (f"{prefix}_passes", self.passes),
             (f"{prefix}_errors", self.errors),
             (f"{prefix}_seconds", f"{self.seconds:.3f}"),
@@ -216,23 +248,24 @@ class _Copy:
 class Handover:
     """Copy the keys ``route`` sends elsewhere from each source to its target, then catch up.
 
-    ``route(key)`` names the target address of a key, or None for keys that stay. ``rate``
+    ``route(source, key)`` names the target address of a key the source owns now, or None for
+    keys that stay and keys the source holds without owning them. ``rate``
     bounds items copied per second (0: unbounded). Connections are opened per pass and closed
     after it, with ``timeout`` on every exchange."""
 
     sources: list[Address]
-    route: Callable[[bytes], Address | None]
+    route: Callable[[Address, bytes], Address | None]
     rate: int = 0
     timeout: float = 5.0
     log: Callable[[str], None] = lambda _text: None
     progress: HandoverProgress = field(default_factory=HandoverProgress)
+    #: opens the connections of a pass (a seam where a test interposes a client's write)
+    connect: Callable[[Address, float], MetaConnection] = MetaConnection
     _copies: dict[tuple[Address, bytes], _Copy] = field(default_factory=dict)
-    # keys that vanished from a source after we copied them (deleted there)
-    _gone: set[tuple[Address, bytes]] = field(default_factory=set)
     _started: float = field(default_factory=time.monotonic)
     _reported: float = field(default_factory=time.monotonic)
-    _budget_start: float = 0.0
-    _budget_used: int = 0
+    _paced_from: float = 0.0
+    _paced: int = 0
 
     def copy(self) -> None:
         """The bulk pass: every moving key, added to its target."""
@@ -246,12 +279,22 @@ class Handover:
 
     def catch_up(self, until: float, every: float, stop: threading.Event | None = None) -> None:
         """Catch-up passes until ``until`` (monotonic), ``every`` seconds apart, and one last
-        pass at the end (the window during which clients still on the old ring may write)."""
+        pass at the end (the window during which clients still on the old ring may write).
+
+        A metadump builds its whole reply in one go on the serving node (~0.1 s for 10,000
+        items on a -t 1 node, every other client waiting), so the passes in between list only
+        the keys already copied, by their CAS, in small ``mg`` batches; keys new on the source
+        since are found by the last pass's metadump (meanwhile switched clients read them on
+        the source)."""
         self.progress.state = "catching-up"
         while True:
-            self._pass(first=False)
+            left = until - time.monotonic() - every
+            last = left <= 0 or (stop is not None and stop.is_set())
+            self._pass(first=False, full=last)
             left = until - time.monotonic()
-            if left <= 0 or (stop is not None and stop.is_set()):
+            if last or left <= 0 or (stop is not None and stop.is_set()):
+                if not last:  # stopped early: the full listing still runs once
+                    self._pass(first=False, full=True)
                 break
             if stop is not None:
                 stop.wait(min(every, left))
@@ -259,28 +302,31 @@ class Handover:
                 time.sleep(min(every, left))
         self.progress.state = "done"
         p = self.progress
-        self.log(f"caught up: {p.updated} updated, {p.deleted} deleted, {p.kept} kept newer")
+        self.log(
+            f"caught up: {p.updated} updated, {p.deleted} deleted, {p.kept} kept newer, "
+            f"{p.dropped} dropped (written on both nodes)"
+        )
 
     # ------------------------------------------------------------------ passes
 
-    def _pass(self, first: bool) -> None:
+    def _pass(self, first: bool, full: bool = True) -> None:
         for source in self.sources:
             try:
-                self._pass_source(source, first)
+                self._pass_source(source, first, full)
             except (OSError, HandoverError, ValueError, KeyError) as exc:  # a bad reply too
                 self.progress.errors += 1
                 self.log(f"hand-over from {source[0]}:{source[1]} failed: {exc}")
         self.progress.passes += 1
         self.progress.seconds = time.monotonic() - self._started
 
-    def _pass_source(self, source: Address, first: bool) -> None:
-        src = MetaConnection(source, self.timeout)
+    def _pass_source(self, source: Address, first: bool, full: bool) -> None:
+        src = self.connect(source, self.timeout)
         targets: dict[Address, MetaConnection] = {}
         try:
-            listed = src.metadump()
+            listed = src.metadump() if full else self._list_copied(source, src)
             moving: dict[Address, list[bytes]] = {}
             for key in listed:
-                target = self.route(key)
+                target = self.route(source, key)
                 if target is not None and target != source:
                     moving.setdefault(target, []).append(key)
             if first:
@@ -289,19 +335,29 @@ class Handover:
             for target in set(moving) | copied_to:  # the latter for keys deleted since
                 keys = moving.get(target, [])
                 conn = targets.get(target) or targets.setdefault(
-                    target, MetaConnection(target, self.timeout)
+                    target, self.connect(target, self.timeout)
                 )
                 changed = [k for k in keys if self._changed(source, k, listed[k])]
                 for i in range(0, len(changed), BATCH):
                     batch = changed[i : i + BATCH]
                     self._throttle(len(batch))
-                    self._copy_batch(source, src, target, conn, batch)
+                    self._copy_batch(source, src, target, conn, batch, first)
                     self._report(first)
                 self._deleted(source, src, listed, target, conn)
         finally:
             src.close()
             for conn in targets.values():
                 conn.close()
+
+    def _list_copied(self, source: Address, src: MetaConnection) -> dict[bytes, int]:
+        """The keys copied from ``source`` that it still holds, with their CAS."""
+        copied = [key for (s, key) in self._copies if s == source]
+        listed: dict[bytes, int] = {}
+        for i in range(0, len(copied), BATCH):
+            batch = copied[i : i + BATCH]
+            self._throttle(len(batch))
+            listed.update(src.cas_of(batch))
+        return listed
 
     def _report(self, first: bool) -> None:
         """A progress line in the log at most every few seconds of a long bulk copy."""
@@ -313,9 +369,9 @@ class Handover:
             self.log(f"{p.copied} of {p.keys_seen}+ keys copied ({rate:.0f}/s)")
 
     def _changed(self, source: Address, key: bytes, cas: int) -> bool:
-        """Not copied yet, written on the source since our copy, or back after a delete."""
+        """Not copied (or not copied since it was gone), or written on the source since."""
         done = self._copies.get((source, key))
-        return done is None or done.source_cas != cas or (source, key) in self._gone
+        return done is None or done.source_cas != cas
 
     def _copy_batch(
         self,
@@ -324,33 +380,71 @@ class Handover:
         target: Address,
         dst: MetaConnection,
         keys: list[bytes],
+        first: bool,
     ) -> None:
+        """Copy ``keys`` by the rules in the module docstring: the bulk pass replaces what the
+        target holds (nobody routes these keys there yet); a catch-up pass writes only over our
+        own last copy, or adds; a key written on both sides since the last pass is dropped."""
+        # the target first (a client's write after this read fails our store); the bulk pass
+        # adds, and reads the target only for the few keys it already holds
+        there = {} if first else dst.fetch(keys)
         items = src.fetch(keys)
-        again = [k for k in items if (source, k) in self._copies or (source, k) in self._gone]
-        now_there = dst.fetch(again) if again else {}
         writes: list[tuple[bytes, Item, int | None]] = []
+        contested: list[tuple[bytes, int, int | None]] = []  # key, source CAS, target CAS
         for key, item in items.items():
-            expected = None  # a first copy: an add, a client's own write on the target wins
-            if key in now_there:
-                # written on the source since we last looked: every client still on the old
-                # ring writes there, and ours invalidate it there after writing the new owner,
-                # so the source's value is the later one. It replaces the target's value
-                # compare-and-swapped against the CAS just read: a write racing us wins.
-                expected = now_there[key].cas
-            self._gone.discard((source, key))
-            writes.append((key, item, expected))
+            now = there.get(key)
+            done = self._copies.pop((source, key), None)
+            if first or (done is None and now is None):
+                writes.append((key, item, None))
+            elif done is not None and now is not None and now.cas == done.target_cas:
+                writes.append((key, item, now.cas))  # the target still holds our copy
+            else:  # a client wrote (or deleted) it on the target too: which is later is unknown
+                contested.append((key, item.cas, now.cas if now is not None else None))
+        failed = self._store(source, target, dst, writes, first)
+        if first and failed:  # leftovers of an earlier ring: replaced, CAS-guarded
+            now_there = dst.fetch([key for key, _ in failed])
+            again: list[tuple[bytes, Item, int | None]] = [
+                (key, item, now_there[key].cas) for key, item in failed if key in now_there
+            ]
+            failed = self._store(source, target, dst, again, first)
+        contested += [(key, item.cas, -1) for key, item in failed]
+        if contested:
+            self._drop(src, dst, contested)
+
+    def _store(
+        self,
+        source: Address,
+        target: Address,
+        dst: MetaConnection,
+        writes: list[tuple[bytes, Item, int | None]],
+        first: bool,
+    ) -> list[tuple[bytes, Item]]:
+        """Store on the target and record our copies; returns the writes that failed (NS, EX,
+        NF: a client wrote or deleted the key there after we looked, or a bulk add found a
+        leftover)."""
         p = self.progress
+        failed = []
         for (key, item, expected), (code, cas) in zip(writes, dst.store(writes), strict=True):
             if code == b"HD":
                 self._copies[(source, key)] = _Copy(item.cas, target, cas)
-                if expected is not None:
-                    p.updated += 1
-                else:
+                if first or expected is None:
                     p.copied += 1
                     p.bytes_copied += len(item.value)
-            else:  # NS/EX/NF: a client wrote (or deleted) it on the target meanwhile: it wins
-                p.kept += 1
-                self._copies[(source, key)] = _Copy(item.cas, target, -1)
+                else:
+                    p.updated += 1
+            else:
+                failed.append((key, item))
+        return failed
+
+    def _drop(
+        self, src: MetaConnection, dst: MetaConnection, keys: list[tuple[bytes, int, int | None]]
+    ) -> None:
+        """Delete keys written on both nodes since the last pass from both: the source only
+        while it still holds the value we read (a later write there is caught next pass), the
+        target while it holds the value we saw (-1: whatever it holds). A miss is never stale."""
+        src.delete_if([(key, cas) for key, cas, _ in keys])
+        dst.delete_if([(key, cas) for key, _, cas in keys if cas is not None])
+        self.progress.dropped += len(keys)
 
     def _deleted(
         self,
@@ -360,6 +454,8 @@ class Handover:
         target: Address,
         dst: MetaConnection,
     ) -> None:
+        """Keys copied earlier and gone from the source since: deleted from the target only
+        while it still holds our copy (a client's write there is later than the delete)."""
         unlisted = [
             key
             for (s, key), c in self._copies.items()
@@ -369,13 +465,11 @@ class Handover:
         still = set()
         for i in range(0, len(unlisted), BATCH):
             still |= set(src.fetch(unlisted[i : i + BATCH]))
-        vanished = [
-            (key, self._copies[(source, key)].target_cas) for key in unlisted if key not in still
+        gone = [
+            (key, self._copies.pop((source, key)).target_cas)
+            for key in unlisted
+            if key not in still
         ]
-        for key, _cas in vanished:
-            del self._copies[(source, key)]
-            self._gone.add((source, key))
-        gone = [(key, cas) for key, cas in vanished if cas >= 0]  # our copy is still there
         for i in range(0, len(gone), BATCH):
             batch = gone[i : i + BATCH]
             for code, _ in dst.delete_if(batch):
@@ -385,13 +479,15 @@ class Handover:
                     self.progress.kept += 1
 
     def _throttle(self, n: int) -> None:
-        """Sleep so that at most ``rate`` items per second are copied (a one-second window)."""
+        """Hold the copy to ``rate`` items per second, spread evenly: each batch waits until its
+        items are due, so the serving nodes see small batches at a steady pace, never a burst
+        (a one-second budget spent at once is ``rate`` items back to back)."""
         if self.rate <= 0:
             return
         now = time.monotonic()
-        if now - self._budget_start >= 1.0:
-            self._budget_start, self._budget_used = now, 0
-        if self._budget_used + n > self.rate:
-            time.sleep(max(self._budget_start + 1.0 - now, 0))
-            self._budget_start, self._budget_used = time.monotonic(), 0
-        self._budget_used += n
+        due = self._paced_from + self._paced / self.rate
+        if now - due > 1.0:  # idle a while (between passes): no credit for the pause
+            self._paced_from, self._paced, due = now, 0, now
+        if due > now:
+            time.sleep(due - now)
+        self._paced += n

@@ -81,7 +81,7 @@ class Scaling:
         self,
         what: str,
         sources: list[Address],
-        route: Callable[[bytes], Address | None],
+        route: Callable[[Address, bytes], Address | None],
         progress: HandoverProgress,
     ) -> Handover:
         """The bulk copy of a hand-over (``what``: "warm-up" or "drain", for the log)."""
@@ -107,13 +107,17 @@ class Scaling:
             progress.state = "done"
             return None
         mine = _node(self.me)
+        now = HashRing([_node(n) for n in others])
         ring = HashRing([_node(n) for n in others] + [mine])
         local = self.local
+
+        def route(source: Address, key: bytes) -> Address | None:
+            """Mine in the new ring, and the source's now (else the source's is a leftover)."""
+            return local if ring.owner(key) == mine and now.owner(key).address == source else None
+
         self.log(f"warm-up: copying my keys from {len(others)} nodes, at most {self._rate}")
         sources = [_node(n).address for n in others]
-        handover = self._copy(
-            "warm-up", sources, lambda key: local if ring.owner(key) == mine else None, progress
-        )
+        handover = self._copy("warm-up", sources, route, progress)
         handover.catch_up(0.0, 0.0)
         progress.state = "catching-up"
         return handover
@@ -127,9 +131,18 @@ class Scaling:
         if not others:
             progress.state = "done"
             return None
+        now = HashRing([*others, _node(self.me)])
         ring = HashRing(others)
+
+        def route(_source: Address, key: bytes) -> Address | None:
+            """Its owner without me, for the keys I own now (others I hold are leftovers)."""
+            owner = now.owner(key)
+            if (owner.hostname, owner.port) != self.me.key:
+                return None
+            return ring.owner(key).address
+
         self.log(f"drain: pushing my items to {len(others)} nodes, at most {self._rate}")
-        return self._copy("drain", [self.local], lambda key: ring.owner(key).address, progress)
+        return self._copy("drain", [self.local], route, progress)
 
     @property
     def _rate(self) -> str:

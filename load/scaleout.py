@@ -1,7 +1,7 @@
 """Scale-out and scale-in of a real cluster, cold and with ``--warm``: what the clients see.
 
     python -m memcache_server.load.scaleout [--keys 30000] [--poll 0.5] [--mode cold|warm|both]
-        [--json out.json]
+        [--warm-rate N] [--json out.json]
 
 Starts a config node and three nodes on loopback, stores ``--keys`` keys through our
 ``ClusterClient``, then adds a fourth node and later stops one gracefully (SIGTERM), and
@@ -13,7 +13,8 @@ measures, for each change:
   throughout, and a reader client reads them; a read is stale when it returns a sequence older
   than the last one the writer had acknowledged before the read began (misses are not stale);
 - the warm-up: keys copied, its rate, and the p99 of ``get`` on the serving nodes while it
-  copies, against the p99 before it (a probe client pinned to the old ring).
+  copies and while its catch-up passes run, against the p99 before it, from the same run (a
+  probe client pinned to the old ring).
 
 Every process started here is stopped by its PID at the end.
 """
@@ -107,7 +108,8 @@ class Change:
     warm_seconds: float = 0.0
     warm_rate: float = 0.0
     p99_before_ms: float = 0.0
-    p99_during_ms: float = 0.0
+    p99_during_ms: float = 0.0  # the bulk copy (and its first catch-up pass)
+    p99_catchup_ms: float = 0.0  # the catch-up passes after the change is published
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -203,8 +205,10 @@ def fill(client: ClusterClient, keys: list[str], values: dict[str | bytes, Any])
         assert client.set_many(chunk, expire=3600) == []
 
 
-def run(mode: str, n_keys: int, poll: float, drain: float) -> list[Change]:
+def run(mode: str, n_keys: int, poll: float, drain: float, warm_rate: int | None) -> list[Change]:
     warm = ["--warm"] if mode == "warm" else []
+    if mode == "warm" and warm_rate is not None:
+        warm += ["--warm-rate", str(warm_rate)]
     tmp = Path(tempfile.mkdtemp(prefix="scaleout-"))
     procs: list[Proc] = []
     clients: list[ClusterClient] = []
@@ -249,6 +253,7 @@ def run(mode: str, n_keys: int, poll: float, drain: float) -> list[Change]:
         clients += [writer.client, reader.client, probe.client]
         for t in threads:
             t.thread.start()
+        time.sleep(1.0)  # the clients' first connections are not the baseline
         baseline_start = time.monotonic()
         time.sleep(3.0)
         out = []
@@ -272,11 +277,23 @@ def run(mode: str, n_keys: int, poll: float, drain: float) -> list[Change]:
             change.warm_rate = change.warm_keys / max(change.warm_seconds, 1e-9)
         copied_at = time.monotonic()
         change.p99_before_ms = p99(probe.between(baseline_start, started)) * 1000
+        change.extra["probes_before"] = len(probe.between(baseline_start, started))
         if mode == "warm":
-            change.p99_during_ms = p99(probe.between(started, copied_at)) * 1000
+            during = probe.between(started, copied_at)
+            change.p99_during_ms = p99(during) * 1000
+            change.extra["probes_during"] = len(during)
         published = time.monotonic()
         version = reader.client.version
         change.switch_seconds = _wait("reader switch", lambda: reader.client.version != version)
+        if mode == "warm":
+            _wait(
+                "catch-up",
+                lambda: stats(newcomer.port).get("cluster_warm_state") == "done",
+                timeout=drain + 60,
+            )
+            catching_up = probe.between(copied_at, time.monotonic())
+            change.p99_catchup_ms = p99(catching_up) * 1000
+            change.extra["probes_catchup"] = len(catching_up)
         change.hit_ratio = len(reader.client.get_many(keys)) / len(keys)
         # through the nodes' catch-up and the clients' hand-over window
         time.sleep(max(drain, reader.client.handover_window) + 0.5)
@@ -318,23 +335,26 @@ def run(mode: str, n_keys: int, poll: float, drain: float) -> list[Change]:
 @click.option("--poll", type=float, default=0.5, show_default=True, help="Clients' poll (s).")
 @click.option("--drain", type=float, default=3.0, show_default=True, help="--drain-seconds.")
 @click.option("--mode", type=click.Choice(["cold", "warm", "both"]), default="both")
+@click.option("--warm-rate", type=int, default=None, help="The nodes' --warm-rate.")
 @click.option("--json", "json_out", type=click.Path(), default=None)
-def main(n_keys: int, poll: float, drain: float, mode: str, json_out: str | None) -> None:
+def main(
+    n_keys: int, poll: float, drain: float, mode: str, warm_rate: int | None, json_out: str | None
+) -> None:
     """Measure the hit ratio and stale reads of a 3->4 and a 4->3 change."""
     # a SIGTERM unwinds like Ctrl-C, so every process started here is stopped
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     results: list[Change] = []
     for m in ("cold", "warm") if mode == "both" else (mode,):
-        results += run(m, n_keys, poll, drain)
+        results += run(m, n_keys, poll, drain, warm_rate)
     click.echo(
         f"{'change':<12} {'hit':>6} {'after':>6} {'switch s':>8} {'stale':>6} {'reads':>7} "
-        f"{'warm keys':>9} {'rate/s':>7} {'p99 ms':>7} {'p99 warm':>8}"
+        f"{'warm keys':>9} {'rate/s':>7} {'p99 ms':>7} {'p99 warm':>8} {'p99 catch':>9}"
     )
     for c in results:
         click.echo(
             f"{c.what:<12} {c.hit_ratio:6.4f} {c.hit_after:6.4f} {c.switch_seconds:8.2f} "
             f"{c.stale_reads:6d} {c.checked_reads:7d} {c.warm_keys:9d} {c.warm_rate:7.0f} "
-            f"{c.p99_before_ms:7.2f} {c.p99_during_ms:8.2f}"
+            f"{c.p99_before_ms:7.2f} {c.p99_during_ms:8.2f} {c.p99_catchup_ms:9.2f}"
         )
     if json_out:
         Path(json_out).write_text(json.dumps([asdict(c) for c in results], indent=2))

@@ -519,7 +519,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "warm_rate",
         ("--warm-rate",),
-        20_000,
+        5_000,
         "Items per second --warm copies at most (0: no bound).",
         check=_between(0, 10_000_000, "--warm-rate must be between 0 and 10000000 items/s"),
         cli={"type": int},
