@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from memcache_server.commands.cluster import ClusterView
 from memcache_server.protocol import constants as C
 from memcache_server.report import StatsSource
+from memcache_server.storage.lru import LruSettings
 from memcache_server.storage.metastore import MetaStore
 from memcache_server.storage.slabs import SlabTable
 from memcache_server.storage.store import Store, StoreLimits
@@ -121,7 +122,20 @@ def new_store(config: ServerConfig, clock: Clock) -> Store:
     )
     store = Store(
         table,
-        StoreLimits(config.memory_limit, not config.disable_evictions, config.use_cas),
+        StoreLimits(
+            config.memory_limit,
+            not config.disable_evictions,
+            config.use_cas,
+            LruSettings(
+                segmented=config.lru_maintainer,
+                hot_lru_pct=config.hot_lru_pct,
+                warm_lru_pct=config.warm_lru_pct,
+                hot_max_factor=config.hot_max_factor,
+                warm_max_factor=config.warm_max_factor,
+                temp_lru=config.temp_lru,
+                temporary_ttl=config.temporary_ttl,
+            ),
+        ),
         clock,
         C.value_header,
     )

@@ -187,17 +187,13 @@ class MetaStore:
             if not count:
                 c.bits[s] = bits
                 return hit
-            lru = st.classes[st.do_lru_cid(c, s)]
+            c.bits[s] = bits
             if touch:
-                lru.touch_hits += 1
+                st.classes[st.do_lru_cid(c, s)].touch_hits += 1
             else:
-                lru.get_hits += 1
+                st.do_count_hit(c, s)
             if bump:
-                bits |= FETCHED
-                c.bits[s] = bits
-                st.do_bump(c, s, h, now)
-            else:
-                c.bits[s] = bits
+                st.do_item_bump(c, s, h, now)
             return hit
 
     # ------------------------------------------------------------------ ms
@@ -245,7 +241,7 @@ class MetaStore:
                     cas_res = 3  # bad value
                 lru = st.classes[st.do_lru_cid(oc, os_)]
                 if mode == Mode.ADD:
-                    st.do_bump(oc, os_, old, now)
+                    st.do_item_update(oc, os_, old, now)
                     return Outcome.NOT_STORED, 0
                 if mode == Mode.CAS:
                     if cas_res == 1:

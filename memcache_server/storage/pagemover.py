@@ -32,6 +32,7 @@ from memcache_server.storage.slabclass import (
     KILL_NONE,
     NIL,
     SLOT_BYTES,
+    W_SUB,
     SlabClass,
 )
 from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE
@@ -137,11 +138,9 @@ class PageMove:
             t = c.pop_free()
             if t != NIL:
                 return t
-            tail = c.lru_tail
-            if tail in (NIL, moving):
+            if not st.do_evict_any(c, moving):
                 return NIL
             st.moves.evictions_nomem += 1
-            st.do_unlink(tail)
             self._owners = None  # chunk lists may have changed
         return NIL
 
@@ -176,8 +175,10 @@ class PageMove:
         c.plen[t] = c.plen[s]
         c.klen[t] = c.klen[s]
         c.bits[t] = c.bits[s]
+        c.lru[t] = c.lru[s]
         nh = (t << 6) | c.cid
-        lru = st.classes[st.do_lru_cid(c, s)]
+        lw = st.classes[st.do_lru_cid(c, s)].words
+        base = W_SUB + 4 * c.lru[s]
         p = c.prev[s]
         nx = c.nxt[s]
         c.prev[t] = p
@@ -185,11 +186,11 @@ class PageMove:
         if p != NIL:
             st.classes[p & 63].nxt[p >> 6] = nh
         else:
-            lru.lru_head = nh
+            lw[base] = nh
         if nx != NIL:
             st.classes[nx & 63].prev[nx >> 6] = nh
         else:
-            lru.lru_tail = nh
+            lw[base + 1] = nh
         st.index.replace_handle(st.do_key_of(c, t), h, nh)
         if c.bits[t] & CHUNKED:
             st.chunk_lists[nh] = st.chunk_lists.pop(h)
