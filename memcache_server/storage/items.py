@@ -239,10 +239,13 @@ class Items(LruOps):
 
     def do_alloc(self, cid: int, now: int) -> int:
         """A free slot of class ``cid``: a free chunk, a new page, or one the LRU gives up
-        (see ``LruOps.do_alloc_pull``); NIL when none can be had."""
-        slot = self.classes[cid].pop_free()
-        if slot != NIL:
-            return slot
+        (see ``LruOps.do_alloc_pull``); NIL when none can be had. A flat LRU looks at its tail
+        for dead items before every allocation, so only a segmented one takes a free chunk
+        here first."""
+        if self.segmented:
+            slot = self.classes[cid].pop_free()
+            if slot != NIL:
+                return slot
         return self.do_alloc_pull(cid, now)
 
     def do_is_dead(self, cls: SlabClass, slot: int, now: int) -> bool:

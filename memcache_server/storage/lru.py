@@ -266,7 +266,11 @@ class LruOps:
             lru.words[W_EVICTED_ACTIVE] += 1
         if self.on_evict is not None:
             self.on_evict(
-                self.do_key_of(c, s), bool(bits & FETCHED), c.exp[s], c.atime[s], lru.cid,
+                self.do_key_of(c, s),
+                bool(bits & FETCHED),
+                c.exp[s],
+                c.atime[s],
+                lru.cid,
                 c.blen[s] - 2,
             )
         self.do_unlink(h)
