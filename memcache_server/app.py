@@ -1,14 +1,15 @@
 """Builds a node from its config and wires the parts together; owns start and shutdown.
 
-The command line (``cli.run_node``) calls ``bind()``, ``start()`` (the clock/crawler thread,
-the workers, the acceptor), then ``wait()`` until a stop request (SIGTERM/SIGINT or
-``shutdown``), then ``shutdown()``. With worker processes (``supervisor.py``) the supervisor
-calls ``start_background()`` instead, and each worker process ``become_worker(k)`` and
-``start_serving()``; ``on_shutdown_request`` is how a worker's ``shutdown`` reaches it.
-Signal handlers only set a flag. Shutdown: stop accepting, let workers answer what they
-already read, record a clean stop in the ``-e`` file, exit 0. Handlers and workers never get
-the node itself: sessions get its parts (``NodeParts``) and the node as an ``AdminContext``;
-workers see it as a ``WorkerContext``. Imported by nothing but the command line and tests.
+The command line (``cli.run_node``) calls ``bind()``, ``start()`` (the clock, crawler,
+rebalancer and LRU maintainer threads, the workers, the acceptor), then ``wait()`` until a stop
+request (SIGTERM/SIGINT or ``shutdown``), then ``shutdown()``. With worker processes
+(``supervisor.py``) the supervisor calls ``start_background()`` instead, and each worker process
+``become_worker(k)`` and ``start_serving()``; ``on_shutdown_request`` is how a worker's
+``shutdown`` reaches it. Signal handlers only set a flag. Shutdown: stop accepting, let workers
+answer what they already read, record a clean stop in the ``-e`` file, exit 0. Handlers and
+workers never get the node itself: sessions get its parts (``NodeParts``) and the node as an
+``AdminContext``; workers see it as a ``WorkerContext``. Imported by nothing but the command
+line and tests.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from memcache_server.server.worker import Connection, Worker
 from memcache_server.stats import PrefixStats, ThreadStats, WorkerCounters
 from memcache_server.storage.clock import Clock
 from memcache_server.storage.crawler import Crawler
+from memcache_server.storage.maintainer import Maintainer
 from memcache_server.storage.rebalancer import Rebalancer
 from memcache_server.storage.seglock import SegmentLock
 from memcache_server.storage.settings import NodeSettings
@@ -129,9 +131,11 @@ class Node:
             config.slab_automove,
             config.slab_automove_ratio,
             config.slab_automove_window,
-            maintainer="no_lru_maintainer" not in config.extended,
+            maintainer=config.lru_maintainer,
             words=self.shared.settings,
         )
+        # -o lru_maintainer (the default): the segmented LRU's background thread
+        self.maintainer = Maintainer(self.store) if config.lru_maintainer else None
         logger = self.logger
         self.rebalancer.on_decision = lambda src, dst: watch.log_slab_move(logger, src, dst)
         self.ops = OpsState(config, self.parts.prefixes, self.shared.settings)
@@ -211,6 +215,8 @@ class Node:
         self.crawler.start()  # idles while disabled, so `lru_crawler enable` can start it
         if self.config.slab_reassign:  # memcached starts no mover without slab_reassign
             self.rebalancer.start()
+        if self.maintainer is not None:
+            self.maintainer.start()
 
     def _ticker(self) -> None:
         while not self._stop.wait(1.0):
@@ -286,6 +292,8 @@ class Node:
             sock.close()
         self.crawler.stop()
         self.rebalancer.stop()
+        if self.maintainer is not None:
+            self.maintainer.stop()
         if self.metrics is not None:
             self.metrics.stop()
         self.logger.stop()

@@ -141,6 +141,8 @@ class ServerConfig:
     warm_lru_pct: int = D["warm_lru_pct"]
     hot_max_factor: float = D["hot_max_factor"]
     warm_max_factor: float = D["warm_max_factor"]
+    lru_maintainer: bool = D["lru_maintainer"]  # the segmented LRU and its maintainer thread
+    temp_lru: bool = D["temp_lru"]
     # Project settings.
     max_line: int = 2048
     max_output_buffer: int = 4 * MB
@@ -170,9 +172,13 @@ class ServerConfig:
 
     def with_extended(self) -> ServerConfig:
         """Apply the -o options to the typed fields (called once by the CLI), as the options
-        table says: each sub-option given sets its field through its parser, in table order."""
+        table says: each sub-option given sets its field through its parser, in table order,
+        after the fields it implies (``no_modern``'s), so an explicit one wins over those."""
         ext = self.extended
         changes: dict[str, object] = {}
+        for o in OPTIONS:
+            if o.sub in ext:
+                changes.update(o.implies)
         for o in OPTIONS:
             if o.sub and o.name and o.sub in ext:
                 changes[o.name] = o.parse(ext[o.sub])
@@ -200,6 +206,13 @@ class ServerConfig:
                 "Cannot use UDP with ascii authentication enabled (-U 0 to disable)",
                 ExitCode.USAGE,
             )
+        if self.hot_lru_pct + self.warm_lru_pct > 80:
+            raise ConfigError(
+                "hot_lru_pct + warm_lru_pct cannot be more than 80% combined", ExitCode.USAGE
+            )
+        if self.temp_lru and not self.lru_maintainer:
+            raise ConfigError("temporary_ttl requires lru_maintainer to be enabled",
+                              ExitCode.USAGE)
         for addr in self.listen:
             check_listen_address(addr, ",".join(self.listen))
         self._validate_cluster()

@@ -92,7 +92,8 @@ class Option:
     count, multiple, envvar, metavar) and ``cli_default`` the default as spelled on the command
     line when it differs from the config's (``-I 1m``, ``-a 700``). ``param`` is the click
     parameter when several entries read one flag (``-D`` sets the delimiter and turns
-    per-prefix stats on).
+    per-prefix stats on). ``implies`` holds other fields a sub-option sets too (``no_modern``
+    turns several off), each unless that field's own sub-option is given as well.
     """
 
     name: str
@@ -109,6 +110,7 @@ class Option:
     sub: str = ""
     kind: str = ""
     refusal: ExitCode = ExitCode.FAILURE
+    implies: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def click_name(self) -> str:
@@ -582,8 +584,8 @@ OPTIONS: tuple[Option, ...] = (
            help="shown in stats settings; items are never stuck here (default: 0)",
            kind="int"),
     Option("temporary_ttl", default=61, stat=("temporary_ttl",), parse=_int,
-           sub="temporary_ttl",
-           help="shown in stats settings; the LRU is not segmented (default: 61)",
+           sub="temporary_ttl", implies={"temp_lru": True},
+           help="TTLs up to this go to a TEMP LRU, never evicted (default: 61)",
            kind="int"),
     Option("read_buf_mem_limit", default=0, stat=("read_buf_mem_limit",),
            parse=lambda v: _int(v) * MB, sub="read_buf_mem_limit",
@@ -616,20 +618,46 @@ OPTIONS: tuple[Option, ...] = (
            parse=lambda v: _int(v) * KB, sub="worker_logbuf_size",
            help="shown in stats settings (default: 64)",
            kind="int"),
+    # The segmented LRU (storage/lru.py) and its maintainer thread (storage/maintainer.py).
+    Option("lru_maintainer", default=True, stat=("lru_maintainer_thread", "lru_segmented"),
+           parse=lambda v: True, sub="lru_maintainer",
+           help="segmented HOT/WARM/COLD LRU and its background thread (default)",
+           kind="flag"),
+    Option("lru_maintainer", parse=lambda v: False, sub="no_lru_maintainer",
+           help="disable new LRU system + background thread (one flat LRU per class)",
+           kind="flag"),
     Option("hot_lru_pct", default=20, stat=("hot_lru_pct",), parse=_int, sub="hot_lru_pct",
-           help="shown in stats settings; the LRU is not segmented (default: 20)",
+           help="pct of slab memory to reserve for hot lru (default: 20)",
+           check=lambda v: None if 1 <= v < 80 else "hot_lru_pct must be > 1 and < 80",
            kind="int"),
     Option("warm_lru_pct", default=40, stat=("warm_lru_pct",), parse=_int, sub="warm_lru_pct",
-           help="shown in stats settings; the LRU is not segmented (default: 40)",
+           help="pct of slab memory to reserve for warm lru (default: 40)",
+           check=lambda v: None if 1 <= v < 80 else "warm_lru_pct must be > 1 and < 80",
            kind="int"),
     Option("hot_max_factor", default=0.2, stat=("hot_max_factor",), parse=_float,
            sub="hot_max_factor",
-           help="shown in stats settings; the LRU is not segmented (default: 0.20)",
+           help="items idle > cold lru age * this drop from hot lru (default: 0.20)",
+           check=_above(0, "hot_max_factor must be > 0"),
            kind="float"),
     Option("warm_max_factor", default=2.0, stat=("warm_max_factor",), parse=_float,
            sub="warm_max_factor",
-           help="shown in stats settings; the LRU is not segmented (default: 2.00)",
+           help="items idle > cold lru age * this drop from warm lru (default: 2.00)",
+           check=_above(0, "warm_max_factor must be > 0"),
            kind="float"),
+    Option("temp_lru", default=False, stat=("temp_lru",), parse=lambda v: True, sub="temp_lru",
+           help="turn the TEMP LRU on (as giving temporary_ttl does)",
+           kind="flag"),
+    Option("temp_lru", parse=lambda v: False, sub="no_temp_lru",
+           help="turn the TEMP LRU off (the default)",
+           kind="flag"),
+    # memcached's -o no_modern: its pre-1.5 defaults, each unless given explicitly.
+    Option("", sub="no_modern", kind="flag",
+           help="old defaults: flat LRU, no crawler, no page mover, 1 MB chunks",
+           implies={"lru_maintainer": False, "lru_crawler": False, "slab_reassign": False,
+                    "slab_automove": 0, "maxconns_fast": False, "hash_algorithm": "jenkins",
+                    "slab_chunk_max": 1024 * KB}),
+    Option("", sub="modern", kind="flag",
+           help="the modern defaults, already on (memcached: currently nothing)"),
     # -o sub-options accepted under memcached's names with no field of their own (some are
     # read from ``extended`` where they show, as hashpower and the ssl_* settings are).
     *(
@@ -638,11 +666,7 @@ OPTIONS: tuple[Option, ...] = (
             ("maxconns_fast", "flag", "refuse connections past -c at once (default)"),
             ("hashpower", "int", "initial hash table size as a power of 2 (it grows as needed)"),
             ("slab_reassign", "flag", "allow moving slab pages between classes (default)"),
-            ("lru_maintainer", "flag", "accepted for compatibility"),
-            ("no_lru_maintainer", "flag", "accepted for compatibility"),
             ("no_hashexpand", "flag", "accepted for compatibility"),
-            ("modern", "flag", "accepted for compatibility (memcached: currently nothing)"),
-            ("no_modern", "flag", "accepted for compatibility"),
             ("inline_ascii_resp", "flag", "accepted for compatibility"),
             ("no_inline_ascii_resp", "flag", "accepted for compatibility"),
             ("sock_cookie_id", "int", "accepted for compatibility"),
@@ -657,8 +681,6 @@ OPTIONS: tuple[Option, ...] = (
             ("ssl_kernel_tls", "flag", "accepted for compatibility"),
             ("ssl_min_version", "int", "lowest TLS version: 0 TLSv1 .. 3 TLSv1.3 (default: 2)"),
             ("slab_automove_freeratio", "float", "accepted for compatibility"),
-            ("temp_lru", "flag", "accepted for compatibility"),
-            ("no_temp_lru", "flag", "accepted for compatibility"),
         )
     ),
 )

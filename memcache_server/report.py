@@ -164,6 +164,9 @@ def general_stats(node: StatsSource) -> list[Stat]:
     for cs in classes:
         for name, v in cs.counters.items():
             per_class[name] = per_class.get(name, 0) + v
+        for name, v in (cs.lru_counters or {}).items():
+            per_class[name] = per_class.get(name, 0) + v
+    maintainer = cfg.lru_maintainer  # memcached shows the segmented LRU's lines only then
     user, system = node.cpu_times()  # every process of the node
     now = node.clock.now
     cnt = node.counters
@@ -179,7 +182,7 @@ def general_stats(node: StatsSource) -> list[Stat]:
         ("max_connections", cfg.max_connections),
         ("curr_connections", cnt.curr_connections),
         ("total_connections", cnt.total_connections),
-        ("rejected_connections", cnt.rejected_connections),
+        *([("rejected_connections", cnt.rejected_connections)] if cfg.maxconns_fast else []),
         ("connection_structures", cnt.connection_structures),
         ("response_obj_oom", th["response_obj_oom"]),
         ("response_obj_count", 1),
@@ -225,17 +228,16 @@ def general_stats(node: StatsSource) -> list[Stat]:
         ("hash_power_level", node.hash_power_level()),
         ("hash_bytes", 8 << node.hash_power_level()),
         ("hash_is_expanding", 0),
-        ("slab_reassign_rescues", store.moves.rescues),
-        ("slab_reassign_chunk_rescues", store.moves.chunk_rescues),
-        ("slab_reassign_evictions_nomem", store.moves.evictions_nomem),
-        ("slab_reassign_inline_reclaim", 0),
-        ("slab_reassign_busy_items", 0),
-        ("slab_reassign_busy_deletes", 0),
-        ("slab_reassign_running", int(node.rebalancer.moving)),
-        ("slabs_moved", store.moves.slabs_moved),
-        ("lru_crawler_running", int(node.crawler_running())),
-        ("lru_crawler_starts", node.crawler_starts()),
-        ("lru_maintainer_juggles", 0),
+        *(_reassign_stats(node) if cfg.slab_reassign else []),
+        *(
+            [
+                ("lru_crawler_running", int(node.crawler_running())),
+                ("lru_crawler_starts", node.crawler_starts()),
+            ]
+            if node.crawler.enabled
+            else []
+        ),
+        *([("lru_maintainer_juggles", store.lru_maintainer_juggles)] if maintainer else []),
         ("malloc_fails", 0),
         ("log_worker_dropped", 0),
         ("log_worker_written", node.logger.written),
@@ -251,20 +253,41 @@ def general_stats(node: StatsSource) -> list[Stat]:
         ("slab_global_page_pool", store.pool_pages),
         ("expired_unfetched", store.expired_unfetched),
         ("evicted_unfetched", store.evicted_unfetched),
-        ("evicted_active", 0),
+        *([("evicted_active", per_class["evicted_active"])] if maintainer else []),
         ("evictions", store.evictions),
         ("reclaimed", store.reclaimed),
         ("crawler_reclaimed", store.crawler_reclaimed),
         ("crawler_items_checked", store.crawler_items_checked),
         ("lrutail_reflocked", 0),
-        ("moves_to_cold", 0),
-        ("moves_to_warm", 0),
-        ("moves_within_lru", 0),
-        ("direct_reclaims", 0),
-        ("lru_bumps_dropped", 0),
+        *(
+            [
+                ("moves_to_cold", per_class["moves_to_cold"]),
+                ("moves_to_warm", per_class["moves_to_warm"]),
+                ("moves_within_lru", per_class["moves_within_lru"]),
+                ("direct_reclaims", per_class["direct_reclaims"]),
+                ("lru_bumps_dropped", 0),  # fetched COLD items move at once: none is dropped
+            ]
+            if maintainer
+            else []
+        ),
     ]
     pairs += node.cluster.stats()  # cluster members only: see ClusterView.stats
     return pairs
+
+
+def _reassign_stats(node: StatsSource) -> list[Stat]:
+    """The page mover's lines of `stats`, present only with slab_reassign (memcached's rule)."""
+    moves = node.store.moves
+    return [
+        ("slab_reassign_rescues", moves.rescues),
+        ("slab_reassign_chunk_rescues", moves.chunk_rescues),
+        ("slab_reassign_evictions_nomem", moves.evictions_nomem),
+        ("slab_reassign_inline_reclaim", 0),
+        ("slab_reassign_busy_items", 0),
+        ("slab_reassign_busy_deletes", 0),
+        ("slab_reassign_running", int(node.rebalancer.moving)),
+        ("slabs_moved", moves.slabs_moved),
+    ]
 
 
 def _tls_stats(node: StatsSource, handshake_errors: int) -> list[Stat]:
@@ -333,7 +356,6 @@ def _settings_not_in_table(node: StatsSource) -> dict[str, object]:
     """Lines whose value changes at run time or reads more than one setting."""
     c = node.config
     ext = c.extended
-    maintainer = "no_lru_maintainer" not in ext
     return {
         "maxbytes": node.store.memory_limit,  # cache_memlimit changes it
         "tcpport": node.port if not c.unix_socket else 0,  # -p 0: the port picked
@@ -349,9 +371,6 @@ def _settings_not_in_table(node: StatsSource) -> dict[str, object]:
         "lru_crawler": bool(node.crawler.enabled),
         "lru_crawler_sleep": node.ops.crawler_sleep,
         "lru_crawler_tocrawl": node.ops.crawler_tocrawl,
-        "lru_maintainer_thread": maintainer,
-        "lru_segmented": maintainer,
-        "temp_lru": "temp_lru" in ext,
         "track_sizes": node.store.sizes is not None,
         "ssl_chain_cert": ext.get("ssl_chain_cert") or "(null)",
         "ssl_key": ext.get("ssl_key") or "(null)",
@@ -390,19 +409,25 @@ def slabs_stats(node: StatsSource) -> list[Stat]:
 
 
 def items_stats(node: StatsSource) -> list[Stat]:
+    """`stats items`: memcached 1.6.18's item_stats, with the segmented LRU's lines only while
+    the maintainer runs (number_temp only with the TEMP LRU)."""
     out: list[Stat] = []
+    maintainer = node.config.lru_maintainer
+    temp = node.config.temp_lru
     for c in node.store.class_stats():
         if not c.items:
             continue
         p = f"items:{c.cid}:"
         k = c.counters
+        lru = c.lru_counters or {}
+        hot, warm, cold, temp_n = c.lru_sizes
+        out.append((p + "number", c.items))
+        if maintainer:
+            out += [(p + "number_hot", hot), (p + "number_warm", warm), (p + "number_cold", cold)]
+            if temp:
+                out.append((p + "number_temp", temp_n))
+            out += [(p + "age_hot", c.age_hot), (p + "age_warm", c.age_warm)]
         out += [
-            (p + "number", c.items),
-            (p + "number_hot", 0),
-            (p + "number_warm", 0),
-            (p + "number_cold", c.items),
-            (p + "age_hot", 0),
-            (p + "age_warm", 0),
             (p + "age", c.age),
             (p + "mem_requested", c.mem_requested),
             (p + "evicted", k["evicted"]),
@@ -413,19 +438,22 @@ def items_stats(node: StatsSource) -> list[Stat]:
             (p + "reclaimed", k["reclaimed"]),
             (p + "expired_unfetched", k["expired_unfetched"]),
             (p + "evicted_unfetched", k["evicted_unfetched"]),
-            (p + "evicted_active", 0),
+        ]
+        if maintainer:
+            out.append((p + "evicted_active", lru.get("evicted_active", 0)))
+        out += [
             (p + "crawler_reclaimed", k["crawler_reclaimed"]),
             (p + "crawler_items_checked", k["crawler_items_checked"]),
             (p + "lrutail_reflocked", 0),
-            (p + "moves_to_cold", 0),
-            (p + "moves_to_warm", 0),
-            (p + "moves_within_lru", 0),
-            (p + "direct_reclaims", 0),
-            (p + "hits_to_hot", 0),
-            (p + "hits_to_warm", 0),
-            (p + "hits_to_cold", k["get_hits"]),
-            (p + "hits_to_temp", 0),
         ]
+        if maintainer:
+            out += [
+                (p + name, lru.get(name, 0))
+                for name in (
+                    "moves_to_cold", "moves_to_warm", "moves_within_lru", "direct_reclaims",
+                    "hits_to_hot", "hits_to_warm", "hits_to_cold", "hits_to_temp",
+                )
+            ]
     return out
 
 

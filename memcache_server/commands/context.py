@@ -21,6 +21,7 @@ from memcache_server.report import StatsSource
 from memcache_server.stats import PrefixStats, WorkerCounters, prefix_reserve
 from memcache_server.storage.clock import CLOCK_BYTES
 from memcache_server.storage.items import store_bytes
+from memcache_server.storage.lru import LruSettings
 from memcache_server.storage.metastore import MetaStore
 from memcache_server.storage.restart import MemoryFile, restore
 from memcache_server.storage.segment import ALIGN, MemoryFileError, Segment
@@ -179,7 +180,20 @@ def new_store(config: ServerConfig, clock: Clock, reserve: int = 0) -> Store:
         config.item_size_max,
         config.use_cas,
     )
-    limits = StoreLimits(config.memory_limit, not config.disable_evictions, config.use_cas)
+    limits = StoreLimits(
+        config.memory_limit,
+        not config.disable_evictions,
+        config.use_cas,
+        LruSettings(
+            segmented=config.lru_maintainer,
+            hot_lru_pct=config.hot_lru_pct,
+            warm_lru_pct=config.warm_lru_pct,
+            hot_max_factor=config.hot_max_factor,
+            warm_max_factor=config.warm_max_factor,
+            temp_lru=config.temp_lru,
+            temporary_ttl=config.temporary_ttl,
+        ),
+    )
     memory_file = None
     saved = None
     if config.memory_file is not None:

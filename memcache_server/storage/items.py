@@ -27,21 +27,19 @@ from typing import TYPE_CHECKING
 
 from memcache_server.storage.clock import Clock
 from memcache_server.storage.index import IndexAreas, KeyIndex, index_capacity
+from memcache_server.storage.lru import UPDATE_INTERVAL, LruOps, LruSettings
 from memcache_server.storage.proclock import ProcessLock
 from memcache_server.storage.segment import ALIGN, Segment, Word
 from memcache_server.storage.slabclass import (
     CHUNKED,
     DATA_CHUNK,
-    FETCHED,
     IN_USE,
     KILL_NONE,
     NIL,
     SLOT_BYTES,
     W_CMD_SET,
-    W_ITEMS,
-    W_LRU_HEAD,
-    W_LRU_TAIL,
-    W_MEM_REQUESTED,
+    W_HITS,
+    W_SUB,
     SlabClass,
     class_bytes,
 )
@@ -59,6 +57,7 @@ __all__ = [
     "SizeHistogram",
     "parse_u64",
     "UPDATE_INTERVAL",
+    "LruSettings",
     "W_OLDEST_LIVE",
     "W_OLDEST_CAS",
     "store_bytes",
@@ -68,10 +67,9 @@ __all__ = [
 W_NEXT_CAS, W_OLDEST_LIVE, W_OLDEST_CAS, W_CURR_ITEMS, W_ITEM_BYTES = 3, 4, 5, 6, 7
 W_TOTAL_ITEMS = 9
 W_MOVES = 16  # MoveCounters' four words
+W_JUGGLES = 20  # the LRU maintainer's wake-ups (memcached's lru_maintainer_juggles)
 STORE_WORDS = 32  # the store's shared words (see Items), with room to spare
 FIRST_CHUNK = 8  # bytes at the end of a chunked item's header chunk: its first data chunk
-UPDATE_INTERVAL = 60  # memcached's ITEM_UPDATE_INTERVAL: bump an item in the LRU at most this often
-TAIL_SEARCH = 5  # items examined at an LRU tail for an expired one before evicting
 
 
 class Outcome(IntEnum):
@@ -99,6 +97,7 @@ class StoreLimits:
     memory_limit: int
     evictions: bool
     use_cas: bool
+    lru: LruSettings = LruSettings()
 
 
 class MoveCounters:
@@ -160,7 +159,7 @@ def segment_size(table: SlabTable, max_pages: int) -> int:
     return 3 * ALIGN + total + IndexAreas.reserve(index_capacity(table, max_pages))
 
 
-class Items:
+class Items(LruOps):
     """All items of a node, and the steps on them that run with ``lock`` held."""
 
     # The node's shared state, in the store's header area of the segment (see segment.Word).
@@ -181,6 +180,7 @@ class Items:
     evicted_unfetched = Word(13)
     crawler_reclaimed = Word(14)
     crawler_items_checked = Word(15)
+    lru_maintainer_juggles = Word(W_JUGGLES)
 
     def __init__(
         self,
@@ -199,6 +199,10 @@ class Items:
         self.limits = limits
         self.clock = clock
         self.header_fn = header_fn
+        # The LRU's settings never change at run time (its state is in the segment).
+        self.lru_settings = limits.lru
+        self.segmented = limits.lru.segmented
+        self.evicts = limits.evictions
         self.lock: threading.Lock | ProcessLock = threading.Lock()
         # Every byte of cache memory lives in one shared segment, sized from -m here: an
         # unnamed one, or the -e file (``keep``: its items come back, see restart.py).
@@ -286,69 +290,15 @@ class Items:
         return self.malloced + self.columns_bytes + self.index.nbytes
 
     def do_alloc(self, cid: int, now: int) -> int:
-        """A free slot of class ``cid``, reclaiming or evicting at its LRU tail if needed."""
-        cls = self.classes[cid]
-        slot = cls.pop_free()
-        if slot != NIL:
-            return slot
-        # Look for an expired or flushed item near the tail first, as memcached does.
-        h = cls.lru_tail
-        for _ in range(TAIL_SEARCH):
-            if h == NIL:
-                break
-            hc = self.classes[h & 63]
-            hs = h >> 6
-            if self.do_is_dead(hc, hs, now):
-                prev = hc.prev[hs]
-                cls.reclaimed += 1
-                self.reclaimed += 1
-                if not hc.bits[hs] & FETCHED:
-                    cls.expired_unfetched += 1
-                    self.expired_unfetched += 1
-                self.do_unlink(h)
-                slot = cls.pop_free()
-                if slot != NIL:
-                    return slot
-                h = prev
-                continue
-            h = hc.prev[hs]
-        if self.do_grow(cls):
-            return cls.pop_free()
-        if not self.limits.evictions:
-            cls.outofmemory += 1
-            return NIL
-        # Evict from the tail until a chunk of this class is free.
-        for _ in range(TAIL_SEARCH * 10):
-            h = cls.lru_tail
-            if h == NIL:
-                break
-            hc = self.classes[h & 63]
-            hs = h >> 6
-            cls.evicted += 1
-            self.evictions += 1
-            if hc.exp[hs] != 0:
-                cls.evicted_nonzero += 1
-            cls.evicted_time = now - hc.atime[hs]
-            if not hc.bits[hs] & FETCHED:
-                cls.evicted_unfetched += 1
-                self.evicted_unfetched += 1
-            if self.on_evict is not None:
-                self.on_evict(
-                    self.do_key_of(hc, hs),
-                    bool(hc.bits[hs] & FETCHED),
-                    hc.exp[hs],
-                    hc.atime[hs],
-                    cls.cid,
-                    hc.blen[hs] - 2,
-                )
-            self.do_unlink(h)
-            slot = cls.pop_free()
+        """A free slot of class ``cid``: a free chunk, a new page, or one the LRU gives up
+        (see ``LruOps.do_alloc_pull``); NIL when none can be had. A flat LRU looks at its tail
+        for dead items before every allocation, so only a segmented one takes a free chunk
+        here first."""
+        if self.segmented:
+            slot = self.classes[cid].pop_free()
             if slot != NIL:
-                if self.on_class_evict is not None:
-                    self.on_class_evict(cid)
                 return slot
-        cls.outofmemory += 1
-        return NIL
+        return self.do_alloc_pull(cid, now)
 
     def do_is_dead(self, cls: SlabClass, slot: int, now: int) -> bool:
         exp = cls.exp[slot]
@@ -375,16 +325,17 @@ class Items:
         c = self.classes[h & 63]
         s = h >> 6
         lw = self.classes[lru_cid].words  # shared words indexed directly: the set path
-        head = lw[W_LRU_HEAD]
+        base = W_SUB + 4 * c.lru[s]
+        head = lw[base]
         c.prev[s] = NIL
         c.nxt[s] = head
         if head != NIL:
             self.classes[head & 63].prev[head >> 6] = h
         else:
-            lw[W_LRU_TAIL] = h
-        lw[W_LRU_HEAD] = h
-        lw[W_ITEMS] += 1
-        lw[W_MEM_REQUESTED] += ntotal
+            lw[base + 1] = h
+        lw[base] = h
+        lw[base + 2] += 1
+        lw[base + 3] += ntotal
         w = self.words
         w[W_CURR_ITEMS] += 1
         w[W_TOTAL_ITEMS] += 1
@@ -453,19 +404,20 @@ class Items:
         bits = c.bits[s]
         lru = classes[self.table.largest] if bits & CHUNKED else c
         lw = lru.words
+        base = W_SUB + 4 * c.lru[s]
         p = c.prev[s]
         n = c.nxt[s]
         if p != NIL:
             classes[p & 63].nxt[p >> 6] = n
         else:
-            lw[W_LRU_HEAD] = n
+            lw[base] = n
         if n != NIL:
             classes[n & 63].prev[n >> 6] = p
         else:
-            lw[W_LRU_TAIL] = p
+            lw[base + 1] = p
         ntotal = self.table.item_size(klen, c.flags[s], c.blen[s])
-        lw[W_ITEMS] -= 1
-        lw[W_MEM_REQUESTED] -= ntotal
+        lw[base + 2] -= 1
+        lw[base + 3] -= ntotal
         w = self.words
         w[W_CURR_ITEMS] -= 1
         w[W_ITEM_BYTES] -= ntotal
@@ -476,25 +428,12 @@ class Items:
                 classes[dh & 63].push_free(dh >> 6)
         c.push_free(s)
 
-    def do_bump(self, c: SlabClass, s: int, h: int, now: int) -> None:
-        """Move to the LRU head, at most once per UPDATE_INTERVAL (memcached's rule)."""
-        if c.atime[s] + UPDATE_INTERVAL > now:
-            return
-        c.atime[s] = now
-        lru = self.classes[self.do_lru_cid(c, s)]
-        if lru.lru_head == h:
-            return
-        p = c.prev[s]
-        n = c.nxt[s]
-        self.classes[p & 63].nxt[p >> 6] = n
-        if n != NIL:
-            self.classes[n & 63].prev[n >> 6] = p
-        else:
-            lru.lru_tail = p
-        c.prev[s] = NIL
-        c.nxt[s] = lru.lru_head
-        self.classes[lru.lru_head & 63].prev[lru.lru_head >> 6] = h
-        lru.lru_head = h
+    def do_count_hit(self, c: SlabClass, s: int) -> None:
+        """A get hit, counted in the item's LRU class and on the list it sits on (memcached's
+        lru_hits, shown as hits_to_hot..hits_to_temp; get_hits is their sum)."""
+        lru = self.classes[self.table.largest] if c.bits[s] & CHUNKED else c
+        lru.get_hits += 1
+        lru.words[W_HITS + c.lru[s]] += 1
 
     def do_find(self, key: bytes, now: int) -> int:
         """The live handle for ``key``, or NIL; expired/flushed items are unlinked on the way."""
@@ -627,6 +566,7 @@ class Items:
         c.flags[slot] = flags
         c.exp[slot] = exp_abs
         c.atime[slot] = now
+        c.lru[slot] = self.do_sub_for(exp_abs, now)
         c.cas[slot] = self.do_next_cas()
         c.bits[slot] = bits  # last: the item is complete from here on (see the docstring)
         return Outcome.STORED, (slot << 6) | c.cid
@@ -668,7 +608,7 @@ class Items:
         base = c.at(s) + plen
         c.page_area[base : base + nbytes - 2] = digits + b" " * (nbytes - 2 - res)
         c.cas[s] = self.do_next_cas()
-        self.do_bump(c, s, h, now)
+        self.do_item_update(c, s, h, now)
         return Outcome.DELTA_OK, value, b""
 
 

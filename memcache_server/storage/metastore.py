@@ -25,7 +25,6 @@ from memcache_server.storage.slabclass import (
     NIL,
     STALE,
     TOKEN_SENT,
-    W_GET_HITS,
     W_TOUCH_HITS,
 )
 from memcache_server.storage.store import Store
@@ -189,17 +188,13 @@ class MetaStore:
             if not count:
                 c.bits[s] = bits
                 return hit
-            lru = st.classes[st.do_lru_cid(c, s)]
+            c.bits[s] = bits
             if touch:
-                lru.words[W_TOUCH_HITS] += 1
+                st.classes[st.do_lru_cid(c, s)].words[W_TOUCH_HITS] += 1
             else:
-                lru.words[W_GET_HITS] += 1
+                st.do_count_hit(c, s)
             if bump:
-                bits |= FETCHED
-                c.bits[s] = bits
-                st.do_bump(c, s, h, now)
-            else:
-                c.bits[s] = bits
+                st.do_item_bump(c, s, h, now)
             return hit
 
     # ------------------------------------------------------------------ ms
@@ -247,7 +242,7 @@ class MetaStore:
                     cas_res = 3  # bad value
                 lru = st.classes[st.do_lru_cid(oc, os_)]
                 if mode == Mode.ADD:
-                    st.do_bump(oc, os_, old, now)
+                    st.do_item_update(oc, os_, old, now)
                     return Outcome.NOT_STORED, 0
                 if mode == Mode.CAS:
                     if cas_res == 1:

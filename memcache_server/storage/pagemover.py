@@ -32,6 +32,7 @@ from memcache_server.storage.slabclass import (
     KILL_NONE,
     NIL,
     SLOT_BYTES,
+    W_SUB,
     SlabClass,
 )
 from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE
@@ -135,11 +136,9 @@ class PageMove:
             t = c.pop_free()
             if t != NIL:
                 return t
-            tail = c.lru_tail
-            if tail in (NIL, moving):
+            if not st.do_evict_any(c, moving):
                 return NIL
             st.moves.evictions_nomem += 1
-            st.do_unlink(tail)
         return NIL
 
     def _claim(self, c: SlabClass, s: int, moving: int, item: int) -> int:
@@ -178,7 +177,9 @@ class PageMove:
             for dh in st.do_data_chunks(c, t):
                 st.classes[dh & 63].prev[dh >> 6] = nh
         c.bits[t] = c.bits[s]
-        lru = st.classes[st.do_lru_cid(c, s)]
+        c.lru[t] = c.lru[s]
+        lw = st.classes[st.do_lru_cid(c, s)].words
+        base = W_SUB + 4 * c.lru[s]
         p = c.prev[s]
         nx = c.nxt[s]
         c.prev[t] = p
@@ -186,11 +187,11 @@ class PageMove:
         if p != NIL:
             st.classes[p & 63].nxt[p >> 6] = nh
         else:
-            lru.lru_head = nh
+            lw[base] = nh
         if nx != NIL:
             st.classes[nx & 63].prev[nx >> 6] = nh
         else:
-            lru.lru_tail = nh
+            lw[base + 1] = nh
         st.index.replace_handle(st.do_key_of(c, t), h, nh)
         c.bits[s] = 0
         c.used_chunks -= 1

@@ -5,8 +5,8 @@ The dead process may have stopped anywhere inside a ``do_*`` step: between two l
 halfway through an index probe sequence or resize, with a chunk off the free list and not yet
 an item, with counters half updated. So nothing derived is trusted. The per-chunk metadata
 columns and the slab pages are the truth, and from them the pass rebuilds every derived
-structure: the key index, each class's LRU (ordered by last access), each free list, item and
-chunk counts, the memory counters and the CAS counter.
+structure: the key index, each class's sub-LRUs (ordered by last access), each free list, item
+and chunk counts, the memory counters and the CAS counter.
 
 The argument that no stored item is lost and the store is consistent afterwards:
 
@@ -46,10 +46,13 @@ from memcache_server.storage.index import MIN_CAPACITY
 from memcache_server.storage.items import Items
 from memcache_server.storage.slabclass import (
     CHUNKED,
+    COLD,
     DATA_CHUNK,
     IN_USE,
     NIL,
     SLOT_BYTES,
+    SUB_LRUS,
+    W_SUB,
     SlabClass,
 )
 from memcache_server.storage.slabs import PAGE_SIZE
@@ -136,38 +139,45 @@ def repair(st: Items) -> Repaired:
             if bits[s] & DATA_CHUNK and (s << 6) | c.cid not in reached:
                 bits[s] = 0
                 out.orphan_chunks += 1
-    # 3. LRUs in last-access order, then free lists and counts.
-    by_lru: dict[int, list[tuple[int, int, int]]] = {}
+    # 3. Each sub-LRU (the item's ``lru`` column says which) in last-access order, then free
+    # lists and counts.
+    by_lru: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
     top_cas = 0
     for h in kept:
         c, s = classes[h & 63], h >> 6
-        by_lru.setdefault(st.do_lru_cid(c, s), []).append((c.atime[s], c.cas[s], h))
+        key = (st.do_lru_cid(c, s), c.lru[s] if c.lru[s] < SUB_LRUS else COLD)
+        c.lru[s] = key[1]
+        by_lru.setdefault(key, []).append((c.atime[s], c.cas[s], h))
         top_cas = max(top_cas, c.cas[s])
     curr = total_bytes = 0
     if st.sizes is not None:
         st.sizes.counts.clear()
     for lc in classes[1:]:
-        lc.lru_head = lc.lru_tail = NIL
-        lc.items = lc.mem_requested = 0
-        entries = sorted(by_lru.get(lc.cid, ()))
-        prev = NIL
-        for _atime, cas, h in entries:  # oldest first: the tail
-            c, s = classes[h & 63], h >> 6
-            c.prev[s] = NIL
-            c.nxt[s] = prev
-            if prev != NIL:
-                classes[prev & 63].prev[prev >> 6] = h
-            else:
-                lc.lru_tail = h
-            prev = h
-            ntotal = st.do_ntotal(c, s)
-            lc.items += 1
-            lc.mem_requested += ntotal
-            total_bytes += ntotal
-            if st.sizes is not None:
-                st.sizes.add(ntotal, cas)
-        lc.lru_head = prev
-        curr += len(entries)
+        for sub in range(SUB_LRUS):
+            base = W_SUB + 4 * sub
+            entries = sorted(by_lru.get((lc.cid, sub), ()))
+            prev = NIL
+            tail = NIL
+            nbytes = 0
+            for _atime, cas, h in entries:  # oldest first: the tail
+                c, s = classes[h & 63], h >> 6
+                c.prev[s] = NIL
+                c.nxt[s] = prev
+                if prev != NIL:
+                    classes[prev & 63].prev[prev >> 6] = h
+                else:
+                    tail = h
+                prev = h
+                ntotal = st.do_ntotal(c, s)
+                nbytes += ntotal
+                if st.sizes is not None:
+                    st.sizes.add(ntotal, cas)
+            lc.words[base] = prev
+            lc.words[base + 1] = tail
+            lc.words[base + 2] = len(entries)
+            lc.words[base + 3] = nbytes
+            total_bytes += nbytes
+            curr += len(entries)
     for c in classes[1:]:
         _free_list(c)
     st.curr_items = curr

@@ -28,19 +28,31 @@ __all__ = [
     "STALE",
     "TOKEN_SENT",
     "KEY_BINARY",
-    "W_LRU_HEAD",
-    "W_LRU_TAIL",
-    "W_ITEMS",
-    "W_MEM_REQUESTED",
     "W_COUNTERS",
     "W_GET_HITS",
     "W_CMD_SET",
     "W_TOUCH_HITS",
     "W_DELETE_HITS",
+    "ACTIVE",
+    "HOT",
+    "WARM",
+    "COLD",
+    "TEMP",
+    "SUB_LRUS",
+    "W_SUB",
+    "W_HITS",
+    "W_MOVES_TO_COLD",
+    "W_MOVES_TO_WARM",
+    "W_MOVES_WITHIN_LRU",
+    "W_DIRECT_RECLAIMS",
+    "W_EVICTED_ACTIVE",
+    "W_JUGGLE_NEXT",
+    "W_JUGGLE_BACKOFF",
+    "LRU_COUNTERS",
     "class_bytes",
 ]
 
-SLOT_BYTES = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 1 + 1  # the per-chunk metadata columns below
+SLOT_BYTES = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 1 + 1 + 1  # the per-chunk metadata columns below
 NIL = -1
 KILL_NONE = 1 << 62  # SlabClass.kill_lo while no page of the class is being emptied
 
@@ -49,14 +61,31 @@ PAGE_BYTES = PAGE_SIZE
 ColumnFormat = Literal["Q", "q", "I", "H", "B"]
 COLUMNS: tuple[tuple[str, ColumnFormat], ...] = (
     ("cas", "Q"), ("exp", "q"), ("atime", "q"), ("prev", "q"), ("nxt", "q"),
-    ("blen", "I"), ("flags", "I"), ("plen", "H"), ("klen", "B"), ("bits", "B"),
+    ("blen", "I"), ("flags", "I"), ("plen", "H"), ("klen", "B"), ("bits", "B"), ("lru", "B"),
 )
 COLUMN_WIDTH = {"Q": 8, "q": 8, "I": 4, "H": 2, "B": 1}
-HEADER_WORDS = 32  # a class's shared words (see SlabClass), with room to spare
+HEADER_WORDS = 64  # a class's shared words (see SlabClass), with room to spare
 # Their indexes, for the hot paths that index ``words`` directly.
-W_NPAGES, W_FREE_HEAD, W_FREE_COUNT, W_LRU_HEAD, W_LRU_TAIL = 0, 1, 2, 3, 4
-W_ITEMS, W_MEM_REQUESTED, W_USED_CHUNKS, W_KILL_LO = 5, 6, 7, 8
-W_COUNTERS = 9  # CLASS_COUNTERS follow, in their order (see below)
+W_NPAGES, W_FREE_HEAD, W_FREE_COUNT = 0, 1, 2
+W_USED_CHUNKS, W_KILL_LO = 7, 8
+W_COUNTERS = 9  # CLASS_COUNTERS follow, in their order (see below), up to W_SUB
+
+# memcached's segmented LRU: each class's items sit on one of four lists (the ``lru`` column
+# says which). New items enter HOT (or TEMP, for a short TTL); the maintainer moves them on.
+HOT, WARM, COLD, TEMP = 0, 1, 2, 3
+SUB_LRUS = 4
+# Each list's head (most recent), tail, item count and bytes (memcached's sizes/sizes_bytes):
+# words W_SUB + 4 * lru + 0..3.
+W_SUB = 32
+W_HITS = W_SUB + 4 * SUB_LRUS  # get hits while the item sat on each list (hits_to_hot..temp)
+W_MOVES_TO_COLD = W_HITS + SUB_LRUS
+W_MOVES_TO_WARM = W_MOVES_TO_COLD + 1
+W_MOVES_WITHIN_LRU = W_MOVES_TO_COLD + 2
+W_DIRECT_RECLAIMS = W_MOVES_TO_COLD + 3
+W_EVICTED_ACTIVE = W_MOVES_TO_COLD + 4
+# The maintainer's per-class pacing (memcached's next_juggles/backoff_juggles, microseconds).
+W_JUGGLE_NEXT = W_MOVES_TO_COLD + 5
+W_JUGGLE_BACKOFF = W_MOVES_TO_COLD + 6
 COLUMN_BYTES = sum(COLUMN_WIDTH[fmt] for _name, fmt in COLUMNS)
 
 # bits column
@@ -69,6 +98,9 @@ DATA_CHUNK = 8
 STALE = 16
 TOKEN_SENT = 32
 KEY_BINARY = 64
+# memcached's ITEM_ACTIVE: fetched again since it was FETCHED (or since the maintainer last
+# moved it); the maintainer rescues active items from the tails instead of demoting them.
+ACTIVE = 128
 
 
 # Per-class counters, named once for the slots, snapshots, resets and `stats slabs`: the
@@ -99,7 +131,20 @@ W_GET_HITS = W_COUNTERS + CLASS_COUNTERS.index("get_hits")
 W_CMD_SET = W_COUNTERS + CLASS_COUNTERS.index("cmd_set")
 W_TOUCH_HITS = W_COUNTERS + CLASS_COUNTERS.index("touch_hits")
 W_DELETE_HITS = W_COUNTERS + CLASS_COUNTERS.index("delete_hits")
-assert W_COUNTERS + len(CLASS_COUNTERS) <= HEADER_WORDS
+assert W_COUNTERS + len(CLASS_COUNTERS) <= W_SUB
+
+# The segmented LRU's per-class counters (words, zeroed by `stats reset`), by stats name.
+LRU_COUNTERS: tuple[tuple[str, int], ...] = (
+    ("moves_to_cold", W_MOVES_TO_COLD),
+    ("moves_to_warm", W_MOVES_TO_WARM),
+    ("moves_within_lru", W_MOVES_WITHIN_LRU),
+    ("direct_reclaims", W_DIRECT_RECLAIMS),
+    ("evicted_active", W_EVICTED_ACTIVE),
+    ("hits_to_hot", W_HITS + HOT),
+    ("hits_to_warm", W_HITS + WARM),
+    ("hits_to_cold", W_HITS + COLD),
+    ("hits_to_temp", W_HITS + TEMP),
+)
 
 
 def class_bytes(size: int, perslab: int, max_pages: int) -> int:
@@ -125,6 +170,7 @@ class SlabClass:
         "plen",
         "klen",
         "bits",
+        "lru",
         "max_pages",
         "segment",
         "page_area",
@@ -138,10 +184,6 @@ class SlabClass:
     npages = Word(W_NPAGES)
     free_head = Word(W_FREE_HEAD)
     free_count = Word(W_FREE_COUNT)
-    lru_head = Word(W_LRU_HEAD)  # most recently used handle
-    lru_tail = Word(W_LRU_TAIL)
-    items = Word(W_ITEMS)
-    mem_requested = Word(W_MEM_REQUESTED)
     used_chunks = Word(W_USED_CHUNKS)
     # First slot of the page being emptied by a page move (KILL_NONE when none is): freed
     # slots from there on are not handed out again.
@@ -190,14 +232,16 @@ class SlabClass:
         self.plen = cols["plen"]
         self.klen = cols["klen"]
         self.bits = cols["bits"]
+        self.lru = cols["lru"]  # which of the class's LRU lists the item is on
         if not segment.restored:
             self.npages = 0
             self.free_head = NIL
             self.free_count = 0
-            self.lru_head = NIL
-            self.lru_tail = NIL
-            self.items = 0
-            self.mem_requested = 0
+            for lru in range(SUB_LRUS):
+                self.words[W_SUB + 4 * lru] = NIL
+                self.words[W_SUB + 4 * lru + 1] = NIL
+                self.words[W_SUB + 4 * lru + 2] = 0
+                self.words[W_SUB + 4 * lru + 3] = 0
             self.used_chunks = 0
             self.kill_lo = KILL_NONE
         self.reset_counters()
@@ -211,6 +255,8 @@ class SlabClass:
         """``stats reset``: zero every counter (not the gauges: pages, items, lists)."""
         n = len(CLASS_COUNTERS)
         self.words[W_COUNTERS : W_COUNTERS + n] = array("q", bytes(8 * n))
+        for _name, w in LRU_COUNTERS:
+            self.words[w] = 0
 
     def _columns(self, slots: int) -> dict[str, memoryview]:
         """Typed views of the column area, one per field, widest first (so all are aligned)."""
@@ -221,6 +267,32 @@ class SlabClass:
             out[name] = self.column_area[off : off + width * slots].cast(fmt)
             off += width * slots
         return out
+
+    @property
+    def items(self) -> int:
+        """Items on the class's LRU lists (its number in `stats items`)."""
+        w = self.words
+        return sum(int(w[W_SUB + 4 * lru + 2]) for lru in range(SUB_LRUS))
+
+    @property
+    def mem_requested(self) -> int:
+        """Bytes of the items on the class's LRU lists (memcached's sizes_bytes summed)."""
+        w = self.words
+        return sum(int(w[W_SUB + 4 * lru + 3]) for lru in range(SUB_LRUS))
+
+    def head(self, lru: int) -> int:
+        """The most recently linked handle of list ``lru`` (NIL when empty)."""
+        return int(self.words[W_SUB + 4 * lru])
+
+    def tail(self, lru: int) -> int:
+        """The least recently linked handle of list ``lru`` (NIL when empty)."""
+        return int(self.words[W_SUB + 4 * lru + 1])
+
+    def lru_size(self, lru: int) -> int:
+        return int(self.words[W_SUB + 4 * lru + 2])
+
+    def lru_bytes(self, lru: int) -> int:
+        return int(self.words[W_SUB + 4 * lru + 3])
 
     @property
     def nslots(self) -> int:

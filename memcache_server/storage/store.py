@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from memcache_server.storage.clock import exptime_to_abs
 from memcache_server.storage.items import (
-    UPDATE_INTERVAL,
     W_OLDEST_CAS,
     W_OLDEST_LIVE,
     Mode,
@@ -34,6 +33,7 @@ from memcache_server.storage.items import (
     StoreLimits,
 )
 from memcache_server.storage.slabclass import (
+    ACTIVE,
     CHUNKED,
     DATA_CHUNK,
     FETCHED,
@@ -43,6 +43,7 @@ from memcache_server.storage.slabclass import (
     W_CMD_SET,
     W_DELETE_HITS,
     W_GET_HITS,
+    W_HITS,
     W_TOUCH_HITS,
 )
 from memcache_server.storage.slabs import PAGE_SIZE
@@ -106,17 +107,15 @@ class Store(StoreStats):
             bits = c.bits[s]
             if bits & CHUNKED:
                 out += self.do_chunked_view(c, s, h)
-                c = self.classes[self.table.largest]
-                c.words[W_GET_HITS] += 1
-                cs = self.classes[h & 63]
-                cs.bits[s] = bits | FETCHED
-                self.do_bump(cs, s, h, now)
+                self.do_count_hit(c, s)
+                self.do_item_bump(c, s, h, now)
                 return 1
             out += view[base : base + c.plen[s] + c.blen[s]]
             c.words[W_GET_HITS] += 1
-            c.bits[s] = bits | FETCHED
-            if c.atime[s] + UPDATE_INTERVAL <= now:
-                self.do_bump(c, s, h, now)
+            c.words[W_HITS + c.lru[s]] += 1
+            # A hot item is ACTIVE already: the bump is one test (memcached's do_item_bump).
+            if not bits & ACTIVE or not self.segmented:
+                self.do_item_bump(c, s, h, now)
             return 1
 
     def get_parts(self, key: bytes, exptime: int | None = None) -> tuple[bytes, bytes, int] | int:
@@ -135,11 +134,10 @@ class Store(StoreStats):
                 c.exp[s] = exptime_to_abs(exptime, self.clock)
                 self.classes[self.do_lru_cid(c, s)].words[W_TOUCH_HITS] += 1
             else:
-                self.classes[self.do_lru_cid(c, s)].words[W_GET_HITS] += 1
-            c.bits[s] |= FETCHED
+                self.do_count_hit(c, s)
             plen = c.plen[s]
             data = self.do_read(c, s, h, 0, plen + c.blen[s])
-            self.do_bump(c, s, h, now)
+            self.do_item_bump(c, s, h, now)
             return data[:plen], data[plen:], c.cas[s]
 
     def touch(self, key: bytes, exptime: int) -> bool:
@@ -152,7 +150,7 @@ class Store(StoreStats):
             s = h >> 6
             c.exp[s] = exptime_to_abs(exptime, self.clock)
             self.classes[self.do_lru_cid(c, s)].words[W_TOUCH_HITS] += 1
-            self.do_bump(c, s, h, now)
+            self.do_item_bump(c, s, h, now)  # a touch is a fetch to memcached (item_touch)
             return True
 
     def store(
@@ -181,7 +179,7 @@ class Store(StoreStats):
             elif mode == Mode.ADD:
                 if old != NIL:
                     oc = self.classes[old & 63]
-                    self.do_bump(oc, old >> 6, old, now)
+                    self.do_item_update(oc, old >> 6, old, now)
                     return Outcome.NOT_STORED
             elif mode == Mode.REPLACE:
                 if old == NIL:

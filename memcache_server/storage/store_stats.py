@@ -9,7 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memcache_server.storage.items import Items, SizeHistogram
-from memcache_server.storage.slabclass import NIL
+from memcache_server.storage.slabclass import (
+    COLD,
+    HOT,
+    LRU_COUNTERS,
+    NIL,
+    SUB_LRUS,
+    WARM,
+    SlabClass,
+)
 
 __all__ = ["StoreStats", "ClassStats"]
 
@@ -26,8 +34,14 @@ class ClassStats:
     free_chunks: int
     items: int
     mem_requested: int
-    age: int
+    age: int  # seconds since COLD's tail was last used (memcached's age)
     counters: dict[str, int]
+    # Items on HOT, WARM, COLD, TEMP, the tail ages of HOT and WARM, and the segmented LRU's
+    # counters (moves_to_cold .. hits_to_temp, see slabclass.LRU_COUNTERS).
+    lru_sizes: tuple[int, ...] = (0, 0, 0, 0)
+    age_hot: int = 0
+    age_warm: int = 0
+    lru_counters: dict[str, int] | None = None
 
 
 class StoreStats(Items):
@@ -58,10 +72,6 @@ class StoreStats(Items):
         out = []
         with self.lock:
             for c in self.classes[1:]:
-                age = 0
-                if c.lru_tail != NIL:
-                    t = c.lru_tail
-                    age = now - self.classes[t & 63].atime[t >> 6]
                 out.append(
                     ClassStats(
                         cid=c.cid,
@@ -72,21 +82,31 @@ class StoreStats(Items):
                         free_chunks=c.free_count,
                         items=c.items,
                         mem_requested=c.mem_requested,
-                        age=age,
+                        age=self._tail_age(c, COLD, now),
                         counters=c.counters(),
+                        lru_sizes=tuple(c.lru_size(lru) for lru in range(SUB_LRUS)),
+                        age_hot=self._tail_age(c, HOT, now),
+                        age_warm=self._tail_age(c, WARM, now),
+                        lru_counters={name: int(c.words[w]) for name, w in LRU_COUNTERS},
                     )
                 )
         return out
 
+    def _tail_age(self, c: SlabClass, lru: int, now: int) -> int:
+        t = c.tail(lru)
+        return 0 if t == NIL else now - int(self.classes[t & 63].atime[t >> 6])
+
     def dump_class(self, cid: int, limit: int) -> list[tuple[bytes, int, int]]:
-        """(key, value length, absolute expiry or 0) from the head of a class's LRU, for
-        ``stats cachedump``; at most ``limit`` items (0: no limit), at most 2 MB of output."""
+        """(key, value length, absolute expiry or 0) from the head of a class's HOT list, for
+        ``stats cachedump``; at most ``limit`` items (0: no limit), at most 2 MB of output.
+        memcached dumps ``heads[id]``, which is the HOT list: items that moved on to WARM or
+        COLD (all of them, with a flat LRU) are not shown."""
         out: list[tuple[bytes, int, int]] = []
         budget = 2 * 1024 * 1024
         with self.lock:
             if not 0 < cid < len(self.classes):
                 return out
-            h = self.classes[cid].lru_head
+            h = self.classes[cid].head(HOT)
             while h != NIL and (limit == 0 or len(out) < limit) and budget > 0:
                 c = self.classes[h & 63]
                 s = h >> 6
@@ -105,3 +125,6 @@ class StoreStats(Items):
             self.moves.reset()
             for c in self.classes:
                 c.reset_counters()
+                for _name, w in LRU_COUNTERS:
+                    c.words[w] = 0
+            self.lru_maintainer_juggles = 0

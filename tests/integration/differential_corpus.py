@@ -1034,9 +1034,10 @@ SETTINGS_MARKERS = frozenset({b"maxbytes", b"item_size_max", b"growth_factor"})
 # `stats settings`: every value follows from the command line except the port we had to give each
 # server and `oldest` (seconds since the last flush_all, i.e. wall-clock time).
 SETTINGS_VOLATILE = frozenset({b"tcpport", b"oldest"})
-# `stats items`: these describe memcached's segmented LRU (hot/warm/cold sub-queues moved by a
-# background maintainer thread) or elapsed time; their values depend on thread timing even between
-# two memcached processes, and our node keeps one LRU per class. Names are still compared.
+# `stats items`: these describe the segmented LRU (hot/warm/cold sub-queues moved by a background
+# maintainer thread) or elapsed time; their values depend on thread timing even between two
+# memcached processes. Names are still compared (test_differential_lru compares the values after
+# workloads that settle).
 ITEMS_VOLATILE = frozenset(
     b"""number_hot number_warm number_cold age_hot age_warm age evicted_time moves_to_cold
     moves_to_warm moves_within_lru hits_to_hot hits_to_warm hits_to_cold hits_to_temp

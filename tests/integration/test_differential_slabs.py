@@ -7,7 +7,8 @@ traffic; every reply (including STORED vs SERVER_ERROR for items near the size l
 after the shared normalisation in ``differential_corpus``. That normalisation masks only the
 values of `stats items` fields about memcached's segmented LRU (number_hot/warm/cold, age_*,
 moves_*, hits_to_*: moved by a background thread, so they vary even between two memcached
-processes, and our node keeps a single LRU per class); their names are still compared, and so is
+processes; test_differential_lru compares them after workloads that settle); their names are
+still compared, and so is
 everything in `stats slabs` (chunk_size, pages, used/free chunks, per-class counters,
 active_slabs, total_malloced) and `mem_requested`/`number`/`evicted*` in `stats items`.
 

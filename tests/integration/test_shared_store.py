@@ -17,7 +17,7 @@ from memcache_server.protocol.constants import VALUE_KEY_OFFSET, value_header
 from memcache_server.storage.clock import ManualClock
 from memcache_server.storage.proclock import ProcessLock, Rescue
 from memcache_server.storage.repair import Repaired, repair
-from memcache_server.storage.slabclass import IN_USE, NIL
+from memcache_server.storage.slabclass import IN_USE, NIL, SUB_LRUS, W_SUB
 from memcache_server.storage.slabs import SlabTable
 from memcache_server.storage.store import Mode, Outcome, Store, StoreLimits
 
@@ -131,14 +131,20 @@ def consistent(store: Store) -> int:
     seen = 0
     total = 0
     for lc in store.classes[1:]:
-        h, prev, n = lc.lru_head, NIL, 0
-        while h != NIL:
-            c, s = store.classes[h & 63], h >> 6
-            assert h in live and c.bits[s] & IN_USE and c.prev[s] == prev
-            assert store.index.get(store.do_key_of(c, s)) == h
-            total += store.do_ntotal(c, s)
-            prev, h, n = h, int(c.nxt[s]), n + 1
-        assert lc.lru_tail == prev and lc.items == n
+        n = 0
+        for sub in range(SUB_LRUS):
+            base = W_SUB + 4 * sub
+            h, prev, k = int(lc.words[base]), NIL, 0
+            while h != NIL:
+                c, s = store.classes[h & 63], h >> 6
+                assert h in live and c.bits[s] & IN_USE and c.prev[s] == prev
+                assert c.lru[s] == sub
+                assert store.index.get(store.do_key_of(c, s)) == h
+                total += store.do_ntotal(c, s)
+                prev, h, k = h, int(c.nxt[s]), k + 1
+            assert lc.words[base + 1] == prev and lc.words[base + 2] == k
+            n += k
+        assert lc.items == n
         seen += n
         free, f = 0, lc.free_head
         while f != NIL:
@@ -170,7 +176,7 @@ def test_a_process_killed_holding_the_lock_is_rescued_and_the_store_repaired() -
         store.index.remove(b"k2", k2)
         # counters and an LRU link half updated
         store.curr_items += 7
-        store.classes[1].lru_head = NIL
+        store.classes[1].words[W_SUB] = NIL  # the HOT list's head
 
     pid = killed_holding_the_lock(store, half_done)
     assert store.lock.rescue(pid + 10**6, lambda: None, patience=0.2) == Rescue.FREE

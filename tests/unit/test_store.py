@@ -13,7 +13,8 @@ import pytest
 from memcache_server.protocol.constants import VALUE_KEY_OFFSET, value_header
 from memcache_server.storage.clock import REALTIME_MAXDELTA, ManualClock
 from memcache_server.storage.crawler import Crawler
-from memcache_server.storage.slabclass import SLOT_BYTES
+from memcache_server.storage.lru import LruSettings
+from memcache_server.storage.slabclass import COLD, HOT, SLOT_BYTES, SUB_LRUS
 from memcache_server.storage.slabs import PAGE_SIZE, SlabTable
 from memcache_server.storage.store import Mode, Outcome, Store, StoreLimits
 
@@ -28,11 +29,11 @@ def make(
     use_cas: bool = True,
     clock: ManualClock | None = None,
     item_size_max: int = MB,
+    lru: LruSettings | None = None,
 ) -> Store:
     table = SlabTable.build(1.25, 48, min(512 * KB, item_size_max), item_size_max, use_cas)
-    store = Store(
-        table, StoreLimits(limit, evictions, use_cas), clock or ManualClock(T0), value_header
-    )
+    limits = StoreLimits(limit, evictions, use_cas, lru or LruSettings())
+    store = Store(table, limits, clock or ManualClock(T0), value_header)
     store.key_offset = VALUE_KEY_OFFSET
     return store
 
@@ -488,9 +489,13 @@ def test_eviction_is_oldest_first_per_class() -> None:
     assert stats[cid].counters["evicted_unfetched"] == extra + 1
 
 
+FLAT = LruSettings(segmented=False)  # -o no_lru_maintainer: one LRU per class
+
+
 def test_get_bumps_only_after_the_update_interval() -> None:
+    """The flat LRU's rule (memcached's do_item_update without lru_segmented)."""
     c = ManualClock(T0)
-    s = make(limit=4 * MB, clock=c)
+    s = make(limit=4 * MB, clock=c, lru=FLAT)
     cap = fill_until_evicting(s, VALUE_10K)  # key000000 evicted, key000001 is the tail
     assert get(s, b"key000000") is None
     c.advance(30)
@@ -509,14 +514,18 @@ def test_get_bumps_only_after_the_update_interval() -> None:
     assert cap > 10
 
 
-def test_expired_items_are_reused_before_evicting() -> None:
+@pytest.mark.parametrize("lru", [LruSettings(), FLAT], ids=["segmented", "flat"])
+def test_expired_items_are_reused_before_evicting(lru: LruSettings) -> None:
+    """A full class reclaims the expired items at its tail before it evicts a live one: the
+    flat LRU before every allocation, the segmented one when COLD has nothing and the HOT
+    tail is pulled (lru_pull_tail reclaims whatever expired item it meets at a tail)."""
     c = ManualClock(T0)
-    s = make(limit=4 * MB, clock=c)
+    s = make(limit=4 * MB, clock=c, lru=lru)
     cap = fill_until_evicting(s, VALUE_10K)
     before = s.evictions
     for i in range(1, 6):  # make the five oldest expire
         s.touch(b"key%06d" % i, 1)
-    c.advance(1)
+    c.advance(2)  # a tail item is dead once its exptime is in the past, as in lru_pull_tail
     for i in range(5):
         put(s, b"fresh%d" % i, VALUE_10K)
     assert s.evictions == before
@@ -842,7 +851,8 @@ def test_a_set_that_evicts_the_item_it_replaces() -> None:
     assert store.evictions > 0
     cid = store.classes[store.index.get(keys[-1]) & 63].cid  # type: ignore[operator]
     for _ in range(3):
-        tail = store.classes[cid].lru_tail
+        cl = store.classes[cid]
+        tail = cl.tail(COLD) if cl.tail(COLD) != -1 else cl.tail(HOT)
         key = store.do_key_of(store.classes[tail & 63], tail >> 6)
         assert put(store, key, b"w" * 100) == Outcome.STORED
         assert get(store, key) == b"w" * 100
@@ -850,8 +860,9 @@ def test_a_set_that_evicts_the_item_it_replaces() -> None:
     assert items == store.curr_items
     walked = 0
     for cl in store.classes:
-        h = cl.lru_head
-        while h != -1:
-            walked += 1
-            h = store.classes[h & 63].nxt[h >> 6]
+        for sub in range(SUB_LRUS):
+            h = cl.head(sub)
+            while h != -1:
+                walked += 1
+                h = store.classes[h & 63].nxt[h >> 6]
     assert walked == store.curr_items

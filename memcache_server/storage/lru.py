@@ -1,0 +1,355 @@
+"""memcached's segmented LRU, under the store lock: the lists, the tail pull and the bumps.
+
+Why segmented: with one LRU per class, a one-pass scan of cold keys pushes every hot key out
+(each new item goes to the head, the hot ones drift to the tail and are evicted). memcached
+1.5+ splits each class into HOT, WARM, COLD and TEMP lists (items.c, doc/new_lru.txt): new
+items enter HOT; the tail of HOT flows to COLD unless the item was fetched twice (ACTIVE),
+which sends it to WARM; COLD is where evictions happen, and an item fetched twice while in
+COLD goes back to WARM. A scan then only churns HOT and COLD, and the hot set lives in WARM.
+
+The rules here are memcached's, step for step: ``do_pull_tail`` is lru_pull_tail (it also
+reclaims expired and flushed items it finds at a tail), ``do_alloc_pull`` is
+do_item_alloc_pull, ``do_item_bump``/``do_item_update`` are the fetch and update bumps, and
+``do_juggle`` is lru_maintainer_juggle (the maintainer thread calls it; see maintainer.py).
+Two differences, both for the sake of a store whose lock is already held where they happen:
+an item fetched twice in COLD moves to WARM at once instead of through memcached's per-thread
+bump queue (so no bump is ever dropped), and nothing is refcount-locked at a tail.
+
+Every list head, tail, count and counter is a word of the segment (``slabclass.W_SUB`` and
+after) and an item's list is its ``lru`` column, so every process mapping the store sees one
+LRU. Every ``do_*`` method here must be called with the store's lock held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from memcache_server.storage.slabclass import (
+    ACTIVE,
+    CHUNKED,
+    COLD,
+    FETCHED,
+    HOT,
+    NIL,
+    TEMP,
+    W_DIRECT_RECLAIMS,
+    W_EVICTED_ACTIVE,
+    W_MOVES_TO_COLD,
+    W_MOVES_TO_WARM,
+    W_MOVES_WITHIN_LRU,
+    W_SUB,
+    WARM,
+    SlabClass,
+)
+from memcache_server.storage.slabs import SlabTable
+
+__all__ = ["LruSettings", "LruOps", "PULL_EVICT", "UPDATE_INTERVAL", "JUGGLE_ITERATIONS"]
+
+UPDATE_INTERVAL = 60  # memcached's ITEM_UPDATE_INTERVAL: a flat LRU relinks at most this often
+PULL_EVICT = 1  # memcached's LRU_PULL_EVICT: a COLD pull may evict its tail
+TAIL_TRIES = 5  # items examined at a tail per pull
+ALLOC_TRIES = 10  # do_item_alloc_pull's attempts before out of memory
+JUGGLE_ITERATIONS = 500  # lru_maintainer_juggle's bound on HOT/WARM/COLD rounds per class
+
+
+@dataclass(frozen=True, slots=True)
+class LruSettings:
+    """``-o lru_segmented`` and its tunables, memcached's defaults. ``segmented`` False is the
+    flat LRU of ``-o no_lru_maintainer``/``no_modern``: every item on COLD, relinked at most
+    once a minute. ``temp_lru`` is on when ``-o temporary_ttl`` was given."""
+
+    segmented: bool = True
+    hot_lru_pct: int = 20
+    warm_lru_pct: int = 40
+    hot_max_factor: float = 0.2
+    warm_max_factor: float = 2.0
+    temp_lru: bool = False
+    temporary_ttl: int = 61
+
+
+class LruOps:
+    """The LRU steps of the store's lock-held API (mixed into ``items.Items``)."""
+
+    # Provided by Items.
+    classes: list[SlabClass]
+    table: SlabTable
+    lru_settings: LruSettings
+    segmented: bool
+    reclaimed: int
+    expired_unfetched: int
+    evictions: int
+    evicted_unfetched: int
+    evicts: bool  # -M turns evictions off
+    on_class_evict: Callable[[int], None] | None
+    on_evict: Callable[[bytes, bool, int, int, int, int], None] | None
+
+    def do_unlink(self, h: int, indexed: bool = True) -> None:
+        raise NotImplementedError
+
+    def do_is_flushed(self, cls: SlabClass, slot: int, now: int) -> bool:
+        raise NotImplementedError
+
+    def do_key_of(self, c: SlabClass, s: int) -> bytes:
+        raise NotImplementedError
+
+    def do_grow(self, cls: SlabClass) -> bool:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ lists
+
+    def do_sub_for(self, exp: int, now: int) -> int:
+        """The list a new item enters (do_item_alloc): TEMP for a TTL within temporary_ttl,
+        else HOT, or COLD when the LRU is flat. A never-expiring or already expired item is
+        never TEMP (memcached's unsigned ``exptime - current_time`` wraps for those)."""
+        cfg = self.lru_settings
+        if cfg.temp_lru and exp >= now and exp - now <= cfg.temporary_ttl:
+            return TEMP
+        return HOT if self.segmented else COLD
+
+    def do_link_q(self, lru: SlabClass, c: SlabClass, s: int, h: int, sub: int) -> None:
+        """Put the item at the head of list ``sub`` of class ``lru`` (do_item_link_q)."""
+        w = lru.words
+        base = W_SUB + 4 * sub
+        head = w[base]
+        c.prev[s] = NIL
+        c.nxt[s] = head
+        if head != NIL:
+            self.classes[head & 63].prev[head >> 6] = h
+        else:
+            w[base + 1] = h
+        w[base] = h
+        w[base + 2] += 1
+        w[base + 3] += self.table.item_size(c.klen[s], c.flags[s], c.blen[s])
+        c.lru[s] = sub
+
+    def do_unlink_q(self, lru: SlabClass, c: SlabClass, s: int) -> None:
+        """Take the item off its list (do_item_unlink_q); it stays in the index."""
+        w = lru.words
+        base = W_SUB + 4 * c.lru[s]
+        p = c.prev[s]
+        n = c.nxt[s]
+        classes = self.classes
+        if p != NIL:
+            classes[p & 63].nxt[p >> 6] = n
+        else:
+            w[base] = n
+        if n != NIL:
+            classes[n & 63].prev[n >> 6] = p
+        else:
+            w[base + 1] = p
+        w[base + 2] -= 1
+        w[base + 3] -= self.table.item_size(c.klen[s], c.flags[s], c.blen[s])
+
+    def do_move(self, lru: SlabClass, c: SlabClass, s: int, h: int, sub: int) -> None:
+        self.do_unlink_q(lru, c, s)
+        self.do_link_q(lru, c, s, h, sub)
+
+    # ------------------------------------------------------------------ bumps
+
+    def do_item_bump(self, c: SlabClass, s: int, h: int, now: int) -> None:
+        """A fetch (memcached's do_item_bump): the first marks the item FETCHED, the next one
+        ACTIVE; an ACTIVE item's time is bumped, and one in COLD goes to WARM."""
+        bits = c.bits[s]
+        if not self.segmented:
+            c.bits[s] = bits | FETCHED
+            self.do_item_update(c, s, h, now)
+        elif not bits & ACTIVE:
+            if not bits & FETCHED:
+                c.bits[s] = bits | FETCHED
+            else:
+                c.bits[s] = bits | ACTIVE
+                if c.lru[s] != COLD:
+                    c.atime[s] = now
+                else:
+                    self.do_item_update(c, s, h, now)
+
+    def do_item_update(self, c: SlabClass, s: int, h: int, now: int) -> None:
+        """memcached's do_item_update: an ACTIVE item in COLD moves to WARM, any other has its
+        time bumped; a flat LRU relinks the item at its head once a minute at most."""
+        if self.segmented:
+            c.atime[s] = now
+            bits = c.bits[s]
+            if c.lru[s] == COLD and bits & ACTIVE:
+                lru = self.classes[self.table.largest if c.bits[s] & CHUNKED else c.cid]
+                c.bits[s] = bits & ~ACTIVE
+                self.do_move(lru, c, s, h, WARM)
+                lru.words[W_MOVES_TO_WARM] += 1
+        elif c.atime[s] < now - UPDATE_INTERVAL:
+            c.atime[s] = now
+            lru = self.classes[self.table.largest if c.bits[s] & CHUNKED else c.cid]
+            self.do_move(lru, c, s, h, c.lru[s])
+
+    # ------------------------------------------------------------------ the tail pull
+
+    def do_pull_tail(
+        self, cid: int, sub: int, total_bytes: int, flags: int, max_age: int, now: int
+    ) -> int:
+        """memcached's lru_pull_tail on list ``sub`` of class ``cid``: returns how many items
+        it reclaimed, moved or evicted.
+
+        Up to TAIL_TRIES items from the tail: expired or flushed ones are reclaimed and the
+        walk goes on; the first live one decides. HOT/WARM: an ACTIVE item is rescued (HOT to
+        WARM, WARM back to its head, and the walk goes on), an idle one over the list's share
+        of ``total_bytes`` or older than ``max_age`` goes to COLD. COLD: evict (PULL_EVICT) or,
+        if ACTIVE, back to WARM. TEMP: reclaim only."""
+        classes = self.classes
+        lru = classes[cid]
+        w = lru.words
+        cfg = self.lru_settings
+        search = int(w[W_SUB + 4 * sub + 1])
+        removed = 0
+        limit = 0
+        tries = TAIL_TRIES
+        while tries > 0 and search != NIL:
+            c = classes[search & 63]
+            s = search >> 6
+            prev = int(c.prev[s])
+            exp = c.exp[s]
+            bits = c.bits[s]
+            if (exp and exp < now) or self.do_is_flushed(c, s, now):
+                lru.reclaimed += 1
+                self.reclaimed += 1
+                if not bits & FETCHED:
+                    lru.expired_unfetched += 1
+                    self.expired_unfetched += 1
+                self.do_unlink(search)
+                removed += 1
+                tries -= 1
+                search = prev
+                continue
+            if sub in (HOT, WARM):
+                if sub == HOT:
+                    limit = total_bytes * cfg.hot_lru_pct // 100
+                if limit == 0:
+                    limit = total_bytes * cfg.warm_lru_pct // 100
+                if bits & ACTIVE:
+                    c.bits[s] = bits & ~ACTIVE
+                    removed += 1
+                    if sub == WARM:
+                        w[W_MOVES_WITHIN_LRU] += 1
+                        self.do_move(lru, c, s, search, WARM)
+                        tries -= 1
+                        search = prev
+                        continue
+                    w[W_MOVES_TO_WARM] += 1
+                    self.do_move(lru, c, s, search, WARM)
+                elif w[W_SUB + 4 * sub + 3] > limit or now - c.atime[s] > max_age:
+                    w[W_MOVES_TO_COLD] += 1
+                    self.do_move(lru, c, s, search, COLD)
+                    removed += 1
+            elif sub == COLD:
+                if flags & PULL_EVICT:
+                    if self.evicts:
+                        self.do_evict(lru, c, s, search, now)
+                        removed += 1
+                elif bits & ACTIVE and self.segmented:
+                    w[W_MOVES_TO_WARM] += 1
+                    c.bits[s] = bits & ~ACTIVE
+                    self.do_move(lru, c, s, search, WARM)
+                    removed += 1
+            break
+        return removed
+
+    def do_evict(self, lru: SlabClass, c: SlabClass, s: int, h: int, now: int) -> None:
+        """Evict the item at (c, s) from class ``lru``'s COLD tail, counting it as memcached."""
+        bits = c.bits[s]
+        lru.evicted += 1
+        self.evictions += 1
+        lru.evicted_time = now - c.atime[s]
+        if c.exp[s] != 0:
+            lru.evicted_nonzero += 1
+        if not bits & FETCHED:
+            lru.evicted_unfetched += 1
+            self.evicted_unfetched += 1
+        if bits & ACTIVE:
+            lru.words[W_EVICTED_ACTIVE] += 1
+        if self.on_evict is not None:
+            self.on_evict(
+                self.do_key_of(c, s),
+                bool(bits & FETCHED),
+                c.exp[s],
+                c.atime[s],
+                lru.cid,
+                c.blen[s] - 2,
+            )
+        self.do_unlink(h)
+        if self.on_class_evict is not None:
+            self.on_class_evict(lru.cid)
+
+    def do_alloc_pull(self, cid: int, now: int) -> int:
+        """A free slot of class ``cid`` (memcached's do_item_alloc_pull), or NIL.
+
+        A free chunk or a new page first; else evict from the COLD tail (reclaiming expired
+        items found there first), and when COLD has nothing to give, move the HOT tail down
+        and try again. A flat LRU reclaims expired tail items before every allocation."""
+        cls = self.classes[cid]
+        segmented = self.segmented
+        slot = NIL
+        i = 0
+        while i < ALLOC_TRIES:
+            if not segmented:
+                self.do_pull_tail(cid, COLD, 0, 0, 0, now)
+            slot = cls.pop_free()
+            if slot == NIL and self.do_grow(cls):
+                slot = cls.pop_free()
+            if slot != NIL:
+                break
+            if self.do_pull_tail(cid, COLD, 0, PULL_EVICT, 0, now) <= 0:
+                if not segmented:
+                    break
+                self.do_pull_tail(cid, HOT, 0, 0, 0, now)
+            i += 1
+        if i:
+            cls.words[W_DIRECT_RECLAIMS] += i
+        if slot == NIL:
+            cls.outofmemory += 1
+        return slot
+
+    def do_evict_any(self, cls: SlabClass, keep: int) -> bool:
+        """Evict the coldest item of ``cls`` (COLD tail, else HOT, WARM, TEMP) unless it is
+        ``keep``: room for the page mover. False when there is none to evict."""
+        for sub in (COLD, HOT, WARM, TEMP):
+            t = cls.tail(sub)
+            if t != NIL:
+                if t == keep:
+                    return False
+                self.do_unlink(t)
+                return True
+        return False
+
+    # ------------------------------------------------------------------ the maintainer's juggle
+
+    def do_juggle(self, cid: int, now: int, iterations: int = JUGGLE_ITERATIONS) -> int:
+        """memcached's lru_maintainer_juggle on class ``cid``: reclaim expired TEMP items, then
+        up to ``iterations`` rounds of HOT, WARM and COLD tail pulls while any of them did
+        something. HOT and WARM items idle longer than hot_max_factor / warm_max_factor times
+        COLD's tail age go to COLD. Returns the rounds that moved something."""
+        cfg = self.lru_settings
+        cls = self.classes[cid]
+        did = 0
+        if cfg.temp_lru:
+            for _ in range(iterations):
+                if self.do_pull_tail(cid, TEMP, 0, 0, 0, now) <= 0:
+                    break
+                did += 1
+        total = 0
+        cold_age = 0
+        if self.segmented:
+            tail = cls.tail(COLD)
+            if tail != NIL:
+                cold_age = now - self.classes[tail & 63].atime[tail >> 6]
+            total = cls.lru_bytes(COLD) + cls.lru_bytes(HOT) + cls.lru_bytes(WARM)
+        hot_age = int(cold_age * cfg.hot_max_factor)
+        warm_age = int(cold_age * cfg.warm_max_factor)
+        pull = self.do_pull_tail
+        for _ in range(iterations):
+            more = 0
+            if pull(cid, HOT, total, 0, hot_age, now) or pull(cid, WARM, total, 0, warm_age, now):
+                more = 1
+            if self.segmented:
+                more += pull(cid, COLD, total, 0, 0, now)
+            if not more:
+                break
+            did += 1
+        return did
