@@ -184,19 +184,6 @@ def cpu_seconds(pid: int) -> float:
     return total / CLK_TCK
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size of the process tree, from VmRSS, in KiB."""
-    total = 0
-    for p in _descendants(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
-
-
 def server_stats(port: int, timeout: float = 5.0) -> dict[str, str]:
     """The ``stats`` command's ``STAT name value`` lines as a dict."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
