@@ -37,7 +37,12 @@ def write_plots(data: dict[str, Any], outdir: Path) -> list[tuple[str, str]]:
             xs = [i + (k - 0.5) * width for i in range(len(rows))]
             ax.bar(xs, vals, width, label=f"generator: {tool}")
         ax.axhline(1.0, color="grey", linewidth=0.8)
-        ax.axhline(0.5, color="red", linewidth=0.8, linestyle="--", label="target 0.5")
+        label: str | None = "issue target"
+        for i, r in enumerate(rows):
+            if r.get("target") is not None:
+                span = [i - 0.45, i + 0.45]
+                ax.plot(span, [r["target"]] * 2, "r--", linewidth=1, label=label)
+                label = None
         ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel("throughput ours / memcached")
         ax.set_title("Throughput ratio (median of paired runs)")
@@ -67,28 +72,38 @@ def write_plots(data: dict[str, Any], outdir: Path) -> list[tuple[str, str]]:
     if threads:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ts = [t["threads"] for t in threads]
-        ax.plot(ts, [t["ours"] for t in threads], marker="o", label="ours")
-        ax.plot(ts, [t["memcached"] for t in threads], marker="o", label="memcached")
+        ax.plot(ts, [_med(t["ours"]) for t in threads], marker="o", label="ours")
+        ax.plot(ts, [_med(t["memcached"]) for t in threads], marker="o", label="memcached")
         ax.set_xticks(ts)
         ax.set_xlabel("-t")
         ax.set_ylabel("ops/s")
-        ax.set_title("Throughput by thread count (get90)")
+        ax.set_title(f"Throughput by thread count (get90, {threads[0].get('tool', '')})")
         ax.legend()
         fig.tight_layout()
         fig.savefig(outdir / "threads.png", dpi=100)
         plt.close(fig)
         made.append(("Throughput by -t", "threads.png"))
 
-    mem = data.get("memory")
-    if mem and all(n in mem and "churn" in mem[n] for n in ("ours", "memcached")):
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(7, 3.2))
-        names = ["ours", "memcached"]
-        a1.bar(names, [mem[n]["rss_after_kib"] / 1024 for n in names])
-        a1.set_title("RSS after churn, MiB")
-        a2.bar(names, [mem[n]["curr_items"] for n in names])
-        a2.set_title("items held")
+    runs = [r for r in (data.get("memory") or {}).get("runs", []) if "after" in r]
+    if runs:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4))
+        labels = [f"{r['server']}\n-t {r['threads']}" for r in runs]
+        xs = list(range(len(runs)))
+        a1.bar(
+            [x - 0.2 for x in xs], [r["after"]["pss_kib"] / 1024 for r in runs], 0.4, label="PSS"
+        )
+        a1.bar(
+            [x + 0.2 for x in xs], [r["after"]["rss_kib"] / 1024 for r in runs], 0.4, label="RSS"
+        )
+        a1.set_xticks(xs, labels, fontsize=7)
+        a1.set_title("process tree after churn, MiB")
+        a1.legend(fontsize=7)
+        held = [(r["churn"].get("first_eviction") or {}).get("curr_items", 0) for r in runs]
+        a2.bar(xs, held)
+        a2.set_xticks(xs, labels, fontsize=7)
+        a2.set_title("items held at the first eviction")
         fig.tight_layout()
         fig.savefig(outdir / "memory.png", dpi=100)
         plt.close(fig)
-        made.append(("Memory after churning through -m 64", "memory.png"))
+        made.append(("Memory at -m 64: PSS/RSS after churn, items held", "memory.png"))
     return made

@@ -1,8 +1,9 @@
 """Start, inspect and stop the servers under test for ``load.bench``.
 
-Every server is stopped by its PID.  CPU comes from ``/proc/<pid>/stat`` (utime + stime, summed
-over the process and its descendants, in case a node forks workers) and memory from
-``/proc/<pid>/status`` VmRSS; item counts come from the server's own ``stats`` command.
+Every server is stopped by its PID.  CPU comes from ``/proc/<pid>/stat``, summed over the whole
+process tree: our node at ``-t N`` is a supervisor whose child (the spawner) forks the workers,
+so the workers that serve are grandchildren of the PID we started.  Memory of a tree is in
+``bench_procmem``; item counts come from the server's own ``stats`` command.
 """
 
 from __future__ import annotations
@@ -136,7 +137,12 @@ def stop(server: Server) -> None:
     _kill(server.proc)
 
 
-def _descendants(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[tuple[int, int]]:
+    """``(pid, depth)`` for ``pid`` (depth 0) and every live descendant, parents first.
+
+    Our node at ``-t N`` is supervisor (0) -> spawner (1) -> workers (2); memcached is one
+    process.  Read from every ``/proc/<pid>/stat``'s ppid field, so it sees all generations.
+    """
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -147,37 +153,35 @@ def _descendants(pid: int) -> list[int]:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
+    out: list[tuple[int, int]] = []
+    todo = [(pid, 0)]
     while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
+        p, depth = todo.pop(0)
+        out.append((p, depth))
+        todo.extend((c, depth + 1) for c in sorted(children.get(p, [])))
     return out
 
 
+def _descendants(pid: int) -> list[int]:
+    return [p for p, _ in process_tree(pid)]
+
+
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process tree rooted at ``pid``, in seconds."""
+    """CPU seconds (user + system) of the process tree rooted at ``pid``.
+
+    Each live process adds its own utime + stime and the cutime + cstime of the children it
+    has reaped, so a worker that dies and is reaped by the spawner mid-run still counts (its
+    time moves from its own line to its reaper's; a difference over a run stays right).
+    """
     total = 0
     for p in _descendants(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        # utime, stime, cutime, cstime: fields 14-17 of stat(5); fields[0] is field 3
+        total += sum(int(f) for f in fields[11:15])
     return total / CLK_TCK
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of the process tree, from VmRSS, in KiB."""
-    total = 0
-    for p in _descendants(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
 
 
 def server_stats(port: int, timeout: float = 5.0) -> dict[str, str]:
