@@ -239,6 +239,7 @@ class PageMove:
         tb = c.at(t)
         c.page_area[tb : tb + n] = c.page_area[sb : sb + n]
         nd = (t << 6) | c.cid
+        c.blen[t] = c.blen[s]  # the bytes the chunk holds
         c.prev[t] = owner
         c.nxt[t] = c.nxt[s]
         c.bits[t] = c.bits[s]

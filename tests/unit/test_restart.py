@@ -18,7 +18,13 @@ from memcache_server.commands.context import new_store
 from memcache_server.config import ServerConfig
 from memcache_server.storage.clock import ManualClock
 from memcache_server.storage.pagemover import PageMove
-from memcache_server.storage.restart import CORRUPT, FAILED, MISSING, MemoryFile
+from memcache_server.storage.restart import (
+    CORRUPT,
+    FAILED,
+    LAYOUT_VERSION,
+    MISSING,
+    MemoryFile,
+)
 from memcache_server.storage.segment import ALIGN, Segment
 from memcache_server.storage.slabclass import DATA_CHUNK
 from memcache_server.storage.store import Store
@@ -136,7 +142,8 @@ def test_a_damaged_meta_file_means_no_clean_stop(tmp_path: Path) -> None:
     for text, notes in (
         ("garbage\n", [CORRUPT, FAILED]),
         ("Tmain\nKmaxbytes 8388608\n", [MISSING, FAILED]),
-        ("Tmain\nKmaxbytes 8388608\nKsegment_layout 1\nKsegment_bytes 4096\n", [MISSING, FAILED]),
+        (f"Tmain\nKmaxbytes 8388608\nKsegment_layout {LAYOUT_VERSION}\nKsegment_bytes 4096\n",
+         [MISSING, FAILED]),
     ):
         meta.write_text(text)
         assert mf.load() == (None, notes)
