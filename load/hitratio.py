@@ -1,8 +1,8 @@
 """Hit ratio under memory pressure: our node and memcached in the same run, same traffic.
 
-``python -m load.hitratio [--memory 16] [--hot-keys 20000] [--scan-keys 120000] [--scans 1]
-[--hot-reads 1.0] [--value-size 200] [--zipf-keys 200000] [--zipf-requests 200000] [--zipf-s 0.99]
-[--ours-args "-o no_lru_maintainer"] [--json FILE]``
+``python -m memcache_server.load.hitratio [--memory 16] [--hot-keys 20000] [--scan-keys 120000]
+[--scans 1] [--hot-reads 1.0] [--value-size 200] [--zipf-keys 200000] [--zipf-requests 200000]
+[--zipf-s 0.99] [--ours-args "-o no_lru_maintainer"] [--json FILE]``
 
 Two workloads, each against a fresh server of each kind (``-m`` as given), one pipelined
 connection, batches of ``BATCH`` commands:
@@ -32,7 +32,13 @@ from typing import Any
 
 import click
 
-from load.bench_servers import DEFAULT_OURS_CMD, Server, start_memcached, start_ours, stop
+from memcache_server.load.bench_servers import (
+    DEFAULT_OURS_CMD,
+    Server,
+    start_memcached,
+    start_ours,
+    stop,
+)
 
 BATCH = 200  # commands sent before reading their replies
 

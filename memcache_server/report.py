@@ -285,7 +285,8 @@ def _reassign_stats(node: StatsSource) -> list[Stat]:
         ("slab_reassign_inline_reclaim", 0),
         ("slab_reassign_busy_items", 0),
         ("slab_reassign_busy_deletes", 0),
-        ("slab_reassign_running", int(node.rebalancer.moving)),
+        # a queued move counts as running, so a poll right after OK never reads a finished move
+        ("slab_reassign_running", int(node.rebalancer.running)),
         ("slabs_moved", moves.slabs_moved),
     ]
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from memcache_server import watch
+from memcache_server.commands.respbudget import keys_allowed
 from memcache_server.protocol import constants as C
 from memcache_server.protocol.document import LEGACY_KEY, LEGACY_READ_ONLY
 from memcache_server.protocol.framer import Request
@@ -26,6 +27,7 @@ from memcache_server.stats import (
     GET_FLUSHED,
     GET_MISSES,
     INCR_MISSES,
+    RESPONSE_OBJ_OOM,
     STORE_NO_MEMORY,
     STORE_TOO_LARGE,
     TOUCH_CMDS,
@@ -135,6 +137,8 @@ def cmd_get(s: Session, tokens: list[bytes]) -> None:
             _miss(s, r)
         out += C.END
         return
+    if s.get_buffers and _out_of_responses(s, tokens, 1, None, False):
+        return
     keys = iter(tokens)
     next(keys)
     limit = s.out_limit
@@ -182,6 +186,8 @@ def _get_with(
             out += C.BAD_EXPTIME
             return
         first = 2
+    if s.get_buffers and _out_of_responses(s, tokens, first, exptime, with_cas):
+        return
     stats = s.stats
     get_parts = s.store.get_parts
     observed = s.ctx.observed[0]
@@ -220,6 +226,41 @@ def _get_with(
                 s.suspend(_GET_WITH[with_cas, touch], tokens[:first], rest)
                 return
     out += C.END
+
+def _out_of_responses(
+    s: Session, tokens: list[bytes], first: int, exptime: int | None, with_cas: bool
+) -> bool:
+    """memcached's get past its response buffers (see respbudget.py): the keys that fit are
+    looked up and counted, and the get answers SERVER_ERROR alone (replies of earlier gets
+    stay: memcached has sent them before it reads the next command). False (nothing done)
+    when the keys fit. A get resumed after its reply filled the output buffer was checked
+    with all its keys, and its rest names fewer."""
+    allowed = keys_allowed(s.get_buffers, tokens)
+    if len(tokens) - first <= allowed:
+        return False
+    out = s.out
+    start = len(out)
+    stats = s.stats
+    touch = exptime is not None
+    observed = s.ctx.observed[0]
+    for key in tokens[first : first + allowed]:
+        if len(key) > _GET_KEYS_MAX:
+            del out[start:]
+            out += C.BAD_FORMAT
+            return True
+        r = s.store.get_parts(key, exptime)  # counts a hit (or touch) in the item's class
+        if observed:
+            observe_get(s, key, r)
+        stats[TOUCH_CMDS if touch else GET_CMDS] += 1
+        if isinstance(r, int):
+            if touch:
+                stats[TOUCH_MISSES] += 1
+            elif not (key == LEGACY_KEY and not with_cas and _legacy_get(s, key)):
+                _miss(s, r)
+    stats[RESPONSE_OBJ_OOM] += 1
+    del out[start:]  # what a miss on the cluster document's legacy key added
+    out += C.GET_NO_MEMORY
+    return True
 
 def cmd_gets(s: Session, tokens: list[bytes]) -> None:
     if len(tokens) < 2:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from memcache_server.commands.items import store_request
 from memcache_server.commands.meta import meta_store
+from memcache_server.commands.respbudget import get_keys_budget
 from memcache_server.commands.table import HANDLERS, ITEM_HANDLERS
 from memcache_server.commands.trace import process_traced
 from memcache_server.protocol import constants as C
@@ -60,6 +61,7 @@ class Session:
         "cid",
         "resume",
         "out_limit",
+        "get_buffers",
     )
 
     def __init__(
@@ -87,6 +89,9 @@ class Session:
         self.cid = fd
         self.resume: tuple[Handler, list[bytes]] | None = None  # a multi-get to continue
         self.out_limit = ctx.config.max_output_buffer
+        # memcached's response buffers a thread may hold under read_buf_mem_limit (0: no
+        # limit): how many keys one get may name, see respbudget.py
+        self.get_buffers = get_keys_budget(ctx.config.read_buf_mem_limit, ctx.config.threads)
 
     def node_wide(self) -> AdminContext:
         """The node-wide context, for handlers that are only in a node session's table."""

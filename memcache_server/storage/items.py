@@ -478,8 +478,7 @@ class Items(LruOps):
         for dh in self.do_data_chunks(c, s):
             dc = self.classes[dh & 63]
             ds = dh >> 6
-            cap = dc.size - CHUNK_HEADER
-            take = min(cap, remain)
+            take = min(dc.blen[ds], remain)
             base = dc.at(ds)
             out += dc.page_area[base : base + take]
             remain -= take
@@ -494,9 +493,14 @@ class Items(LruOps):
 
     def do_write_item(
         self, key: bytes, flags: int, exp_abs: int, body: bytes | bytearray | memoryview, now: int,
-        ntotal: int = 0,
+        ntotal: int = 0, layout: list[tuple[int, int]] | None = None, linked: bool = True,
     ) -> tuple[Outcome, int]:
-        """Allocate and fill an item (not yet linked). Returns (outcome, handle)."""
+        """Allocate and fill an item (not yet linked). Returns (outcome, handle).
+
+        ``layout``: (class, bytes) of each data chunk of a chunked item, where memcached chains
+        them otherwise than for a set (``SlabTable.joined_chunks``). ``linked=False``: an item
+        that will never be linked (memcached's item for an append's incoming value): it takes
+        no CAS number and is not marked IN_USE, so a repair pass frees it."""
         table = self.table
         nbytes = len(body)
         nkey = len(key)
@@ -521,7 +525,9 @@ class Items(LruOps):
             hcid = table.class_for(table.chunked_header_size(nkey, flags))
             if hcid == 0 or plen + FIRST_CHUNK > table.sizes[hcid]:
                 return Outcome.TOO_LARGE, NIL
-            data_cids = table.data_chunks(nbytes)
+            if layout is None:
+                layout = [(d, min(table.sizes[d] - CHUNK_HEADER, nbytes - off))
+                          for d, off in _offsets(table, table.data_chunks(nbytes))]
             slot = self.do_alloc(hcid, now)
             if slot == NIL:
                 return Outcome.NO_MEMORY, NIL
@@ -530,7 +536,7 @@ class Items(LruOps):
             # The chain is built front to back; the header stays not IN_USE until it is whole.
             first = last = NIL
             off = 0
-            for dcid in data_cids:
+            for dcid, take in layout:
                 ds = self.do_alloc(dcid, now)
                 if ds == NIL:
                     dh = first
@@ -542,10 +548,10 @@ class Items(LruOps):
                     c.push_free(slot)
                     return Outcome.NO_MEMORY, NIL
                 dc = self.classes[dcid]
-                take = min(dc.size - CHUNK_HEADER, nbytes - off)
                 dbase = dc.at(ds)
                 dc.page_area[dbase : dbase + take] = body[off : off + take]
                 off += take
+                dc.blen[ds] = take  # a data chunk's blen: the bytes it holds
                 dc.prev[ds] = hh
                 dc.nxt[ds] = NIL
                 dc.bits[ds] = IN_USE | DATA_CHUNK
@@ -567,8 +573,8 @@ class Items(LruOps):
         c.exp[slot] = exp_abs
         c.atime[slot] = now
         c.lru[slot] = self.do_sub_for(exp_abs, now)
-        c.cas[slot] = self.do_next_cas()
-        c.bits[slot] = bits  # last: the item is complete from here on (see the docstring)
+        c.cas[slot] = self.do_next_cas() if linked else 0
+        c.bits[slot] = bits if linked else bits & ~IN_USE  # last: complete from here on
         return Outcome.STORED, (slot << 6) | c.cid
 
     def do_count_set(self, nkey: int, flags: int, nbytes: int) -> None:
@@ -610,6 +616,16 @@ class Items(LruOps):
         c.cas[s] = self.do_next_cas()
         self.do_item_update(c, s, h, now)
         return Outcome.DELTA_OK, value, b""
+
+
+def _offsets(table: SlabTable, cids: list[int]) -> list[tuple[int, int]]:
+    """Each data chunk's class with the value offset it starts at, for a set's chain."""
+    out = []
+    off = 0
+    for d in cids:
+        out.append((d, off))
+        off += table.sizes[d] - CHUNK_HEADER
+    return out
 
 
 def parse_u64(raw: bytes) -> int | None:

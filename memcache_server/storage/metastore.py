@@ -228,6 +228,7 @@ class MetaStore:
             st.do_count_set(nkey, flags, len(body))
             old = self._lookup(key, now)
             extra_bits = 0
+            layout: list[tuple[int, int]] | None = None
             if old > 0:
                 oc = st.classes[old & 63]
                 os_ = old >> 6
@@ -259,18 +260,23 @@ class MetaStore:
                         return Outcome.EXISTS, 0
                     value = st.do_read(oc, os_, old, oc.plen[os_], oc.blen[os_])
                     if mode == Mode.APPEND:
+                        parts = (len(value) - 2, len(body))
                         body = value[:-2] + body
                     else:
+                        parts = (len(body) - 2, len(value))
                         body = body[:-2] + value
                     flags = oc.flags[os_]
                     exp = oc.exp[os_]
-                    if table.class_for(table.item_size(nkey, flags, len(body))) == 0:
+                    ntotal = table.item_size(nkey, flags, len(body))
+                    if table.class_for(ntotal) == 0:
                         return Outcome.NOT_STORED, 0
+                    if ntotal > table.chunk_max:  # chained as memcached chains it
+                        layout = table.joined_chunks(*parts)
             elif mode == Mode.CAS:
                 return Outcome.NOT_FOUND, 0
             elif mode != Mode.SET and mode != Mode.ADD:
                 return Outcome.NOT_STORED, 0
-            outcome, h = st.do_write_item(key, flags, exp, body, now)
+            outcome, h = st.do_write_item(key, flags, exp, body, now, layout=layout)
             if outcome != Outcome.STORED:
                 hold = st.index.get(key)
                 if hold is not None:

@@ -12,6 +12,17 @@ coldest items of the class, never the ones that happen to sit on the page. Expir
 items on the page are dropped. Data chunks of large items are rescued the same way and their
 item's chain repointed (a data chunk's ``prev`` column names its item, see items.py).
 
+The counters are kept as memcached keeps them, so that for each live item (or data chunk) on
+the page ``slab_reassign_rescues`` (``_chunk_rescues``) plus ``slab_reassign_evictions_nomem``
+counts one: a rescue is a copy into a chunk that was free, and a copy for which room had to be
+made by evicting counts as that eviction only, since the class ends up exactly one item
+poorer, as if memcached had dropped the page's item. The pages, the global pool and
+``total_malloced`` follow memcached too: a move hands a page on and never changes what is
+allocated, except that pages reaching the pool are freed while the store is over its limit
+(memcached's ``memory_release``). What differs is which page goes: memcached empties the
+class's oldest page, this mover its last, so the split between rescues and evictions of a
+move differs from memcached's when those two pages hold different numbers of items.
+
 The page is emptied in batches (``step``), each under the store lock, so requests are never
 stalled for a whole page: while a move runs, slots of the page are off the free list (taken off
 at ``begin``; ``SlabClass.push_free`` keeps freed ones off), so nothing new lands on it.
@@ -129,35 +140,37 @@ class PageMove:
             )):
                 st.do_add_page(d)
 
-    def _room(self, c: SlabClass, moving: int) -> int:
-        """A free slot of ``c`` off the page, evicting from the class's LRU tail if need be."""
+    def _room(self, c: SlabClass, moving: int) -> tuple[int, bool]:
+        """A free slot of ``c`` off the page, evicting from the class's LRU tail if need be;
+        and whether it was free already (a rescue in memcached's sense)."""
         st = self.store
-        for _ in range(ROOM_TRIES):
+        for i in range(ROOM_TRIES):
             t = c.pop_free()
             if t != NIL:
-                return t
+                return t, i == 0
             if not st.do_evict_any(c, moving):
-                return NIL
+                return NIL, False
             st.moves.evictions_nomem += 1
-        return NIL
+        return NIL, False
 
-    def _claim(self, c: SlabClass, s: int, moving: int, item: int) -> int:
-        """A slot to copy slot ``s`` to; NIL once the item owning it (``item``) is gone: dropped
-        for want of room, or evicted itself while room was made."""
-        t = self._room(c, moving)
+    def _claim(self, c: SlabClass, s: int, moving: int, item: int) -> tuple[int, bool]:
+        """A slot to copy slot ``s`` to, and whether it was free already; NIL once the item
+        owning it (``item``) is gone: dropped for want of room, or evicted itself while room
+        was made."""
+        t, free = self._room(c, moving)
         if t == NIL:
             if c.bits[s] & IN_USE:
                 self.store.moves.evictions_nomem += 1
                 self.store.do_unlink(item)
-            return NIL
+            return NIL, False
         if not c.bits[s] & IN_USE:
             c.push_free(t)
-            return NIL
-        return t
+            return NIL, False
+        return t, free
 
     def _rescue_item(self, c: SlabClass, s: int, h: int) -> None:
         st = self.store
-        t = self._claim(c, s, h, h)
+        t, free = self._claim(c, s, h, h)
         if t == NIL:
             return
         chunked = c.bits[s] & CHUNKED
@@ -195,7 +208,9 @@ class PageMove:
         st.index.replace_handle(st.do_key_of(c, t), h, nh)
         c.bits[s] = 0
         c.used_chunks -= 1
-        st.moves.rescues += 1
+        if free:
+            st.moves.rescues += 1
+            st.total_items += 1  # memcached relinks a rescued item, and linking counts it
 
     def _owner_of(self, dh: int) -> int | None:
         """The item whose chain holds data chunk ``dh``, if it is still a live chunked item."""
@@ -217,7 +232,7 @@ class PageMove:
             c.bits[s] = 0
             c.used_chunks -= 1
             return
-        t = self._claim(c, s, NIL, owner)
+        t, free = self._claim(c, s, NIL, owner)
         if t == NIL:
             return
         n = c.size - CHUNK_HEADER
@@ -225,6 +240,7 @@ class PageMove:
         tb = c.at(t)
         c.page_area[tb : tb + n] = c.page_area[sb : sb + n]
         nd = (t << 6) | c.cid
+        c.blen[t] = c.blen[s]  # the bytes the chunk holds
         c.prev[t] = owner
         c.nxt[t] = c.nxt[s]
         c.bits[t] = c.bits[s]
@@ -242,4 +258,5 @@ class PageMove:
             st.classes[before & 63].nxt[before >> 6] = nd
         c.bits[s] = 0
         c.used_chunks -= 1
-        st.moves.chunk_rescues += 1
+        if free:
+            st.moves.chunk_rescues += 1

@@ -14,7 +14,7 @@ The argument that no stored item is lost and the store is consistent afterwards:
    other column and, for a chunked item, the whole chain of data chunks before its ``bits``
    byte, and links it only after that. So every IN_USE header here is a whole item, and the
    pass keeps exactly those (a chunked one only if its chain checks out: each link in range,
-   a data chunk, naming this header, as many as its length needs).
+   a data chunk, naming this header, holding as many bytes as its length needs).
 2. An acknowledged write is complete in the segment: a reply is sent after the lock is
    released, so every operation a client saw acknowledged had finished all of its steps. The
    only operation that can be half done is the dead process's own, which no client saw
@@ -71,8 +71,10 @@ class Repaired:
 
 
 def _chain(st: Items, c: SlabClass, s: int, h: int) -> list[int] | None:
-    """The data chunks of the chunked item at (c, s) if its chain is whole, else None."""
-    want = len(st.table.data_chunks(c.blen[s]))
+    """The data chunks of the chunked item at (c, s) if its chain is whole (as many bytes as
+    its length needs, in at most the chunks an append can chain), else None."""
+    want = len(st.table.data_chunks(c.blen[s])) + 3
+    held = 0
     out: list[int] = []
     dh = st.do_first_chunk(c, s)
     classes = st.classes
@@ -85,8 +87,9 @@ def _chain(st: Items, c: SlabClass, s: int, h: int) -> list[int] | None:
         if not dc.bits[ds] & DATA_CHUNK or dc.prev[ds] != h:
             return None
         out.append(dh)
+        held += dc.blen[ds]
         dh = int(dc.nxt[ds])
-    return out if len(out) == want else None
+    return out if held == c.blen[s] else None
 
 
 def _newer(st: Items, a: int, b: int) -> bool:

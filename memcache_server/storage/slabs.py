@@ -107,6 +107,26 @@ class SlabTable:
                 lo = mid + 1
         return lo
 
+    def joined_chunks(self, first: int, second: int) -> list[tuple[int, int]]:
+        """(class id, bytes held) of the data chunks memcached chains for an append or
+        prepend whose result is chunked: ``first`` bytes copied, then ``second``.
+
+        memcached fills the new item by copying (items.c's _store_item_copy_chunks), sizing
+        each chunk to what is left of the part being copied, and asks for the next chunk as
+        soon as one is full, even when nothing is left: each copied part ends with an empty
+        chunk of the smallest class that holds a chunk header. A set chains none of those."""
+        out = []
+        zero = self.class_for(CHUNK_HEADER)
+        for remain in (first, second):
+            if remain <= 0:
+                continue
+            while remain > 0:
+                size = min(remain + CHUNK_HEADER, self.chunk_max)
+                out.append((self.class_for(size), size - CHUNK_HEADER))
+                remain -= size - CHUNK_HEADER
+            out.append((zero, 0))
+        return out
+
     def data_chunks(self, nbytes: int) -> list[int]:
         """Class ids of the data chunks memcached allocates for a chunked value of ``nbytes``."""
         out = []

@@ -171,6 +171,19 @@ class Store(StoreStats):
             cid = table.class_for(ntotal)
             if cid:  # memcached counts every set whose item could be sized
                 self.classes[cid].words[W_CMD_SET] += 1
+            if mode == Mode.APPEND or mode == Mode.PREPEND:
+                # memcached reads the value into an item of its own before it looks the key up,
+                # and frees it once the joined item is linked: the memory that takes (pages a
+                # class grows by, items evicted) is taken here too.
+                outcome, incoming = self.do_write_item(
+                    key, flags, exptime_to_abs(exptime, clock), body, now, ntotal, linked=False
+                )
+                if outcome != Outcome.STORED:
+                    return outcome
+                try:
+                    return self._do_join(mode == Mode.APPEND, key, bytes(body), now)
+                finally:
+                    self._do_free_unlinked(incoming)
             # A plain set needs no lookup first: the new item is allocated while the old one is
             # still linked (as memcached allocates before do_store_item), and _link replaces it.
             old = NIL if mode == Mode.SET else self.do_find(key, now)
@@ -195,28 +208,6 @@ class Store(StoreStats):
                     lru.cas_badval += 1
                     return Outcome.EXISTS
                 lru.cas_hits += 1
-            else:  # APPEND / PREPEND keep the old flags and expiry
-                if old == NIL:
-                    return Outcome.NOT_STORED
-                oc = self.classes[old & 63]
-                os_ = old >> 6
-                plen = oc.plen[os_]
-                value = self.do_read(oc, os_, old, plen, oc.blen[os_])
-                if mode == Mode.APPEND:
-                    body = value[:-2] + bytes(body)
-                else:
-                    body = bytes(body)[:-2] + value
-                flags = oc.flags[os_]
-                ntotal = table.item_size(len(key), flags, len(body))
-                if table.class_for(ntotal) == 0:
-                    return Outcome.NOT_STORED  # memcached: an append past -I is not stored
-                outcome, h = self.do_write_item(key, flags, oc.exp[os_], body, now)
-                if outcome != Outcome.STORED:
-                    return outcome
-                c = self.classes[h & 63]
-                lru_cid = self.do_lru_cid(c, h >> 6)
-                self.do_link(key, h, lru_cid, ntotal, len(body))
-                return Outcome.STORED
             outcome, h = self.do_write_item(
                 key, flags, exptime_to_abs(exptime, clock), body, now, ntotal
             )
@@ -230,6 +221,43 @@ class Store(StoreStats):
             lru_cid = cid if ntotal <= table.chunk_max else table.largest
             self.do_link(key, h, lru_cid, ntotal, len(body))
             return Outcome.STORED
+
+    def _do_join(self, append: bool, key: bytes, add: bytes, now: int) -> Outcome:
+        """append/prepend ``add`` (with its CRLF) to the item of ``key``, keeping its flags and
+        expiry; a chunked result is chained as memcached chains it (``joined_chunks``)."""
+        old = self.do_find(key, now)
+        if old == NIL:
+            return Outcome.NOT_STORED
+        oc = self.classes[old & 63]
+        os_ = old >> 6
+        value = self.do_read(oc, os_, old, oc.plen[os_], oc.blen[os_])
+        if append:
+            body = value[:-2] + add
+            first, second = len(value) - 2, len(add)
+        else:
+            body = add[:-2] + value
+            first, second = len(add) - 2, len(value)
+        flags = oc.flags[os_]
+        table = self.table
+        ntotal = table.item_size(len(key), flags, len(body))
+        if table.class_for(ntotal) == 0:
+            return Outcome.NOT_STORED  # memcached: an append past -I is not stored
+        layout = table.joined_chunks(first, second) if ntotal > table.chunk_max else None
+        outcome, h = self.do_write_item(key, flags, oc.exp[os_], body, now, layout=layout)
+        if outcome != Outcome.STORED:
+            return outcome
+        c = self.classes[h & 63]
+        self.do_link(key, h, self.do_lru_cid(c, h >> 6), ntotal, len(body))
+        return Outcome.STORED
+
+    def _do_free_unlinked(self, h: int) -> None:
+        """Give back the chunks of an item written with ``linked=False``."""
+        c = self.classes[h & 63]
+        s = h >> 6
+        if c.bits[s] & CHUNKED:
+            for dh in self.do_data_chunks(c, s):
+                self.classes[dh & 63].push_free(dh >> 6)
+        c.push_free(s)
 
     def count_set(self, nkey: int, flags: int, nbytes: int) -> None:
         """Count a storage command whose data block was bad (memcached counts it too)."""

@@ -99,8 +99,10 @@ def test_a_full_class_loses_its_coldest_items_not_the_page() -> None:
     for k in hot:
         assert get(store, k) == SMALL
     move(store, cid, POOL)
+    # memcached's sums: each of the page's items is one rescue or one eviction; every copy
+    # here needed room made first, so each counts as the eviction it cost
     assert store.moves.evictions_nomem == per
-    assert store.moves.rescues == per
+    assert store.moves.rescues == 0
     for k in hot:
         assert get(store, k) == SMALL
     assert sum(get(store, k) is None for k in keys[:per]) == per  # the coldest went

@@ -248,3 +248,18 @@ def test_table_matches_running_memcached(args: tuple[str, ...], cfg: ServerConfi
     want = memcached_table(*args)
     assert want, "memcached printed no slab table"
     assert node_table(cfg) == want
+
+
+def test_a_joined_item_is_chained_as_memcacheds_copy_chains_it() -> None:
+    """items.c's _store_item_copy_chunks: each part in chunks sized to what is left of it,
+    then an empty chunk of the smallest class; a set's chain has no empty chunk."""
+    table = SlabTable.build(1.25, 48, 512 * KB, MB, True)
+    top = table.largest
+    rest = 600_002 - (512 * KB - CHUNK_HEADER)
+    tail = table.class_for(rest + CHUNK_HEADER)
+    # prepend 12 bytes to a 600,000-byte value (with its CRLF)
+    assert table.joined_chunks(12, 600_002) == [
+        (1, 12), (1, 0), (top, 512 * KB - CHUNK_HEADER), (tail, rest), (1, 0)
+    ]
+    assert table.joined_chunks(0, 100) == [(table.class_for(148), 100), (1, 0)]  # empty part
+    assert table.data_chunks(600_002) == [top, tail]
