@@ -294,6 +294,7 @@ class Supervisor:
                             os.kill(pid, int(arg))
                     elif cmd == "stop":
                         stop_by = time.monotonic() + STOP_TIMEOUT
+                        self.node.settings.stopping = 1  # before the signals (see _worker)
                         for pid in children:
                             os.kill(pid, signal.SIGTERM)
                     elif cmd == "hurry":
@@ -356,6 +357,10 @@ class Supervisor:
         for sig in STOP_SIGNALS:
             signal.signal(sig, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
+        # A stop signal sent before the handlers above existed was ignored (the spawner's
+        # disposition, inherited): the spawner sets this word before it signals.
+        if node.settings.stopping:
+            stops[0] += 1
         if os.environ.get(HOLD_LOCK_ENV) == "1":
             signal.signal(signal.SIGUSR2, lambda signum, frame: _hold_lock(node))
         stop_w = self.stop_w

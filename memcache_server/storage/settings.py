@@ -25,7 +25,7 @@ SETTINGS_WORDS = 64  # the area's size in words, with room to spare
 SETTINGS_BYTES = SETTINGS_WORDS * 8
 
 # node-wide (NodeSettings)
-S_VERBOSITY, S_STOP_REQUESTED, S_STOP_GRACEFUL = 0, 2, 3  # word 1: spare
+S_VERBOSITY, S_STOPPING, S_STOP_REQUESTED, S_STOP_GRACEFUL = 0, 1, 2, 3
 # the LRU crawler (storage/crawler.py)
 S_CRAWLER_ENABLED, S_CRAWLER_SLEEP, S_CRAWLER_TOCRAWL = 8, 9, 10
 S_CRAWLER_RUNNING, S_CRAWLER_STARTS = 11, 12
@@ -66,6 +66,9 @@ class NodeSettings:
     verbosity = Word(S_VERBOSITY)
     stop_requested = Word(S_STOP_REQUESTED)  # how many stop requests were made
     stop_graceful = Word(S_STOP_GRACEFUL)
+    # 1 once the supervisor stops its workers: a worker forked just before (its stop signal
+    # may land while it still ignores signals, as its spawner does) reads it once it listens
+    stopping = Word(S_STOPPING)
 
     def __init__(self, words: memoryview | None = None) -> None:
         self.words = words if words is not None else private_words()
