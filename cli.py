@@ -120,8 +120,9 @@ def run_node(cfg: ServerConfig) -> int:
         if exc.exit_code == ExitCode.ABORTED:
             _abort()
         return exc.exit_code
+    processes = processes_for(cfg.threads)
     try:
-        node.bind()
+        node.bind(processes)
     except OSError as exc:
         click.echo(exc.strerror or str(exc), err=True)  # the message names the address
         return ExitCode.OS_ERROR
@@ -135,7 +136,6 @@ def run_node(cfg: ServerConfig) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGUSR1, on_signal)
-    processes = processes_for(cfg.threads)
     supervisor = Supervisor(node, processes) if processes else None
     reload = supervisor.request_reload if supervisor is not None else node.request_reload
     signal.signal(signal.SIGHUP, lambda signum, frame: reload())

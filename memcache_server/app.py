@@ -157,13 +157,16 @@ class Node:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def bind(self) -> None:
+    def bind(self, processes: int = 0) -> None:
+        """Open the listening sockets (``processes`` worker processes will serve: a socket per
+        worker and address, see ``Listener``), the UDP sockets and the metrics endpoint."""
         self.listeners = open_listeners(
             self.config.listen,
             self.config.port,
             self.config.unix_socket,
             self.config.unix_mask,
             self.config.backlog,
+            per_address=processes,
         )
         if not self.config.unix_socket:
             self.port = int(self.listeners[0].sock.getsockname()[1])
@@ -191,8 +194,8 @@ class Node:
         for w in self.workers:
             w.start()
         self.acceptor = Acceptor(self, self.listeners)
-        if self.worker_slot is not None:
-            self.acceptor.batch = 1
+        if self.worker_slot is not None and self.config.unix_socket:
+            self.acceptor.batch = 1  # a UNIX socket is one socket all the workers accept on
         self.acceptor.start()
 
     def become_worker(self, index: int) -> None:
@@ -203,6 +206,8 @@ class Node:
         worker_class = TLSWorker if self.tls is not None else Worker
         self.worker_slot = index
         self.worker_turns = None
+        for lst in self.listeners:
+            lst.keep_only(index)
         self.workers = [worker_class(self, index)]
         self.bind_worker(index)
         self.shared.counters.set_pid(index, os.getpid())

@@ -180,7 +180,7 @@ class Supervisor:
         node = self.node
         self._send("stop")
         for lst in node.listeners:
-            lst.sock.close()  # the workers hold the port until each has stopped accepting
+            lst.close()  # the workers hold the port until each has stopped accepting
         deadline = time.monotonic() + STOP_TIMEOUT + 5
         hurried = False
         while not self._spawner_gone():

@@ -13,7 +13,7 @@ import socket
 import stat
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from memcache_server.protocol.address import split_host_port
 from memcache_server.protocol.constants import TOO_MANY_CONNECTIONS
@@ -35,19 +35,48 @@ __all__ = ["Acceptor", "open_listeners", "Listener"]
 
 
 class Listener:
-    """A bound, listening socket and the name `stats conns` shows for it."""
+    """A bound, listening socket and the name `stats conns` shows for it.
 
-    __slots__ = ("sock", "name")
+    ``group``: with worker processes, one ``SO_REUSEPORT`` socket per worker slot bound to the
+    same address (``group[0]`` is ``sock``), so the kernel spreads connections evenly over the
+    workers by hashing each connection, instead of handing them to whichever process wakes
+    first on one shared socket (measured: 50 connections landed 12/3/20/3 on four workers).
+    The supervisor and the spawner keep every socket of the group open, so connections
+    queued for a worker that died wait for its replacement instead of being refused."""
 
-    def __init__(self, sock: socket.socket, name: str) -> None:
+    __slots__ = ("sock", "name", "group")
+
+    def __init__(self, sock: socket.socket, name: str,
+                 group: list[socket.socket] | None = None) -> None:
         self.sock = sock
         self.name = name
+        self.group = group if group is not None else [sock]
+
+    def keep_only(self, slot: int) -> None:
+        """In worker ``slot``'s process: accept on its own socket of the group, close the rest."""
+        if len(self.group) < 2:
+            return
+        mine = self.group[slot % len(self.group)]
+        for other in self.group:
+            if other is not mine:
+                other.close()
+        self.sock = mine
+        self.group = [mine]
+
+    def close(self) -> None:
+        for sock in self.group:
+            with contextlib.suppress(OSError):
+                sock.close()
 
 
 def open_listeners(
-    listen: Sequence[str], port: int, unix_socket: str | None, unix_mask: int, backlog: int
+    listen: Sequence[str], port: int, unix_socket: str | None, unix_mask: int, backlog: int,
+    per_address: int = 1,
 ) -> list[Listener]:
-    """Bind every -l address (or the -s UNIX socket). Raises OSError with a clear message."""
+    """Bind every -l address (or the -s UNIX socket). Raises OSError with a clear message.
+
+    ``per_address`` > 1 (worker processes): that many ``SO_REUSEPORT`` sockets per TCP address
+    (see ``Listener``); a UNIX socket stays one socket the workers share."""
     out: list[Listener] = []
     if unix_socket:
         with contextlib.suppress(FileNotFoundError):
@@ -66,20 +95,31 @@ def open_listeners(
         host, p = split_host_port(entry, chosen, port_zero=True)
         infos = socket.getaddrinfo(host, p, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, socktype, proto, _, addr = infos[0]
-        s = socket.socket(family, socktype, proto)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        group: list[socket.socket] = []
         try:
-            s.bind(addr)
+            if per_address > 1:
+                # SO_REUSEPORT would let this node share a port another one (of this user)
+                # listens on: a plain bind first proves the address free, as memcached's does
+                addr = _probe(family, socktype, proto, addr)
+            for _ in range(max(per_address, 1)):
+                s = socket.socket(family, socktype, proto)
+                group.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if per_address > 1:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind(addr if len(group) == 1 else group[0].getsockname())
+                s.listen(backlog)
         except OSError as exc:
-            s.close()
+            for sock in group:
+                sock.close()
             for lst in out:
-                lst.sock.close()
+                lst.close()
             raise OSError(
                 exc.errno, f"failed to listen on {entry} port {p}: {exc.strerror}"
             ) from None
-        s.listen(backlog)
+        s = group[0]
         bound = s.getsockname()
         if chosen == 0:
             chosen = int(bound[1])  # -p 0: every address shares the port picked for the first
@@ -89,6 +129,7 @@ def open_listeners(
                 f"tcp:{bound[0]}:{bound[1]}"
                 if family == socket.AF_INET
                 else f"tcp6:[{bound[0]}]:{bound[1]}",
+                group,
             )
         )
     return out
@@ -158,3 +199,15 @@ class Acceptor(threading.Thread):
                 peer = lst.name
             self.next_worker = (self.next_worker + 1) % len(workers)
             worker.hand_off(sock, peer, lst.name)
+
+
+def _probe(family: int, socktype: int, proto: int, addr: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Bind and listen on ``addr`` without SO_REUSEPORT, then let go: raises OSError when it
+    is taken; the address bound (with the port the kernel chose for port 0)."""
+    with socket.socket(family, socktype, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind(addr)
+        probe.listen(1)
+        return tuple(probe.getsockname())
