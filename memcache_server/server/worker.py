@@ -44,6 +44,7 @@ from memcache_server.latency import (
     SUM_SLOT,
     new_recorder,
 )
+from memcache_server.server.threadname import name_this_thread
 from memcache_server.server.udp import UdpEndpoint
 from memcache_server.stats import (
     BYTES_WRITTEN,
@@ -219,6 +220,7 @@ class Worker(threading.Thread):
     # -------------------------------------------------------------- loop
 
     def run(self) -> None:
+        name_this_thread("mc-worker")  # memcached's name for its event loop threads
         try:
             self._open_udp()
             self._loop()
