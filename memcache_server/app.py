@@ -34,6 +34,7 @@ from memcache_server.config import EMULATED_VERSION, ServerConfig
 from memcache_server.server.connections import ConnectionTable, ConnInfo
 from memcache_server.server.listener import Acceptor, Listener, open_listeners
 from memcache_server.server.tls import TLSServer, TLSWorker
+from memcache_server.server.tls_certs import CertArea
 from memcache_server.server.udp import open_udp_sockets
 from memcache_server.server.worker import Connection, Worker
 from memcache_server.stats import PrefixStats, ThreadStats, WorkerCounters
@@ -63,8 +64,10 @@ class Node:
         # cluster document, connections, log rings, prefix counters), so every worker process
         # forked from this node shares them.
         slots = worker_slots(config)
-        self.store = new_store(config, clock or Clock(),
-                               ConnectionTable.reserve(config.max_connections, slots))
+        reserve = ConnectionTable.reserve(config.max_connections, slots)
+        if config.enable_ssl:  # the certificates a `refresh_certs` loaded, for every worker
+            reserve += CertArea.NBYTES
+        self.store = new_store(config, clock or Clock(), reserve)
         self.table = self.store.table
         # What every process of the node must see lives in the segment: counters, settings,
         # the clock (unless the caller brings its own, as tests do), the cluster document.
@@ -101,7 +104,8 @@ class Node:
         self.auth = AuthTable(config.auth_file) if config.auth_file else None
         self._reload_requested = False
         # -Z: TCP connections speak TLS (raises TLSError if the certificates are unusable)
-        self.tls = TLSServer.from_config(config, self.clock) if config.enable_ssl else None
+        self.tls = (TLSServer.from_config(config, self.clock, self.store.segment)
+                    if config.enable_ssl else None)
         # Under a GIL, workers take turns serving batches (see server/worker.py for why), so a
         # second event loop adds no concurrency to request handling, only hand-offs: measured
         # on 2 cores, -t 2 and -t 4 served 0.8 and 0.5-0.75 of -t 1. With the GIL one loop

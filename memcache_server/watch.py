@@ -110,13 +110,14 @@ class Watcher:
     """One watching connection: its socket (a duplicate of the client's), the streams it asked
     for, where it has read each ring up to, and its bounded pending output."""
 
-    __slots__ = ("sock", "mask", "buf", "skipped", "cap", "cursors", "seqs")
+    __slots__ = ("sock", "mask", "buf", "greeting", "skipped", "cap", "cursors", "seqs")
 
     def __init__(self, sock: socket.socket, mask: int, cap: int, cursors: list[int],
                  seqs: list[int]) -> None:
         self.sock = sock
         self.mask = mask
         self.buf = bytearray()
+        self.greeting = 0  # bytes at the front of ``buf`` that are the command's reply
         self.skipped = 0
         self.cap = cap
         self.cursors = cursors  # per ring: the position of the next record to read
@@ -214,9 +215,10 @@ class Logger:
             w[W_MASK] = (int(w[W_MASK]) | DETAIL) if on else (int(w[W_MASK]) & ~DETAIL)
             self._resummarise()
 
-    def add(self, fd: int, mask: int) -> bool:
+    def add(self, fd: int, mask: int, greeting: bytes = b"") -> bool:
         """Make ``fd`` (a connection of this process) a watcher of ``mask``; False past the
-        node-wide limit. It sees only events logged from now on."""
+        node-wide limit. It sees every event logged from now on, sent after ``greeting`` (the
+        command's OK, queued here so the client cannot see it before the watcher counts)."""
         with self._summary:
             if self.watching >= MAX_WATCHERS:
                 return False
@@ -226,7 +228,10 @@ class Logger:
             bases = [SUMMARY_WORDS + r * SLOT_WORDS for r in range(self.rings)]
             cursors = [int(w[b + R_HEAD]) for b in bases]
             seqs = [int(w[b + R_SEQ]) for b in bases]
-            self.watchers.append(Watcher(sock, mask, self.cap, cursors, seqs))
+            watcher = Watcher(sock, mask, self.cap, cursors, seqs)
+            watcher.buf += greeting
+            watcher.greeting = len(greeting)
+            self.watchers.append(watcher)
             self._count(self.slot, mask, 1)
             self._resummarise()
         return True
@@ -371,7 +376,9 @@ class Logger:
         except OSError:
             self._drop(w)  # the watcher went away
             return
-        self._bump(S_SENT, w.buf.count(b"\n", 0, sent))
+        lines = w.buf.count(b"\n", w.greeting, max(sent, w.greeting))  # the reply is no line
+        w.greeting = max(w.greeting - sent, 0)
+        self._bump(S_SENT, lines)
         del w.buf[:sent]
 
 

@@ -49,7 +49,12 @@ class ServerProc:
         return s
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        """Stop by PID; escalate to SIGKILL if it does not exit in time."""
+        """Stop by PID; escalate to SIGKILL if it does not exit in time. Returns once the
+        processes it had started are gone too: a node's worker processes outlive a SIGKILLed
+        supervisor by a few milliseconds (the kernel kills them when their parent dies), and
+        until then they hold its listening socket, so the port still accepts connections and
+        resets them."""
+        family = _descendants(self.proc.pid) if self.proc.poll() is None else []
         if self.proc.poll() is None:
             try:
                 os.kill(self.proc.pid, sig)
@@ -63,7 +68,45 @@ class ServerProc:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+        deadline = time.monotonic() + timeout
+        while any(_running(*p) for p in family) and time.monotonic() < deadline:
+            time.sleep(0.005)
         return int(self.proc.returncode)
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name, or None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """Every process below ``pid``, as (pid, start time): the start time tells a later process
+    that reuses the number from it."""
+    parents: dict[int, tuple[int, str]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat(int(name))
+            if fields is not None:
+                parents[int(name)] = (int(fields[1]), fields[19])
+    found: list[tuple[int, str]] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for child, (ppid, started) in parents.items():
+            if ppid == parent:
+                found.append((child, started))
+                todo.append(child)
+    return found
+
+
+def _running(pid: int, started: str) -> bool:
+    """Whether process ``pid`` that started at ``started`` still runs (a zombie does not)."""
+    fields = _stat(pid)
+    return fields is not None and fields[19] == started and fields[0] != "Z"
 
 
 def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:

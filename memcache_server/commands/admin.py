@@ -10,7 +10,6 @@ ones use ``s.admin``, which a session built without a node lacks (they are not i
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from memcache_server.config import EMULATED_VERSION
@@ -281,12 +280,11 @@ def cmd_watch(s: Session, tokens: list[bytes]) -> None:
         mask |= bit
     if not mask:
         mask = FETCHERS
-    try:
-        os.write(s.fd, C.OK)  # before any line the logger thread may send
-    except OSError:
-        s.want_close = True
-        return
-    if not s.ctx.logger.add(s.fd, mask):
+    # Registered before the client can see OK: with worker processes, a request the client
+    # sends elsewhere once it reads OK may run before this process would get to register, and
+    # its line would be lost. OK goes first in the watcher's own buffer (as memcached queues
+    # it), so no line can overtake it.
+    if not s.ctx.logger.add(s.fd, mask, C.OK):
         s.out += C.WATCHER_TOO_MANY
         return
     s.node_wide().set_conn_state(s.cid, "conn_watch")  # as `stats conns` shows it

@@ -25,6 +25,10 @@ but not listed in ``stats conns``. A record holds ``ADDR_BYTES`` of each address
 only long UNIX socket paths, are cut).
 
 A dead worker's slot is handed back with ``reclaim`` (its connections died with it).
+
+``-o read_buf_mem_limit`` caps the bytes held for connections node-wide, so what each slot's
+connections hold (unparsed input, unsent output) is a word of that slot too (``charge``,
+written only while the limit is set), summed by ``buffered``.
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ __all__ = ["ConnectionTable", "ConnInfo", "MAX_RECORDS_PER_SLOT"]
 MAX_RECORDS_PER_SLOT = 65536
 RECORD_BYTES = 256
 ADDR_BYTES = 104  # per address in a record (a tcp6 peer with its port needs under 64)
-# a slot's counter words
-C_ADMITTED, C_CLOSED, C_REJECTED, C_HIGH, C_FRESH = 0, 1, 2, 3, 4
+# a slot's counter words; C_BUFFERED: bytes its connections hold (-o read_buf_mem_limit)
+C_ADMITTED, C_CLOSED, C_REJECTED, C_HIGH, C_FRESH, C_BUFFERED = 0, 1, 2, 3, 4, 5
 SLOT_WORDS = 8
 # node words, after the slots' words
 N_TOTAL_BASE, N_REJECTED_BASE, N_UDP, N_HIGH = 0, 1, 2, 3
@@ -149,6 +153,15 @@ class ConnectionTable:
     @property
     def connection_structures(self) -> int:
         return self.listeners + self._node(N_HIGH) + self._node(N_UDP)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes every worker's connections hold (while -o read_buf_mem_limit is set)."""
+        return self._sum(C_BUFFERED)
+
+    def charge(self, slot: int, delta: int) -> None:
+        """Worker ``slot``'s connections hold ``delta`` more bytes (or fewer)."""
+        self.words[slot * SLOT_WORDS + C_BUFFERED] += delta
 
     accepting_conns = 1  # this node never stops accepting: past -c it refuses (maxconns_fast)
     listen_disabled_num = 0
@@ -266,6 +279,7 @@ class ConnectionTable:
         w = self.words
         base = slot * SLOT_WORDS
         w[base + C_CLOSED] = w[base + C_ADMITTED]
+        w[base + C_BUFFERED] = 0
         for rec in range(slot * self.per_slot, slot * self.per_slot + int(w[base + C_FRESH])):
             self.records[rec * RECORD_WORDS + R_USED] = 0
         w[base + C_FRESH] = 0

@@ -9,18 +9,25 @@ drains the decrypted data until OpenSSL wants more, so no plaintext is ever left
 OpenSSL where the selector cannot see it (the ``pending()`` trap of wrapped sockets). The worker's
 output buffer then holds ciphertext, and its back-pressure and idle rules apply unchanged.
 
-Threads: the context is built at start and rebuilt by ``refresh_certs`` (any worker); a rebuild
-swaps one reference, so connections being accepted use either the old or the new context, never
-a half-loaded one. A ``TLSConn`` belongs to its connection's worker thread.
+Threads and processes: the context is built at start and rebuilt by ``refresh_certs`` (any
+worker); a rebuild swaps one reference, so connections being accepted use either the old or the
+new context, never a half-loaded one. The command runs in one worker process while every worker
+process holds its own context, so a successful reload also publishes the bytes it loaded, with a
+new stamp, in the node's shared ``CertArea`` (tls_certs.py); before each new connection's
+handshake a process compares that stamp with the one it last followed and, when it moved,
+rebuilds its context from those same bytes. A ``TLSConn`` belongs to its connection's worker
+thread.
 """
 
 from __future__ import annotations
 
 import ssl
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from memcache_server.config import ExitCode, ServerConfig, StartupError
+from memcache_server.server.tls_certs import CertArea, CertFiles, Staged
 from memcache_server.server.worker import READ_SIZE, Connection, Worker
 from memcache_server.stats import (
     BYTES_WRITTEN,
@@ -31,6 +38,7 @@ if TYPE_CHECKING:
     import socket
 
     from memcache_server.storage.clock import Clock
+    from memcache_server.storage.segment import Segment
 
 __all__ = ["TLSError", "TLSSettings", "TLSServer", "TLSConn", "TLSWorker", "build_context"]
 
@@ -108,43 +116,56 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-def _load_identity(ctx: ssl.SSLContext, s: TLSSettings) -> None:
+def _load_identity(ctx: ssl.SSLContext, s: TLSSettings, files: CertFiles) -> None:
     """Certificate chain then key, with memcached's message naming whichever failed (a path
     that was not given prints as C's "(null)", as in memcached's message)."""
     chain = s.chain_cert
-    try:
-        if chain is None:
-            raise FileNotFoundError(2, "no ssl_chain_cert given")
-        # parse the chain on its own first, so a bad key is not blamed on the certificate
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=chain)
-    except (OSError, ssl.SSLError) as exc:
-        raise TLSError(
-            f"Error loading the certificate chain: {chain or '(null)'} : {_reason(exc)}", EX_USAGE
-        ) from None
-    key = s.key or "(null)"
-    if s.keyformat != PEM:
-        raise TLSError(f"Error loading the key: {key} : only PEM keys are supported", EX_USAGE)
-    try:
-        ctx.load_cert_chain(chain, s.key)  # no ssl_key: the key may follow the chain's certs
-    except (OSError, ssl.SSLError) as exc:
-        raise TLSError(f"Error loading the key: {key} : {_reason(exc)}", EX_USAGE) from None
-    if s.ca_cert is not None:
+    with Staged() as staged:
         try:
-            ctx.load_verify_locations(cafile=s.ca_cert)
+            if chain is None:
+                raise FileNotFoundError(2, "no ssl_chain_cert given")
+            chain_path = staged.path(files.chain)
+            # parse the chain on its own first, so a bad key is not blamed on the certificate
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=chain_path)
         except (OSError, ssl.SSLError) as exc:
             raise TLSError(
-                f"Error loading the CA certificate: {s.ca_cert} : {_reason(exc)}", EX_USAGE
+                f"Error loading the certificate chain: {chain or '(null)'} : {_reason(exc)}",
+                EX_USAGE,
             ) from None
+        key = s.key or "(null)"
+        if s.keyformat != PEM:
+            raise TLSError(f"Error loading the key: {key} : only PEM keys are supported", EX_USAGE)
+        try:
+            # no ssl_key: the key may follow the chain's certs
+            assert chain_path is not None
+            ctx.load_cert_chain(chain_path, staged.path(files.key))
+        except (OSError, ssl.SSLError) as exc:
+            raise TLSError(f"Error loading the key: {key} : {_reason(exc)}", EX_USAGE) from None
+        if s.ca_cert is not None:
+            try:
+                ctx.load_verify_locations(cafile=staged.path(files.ca))
+            except (OSError, ssl.SSLError) as exc:
+                raise TLSError(
+                    f"Error loading the CA certificate: {s.ca_cert} : {_reason(exc)}", EX_USAGE
+                ) from None
 
 
-def build_context(s: TLSSettings) -> ssl.SSLContext:
-    """A server context configured as memcached configures its SSL_CTX."""
+def read_files(s: TLSSettings) -> CertFiles:
+    """What the configured certificate paths hold now."""
+    return CertFiles.read(s.chain_cert, s.key, s.ca_cert)
+
+
+def build_context(s: TLSSettings, files: CertFiles | None = None) -> ssl.SSLContext:
+    """A server context configured as memcached configures its SSL_CTX, from ``files`` (what
+    the configured paths hold now, when not given)."""
+    if files is None:
+        files = read_files(s)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = MIN_VERSIONS[s.min_version][0]
     ctx.options |= ssl.OP_NO_RENEGOTIATION  # memcached refuses renegotiation too
     if not s.session_cache:
         ctx.num_tickets = 0  # no resumption unless asked for, as memcached's default
-    _load_identity(ctx, s)
+    _load_identity(ctx, s, files)
     ctx.verify_mode = VERIFY_MODES[s.verify_mode]
     if s.ciphers is not None:
         try:
@@ -158,31 +179,62 @@ def build_context(s: TLSSettings) -> ssl.SSLContext:
 
 
 class TLSServer:
-    """The TLS settings and the context in force for new connections."""
+    """The TLS settings and the context in force for this process's new connections.
 
-    __slots__ = ("settings", "context", "clock", "refreshed_at")
+    ``area`` is the node's shared ``CertArea`` (carved from the segment before workers fork);
+    without one the object keeps a private area, enough for one process."""
 
-    def __init__(self, settings: TLSSettings, clock: Clock) -> None:
+    __slots__ = ("settings", "context", "clock", "area", "seen")
+
+    def __init__(self, settings: TLSSettings, clock: Clock, area: CertArea | None = None) -> None:
         self.settings = settings
         self.context = build_context(settings)
         self.clock = clock
-        self.refreshed_at = clock.now
+        self.area = area if area is not None else CertArea()
+        self.seen = self.area.stamp  # the stamp this process's context was built for
+        self.area.refreshed_at = clock.now
 
     @classmethod
-    def from_config(cls, config: ServerConfig, clock: Clock) -> TLSServer:
-        return cls(TLSSettings.from_config(config), clock)
+    def from_config(cls, config: ServerConfig, clock: Clock,
+                    segment: Segment | None = None) -> TLSServer:
+        settings = TLSSettings.from_config(config)
+        return cls(settings, clock, CertArea(segment) if segment is not None else None)
+
+    @property
+    def refreshed_at(self) -> int:
+        """When a worker of the node last reloaded the certificates (``stats``)."""
+        return self.area.refreshed_at
 
     def refresh(self) -> bytes:
-        """``refresh_certs``: reload chain, key and CA from their paths; on error keep the old."""
-        try:
-            context = build_context(self.settings)
-        except TLSError as exc:
-            return str(exc).encode() + b"\r\n"
-        self.context = context
-        self.refreshed_at = self.clock.now
+        """``refresh_certs``: reload chain, key and CA from their paths; on error keep the old.
+        On success every other worker process follows with the same bytes (``follow``)."""
+        area = self.area
+        with area.lock:
+            files = read_files(self.settings)
+            try:
+                context = build_context(self.settings, files)
+            except TLSError as exc:
+                return str(exc).encode() + b"\r\n"
+            self.context = context
+            self.seen = area.publish(files, self.clock.now)
         return REFRESHED
 
+    def follow(self) -> None:
+        """Take up the certificates another worker loaded, if the stamp moved since this
+        process last looked: one shared word read when it has not."""
+        area = self.area
+        if area.stamp == self.seen:
+            return
+        with area.lock:
+            self.seen = area.stamp  # tried once per refresh, not again on every accept
+            files = area.files()
+        try:
+            self.context = build_context(self.settings, files)
+        except TLSError as exc:  # the refresher built from these very bytes: not expected
+            print(f"{exc}; keeping the previous certificates", file=sys.stderr)
+
     def new_conn(self) -> TLSConn:
+        self.follow()
         return TLSConn(self.context)
 
 

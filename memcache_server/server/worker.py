@@ -44,6 +44,7 @@ from memcache_server.latency import (
     SUM_SLOT,
     new_recorder,
 )
+from memcache_server.server.threadname import name_this_thread
 from memcache_server.server.udp import UdpEndpoint
 from memcache_server.stats import (
     BYTES_WRITTEN,
@@ -192,7 +193,6 @@ class Worker(threading.Thread):
         self._rview = memoryview(self._rbuf)
         self.stopping = False
         self.rbuf_limit = node.config.read_buf_mem_limit  # node-wide cap in bytes, 0 = none
-        self.buffered = 0  # bytes held by this worker's connections (read by other workers)
         self.udp: dict[int, UdpEndpoint] = {}  # -U: the node's UDP sockets, by descriptor
 
     # -------------------------------------------------------------- other threads
@@ -220,6 +220,7 @@ class Worker(threading.Thread):
     # -------------------------------------------------------------- loop
 
     def run(self) -> None:
+        name_this_thread("mc-worker")  # memcached's name for its event loop threads
         try:
             self._open_udp()
             self._loop()
@@ -492,7 +493,8 @@ class Worker(threading.Thread):
         held_in = conn.session.framer.buffered()
         held = held_in + len(conn.pending)
         before = conn.charged
-        self.buffered += held - before
+        if held != before:  # in this slot's word of the node's table: the cap is node-wide
+            self.node.conn_table.charge(self.index, held - before)
         conn.charged = held
         return held_in, held - before
 
@@ -508,7 +510,7 @@ class Worker(threading.Thread):
         held_in, growth = self._charge(conn)
         if growth <= 0:
             return False
-        if sum(w.buffered for w in self.node.workers) <= self.rbuf_limit:
+        if self.node.conn_table.buffered <= self.rbuf_limit:
             return False
         if held_in >= len(conn.pending):
             self.stats[READ_BUF_OOM] += 1
@@ -538,7 +540,7 @@ class Worker(threading.Thread):
             return  # closed already (its fd may now be another connection's)
         del self.conns[conn.fd]
         if conn.charged:
-            self.buffered -= conn.charged
+            self.node.conn_table.charge(self.index, -conn.charged)
             conn.charged = 0
         try:
             self.poller.unregister(conn.fd)

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from procs import MULTI_LOOP_ENV, ROOT, start_node
@@ -101,16 +102,60 @@ def test_a_newer_memcached_is_not_taken_for_the_reference(tmp_path: Path) -> Non
     ) in out
 
 
-def _threads(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every process descended from it."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += [c for c, parent in parents.items() if parent == p]
+    return tree
+
+
+def _event_loops(pid: int) -> dict[int, int]:
+    """Per process of the node started as ``pid``: its event loop threads, which the node
+    names ``mc-worker`` as memcached does (other threads, such as the clock or the LRU
+    maintainer, come and go with features and are not counted)."""
+    loops: dict[int, int] = {}
+    for p in _tree(pid):
+        names = []
+        for tid in os.listdir(f"/proc/{p}/task"):
+            try:
+                with open(f"/proc/{p}/task/{tid}/comm") as f:
+                    names.append(f.read().strip())
+            except OSError:
+                continue
+        if "mc-worker" in names:
+            loops[p] = names.count("mc-worker")
+    return loops
 
 
 def test_the_multi_loop_node_runs_four_event_loops() -> None:
     """The second pass is only worth something if it changes the process model: with
-    ``MULTI_LOOP_ENV`` a ``-t 4`` node runs three more loop threads than the default."""
+    ``MULTI_LOOP_ENV`` a ``-t 4`` node runs its four event loops as threads of one process
+    (hand-offs between loops sharing one interpreter), where the default runs one loop in
+    each of four worker processes."""
     one, four = start_node("-t", "4"), start_node("-t", "4", env=MULTI_LOOP_ENV)
     try:
-        assert _threads(four.proc.pid) - _threads(one.proc.pid) == 3
+        # a node serves once it listens; its loops (and worker processes) may start just after
+        deadline = time.monotonic() + 15
+        while True:
+            multi, default = _event_loops(four.proc.pid), _event_loops(one.proc.pid)
+            if sum(multi.values()) >= 4 and sum(default.values()) >= 4:
+                break
+            assert time.monotonic() < deadline, (multi, default)
+            time.sleep(0.05)
+        assert multi == {four.proc.pid: 4}
+        assert sorted(default.values()) == [1, 1, 1, 1], default
+        assert one.proc.pid not in default  # the supervisor serves no connection itself
     finally:
         one.stop()
         four.stop()

@@ -220,9 +220,14 @@ def test_refresh_certs(certs: Certs, tmp_path: Path) -> None:
         held = [tls_connect(srv, ctx) for srv in p]
 
         def peer_cert(srv: ServerProc) -> bytes:
-            sock = tls_connect(srv, ctx)
-            der = sock.getpeercert(binary_form=True)
-            sock.close()
+            """The one certificate new connections get; several are held open at once, so
+            they land on different worker processes of ours (each holds its own context)."""
+            socks = [tls_connect(srv, ctx) for _ in range(12)]
+            ders = {sock.getpeercert(binary_form=True) for sock in socks}
+            for sock in socks:
+                sock.close()
+            assert len(ders) == 1, "new connections were served different certificates"
+            der = ders.pop()
             assert der is not None
             return der
 

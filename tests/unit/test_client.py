@@ -54,11 +54,34 @@ def pair() -> Iterator[list[ServerProc]]:
 
 
 def start_node_on(port: int) -> ServerProc:
-    """Our node on a given port (to bring a "dead" address back to life)."""
+    """Our node on a given port (to bring a "dead" address back to life), once it is this
+    node that answers there (``stats`` names its pid), not whatever listened there before."""
     cmd = [sys.executable, str(ROOT / "cli.py"), "-l", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    srv = ServerProc(proc, "127.0.0.1", port)
     wait_listening("127.0.0.1", port)
-    return ServerProc(proc, "127.0.0.1", port)
+    deadline = time.monotonic() + 10
+    while b"STAT pid %d\r\n" % proc.pid not in _stats_reply(srv):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            srv.stop()
+            raise RuntimeError(f"node on port {port} did not start")
+        time.sleep(0.02)
+    return srv
+
+
+def _stats_reply(srv: ServerProc) -> bytes:
+    try:
+        with srv.connect() as s:
+            s.sendall(b"stats\r\n")
+            reply = b""
+            while not reply.endswith(b"END\r\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+            return reply
+    except OSError:
+        return b""
 
 
 def keys_owned_by(client: ClusterClient, node: Node, count: int, prefix: str = "k") -> list[str]:

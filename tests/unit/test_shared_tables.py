@@ -347,3 +347,21 @@ def test_a_record_is_reused_and_its_last_command_time_is_shared() -> None:
         c = open_conn(table, 0, fd, f"tcp:127.0.0.1:{fd}")
         assert c is not None and [r.cid for r in table.records_all()] == [fd]
         table.closed(c, 0)  # type: ignore[arg-type]
+
+
+def test_bytes_held_for_connections_are_summed_over_worker_processes() -> None:
+    """read_buf_mem_limit's figure: what each worker process charges is seen by the others,
+    and a dead worker's charge goes with it."""
+    table = new_table(8, 3)
+    table.charge(0, 1000)
+
+    def worker_two() -> bool:
+        table.forked(2)
+        table.charge(2, 5000)
+        table.charge(2, -1000)
+        return table.buffered == 1000 + 4000
+
+    assert in_child(worker_two) == 0
+    assert table.buffered == 5000
+    table.reclaim(2)  # worker 2's process died: what its connections held is gone
+    assert table.buffered == 1000
