@@ -95,7 +95,7 @@ def reply_lines(command: bytes, reply: bytes) -> list[bytes]:
 def process_traced(s: Session, limit: int) -> bool:
     """``Session.process`` at verbosity 2: the same requests, each logged with its reply."""
     framer = s.framer
-    fd = b"%d" % s.fd
+    fd = b"%d" % s.cid  # the node-wide id, as the open and close lines print it
     log: list[bytes] = []
     try:
         if s.resume is not None:

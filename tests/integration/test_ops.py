@@ -59,7 +59,17 @@ def test_debugtime_needs_the_debug_option(node: ServerProc) -> None:
         assert ask(s, b"debugtime 10\r\n") == b"ERROR\r\n"
 
 
-def test_crawler_reclaims_expired_items(srv: ServerProc) -> None:
+@pytest.fixture
+def flat_lru_srv() -> Iterator[ServerProc]:
+    """A node whose only reclaimer of expired items is the crawler: with the segmented LRU's
+    maintainer on (the default), it reclaims them at the list tails first, as memcached's does."""
+    node = start_node("--debug-time", "-o", "lru_crawler_sleep=0,no_lru_maintainer")
+    yield node
+    node.stop()
+
+
+def test_crawler_reclaims_expired_items(flat_lru_srv: ServerProc) -> None:
+    srv = flat_lru_srv
     with srv.connect() as s:
         before = stats(s)
         for i in range(200):
