@@ -20,6 +20,7 @@ Lines go to stderr as bytes, once per batch, so a key that is not UTF-8 is logge
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -161,7 +162,7 @@ def _command(req: Request, line: bytes) -> bytes:
 
 
 def _write(log: list[bytes]) -> None:
-    err = sys.stderr
-    err.flush()  # lines printed as text (connections opened, closed) keep their order
-    err.buffer.write(b"\n".join(log) + b"\n")
-    err.buffer.flush()
+    """One write(2) of whole lines: worker processes share stderr, and a line written in
+    pieces could be cut by another process's line."""
+    sys.stderr.flush()  # anything printed as text first keeps its order
+    os.write(2, b"\n".join(log) + b"\n")

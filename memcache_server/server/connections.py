@@ -33,6 +33,7 @@ written only while the limit is set), summed by ``buffered``.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -228,7 +229,7 @@ class ConnectionTable:
         if self.logger.mask & watch.CONNEVENTS:
             watch.log_conn(self.logger, True, conn.peer, conn.cid)
         if self.verbosity() > 1:
-            print(f"<{conn.cid} new auto-negotiating client connection", file=sys.stderr)
+            _log_line(f"<{conn.cid} new auto-negotiating client connection")
 
     def _put(self, at: int, text: str) -> int:
         data = text.encode("utf-8", "replace")[:ADDR_BYTES]
@@ -272,7 +273,7 @@ class ConnectionTable:
         if self.logger.mask & watch.CONNEVENTS:
             watch.log_conn(self.logger, False, conn.peer, conn.cid)
         if self.verbosity() > 1:
-            print(f"<{conn.cid} connection closed.", file=sys.stderr)
+            _log_line(f"<{conn.cid} connection closed.")
 
     def reclaim(self, slot: int) -> None:
         """Worker ``slot``'s process died: its connections are closed, its records free."""
@@ -322,3 +323,10 @@ class ConnectionTable:
                 ))
         out.sort()
         return out
+
+
+def _log_line(text: str) -> None:
+    """A -vv line in one write(2): worker processes share stderr, and ``print`` writes the text
+    and its newline separately, so another process's line could land in between."""
+    sys.stderr.flush()
+    os.write(2, text.encode() + b"\n")

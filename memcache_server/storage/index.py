@@ -129,8 +129,10 @@ class KeyIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the two arrays (what the index costs in real memory)."""
-        return 16 * (self.mask + 1)
+        """Bytes held by the two arrays (what the index costs in real memory), read from the
+        shared stamp: this process's own ``mask`` may predate a resize another process made,
+        and a page granted against the smaller figure would overshoot ``-m``."""
+        return 16 * ((int(self.words[1]) & MASK_BITS) + 1)
 
     def __len__(self) -> int:
         return self.count

@@ -71,7 +71,7 @@ def test_tree_cpu_and_memory_include_the_workers() -> None:
         workers_used = _own_cpu(workers) - workers_before
         tree_used = cpu_seconds(root) - tree_before
         assert workers_used > 0
-        assert tree_used >= workers_used  # the grandchildren's CPU is in the tree's
+        assert tree_used + 1e-6 >= workers_used  # the grandchildren's CPU is in the tree's
 
         mem = tree_memory(root)
         assert mem["processes"] == 4
