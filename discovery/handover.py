@@ -49,7 +49,7 @@ import base64
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
@@ -134,41 +134,38 @@ class MetaConnection:
             keys[unquote_to_bytes(fields[b"key"])] = int(fields[b"cas"])
         return keys
 
-    def fetch(self, keys: list[bytes]) -> dict[bytes, Item]:
-        """The items found (misses are simply absent); one round trip."""
+    def _mg(self, keys: list[bytes], flags: bytes, code: bytes) -> Iterator[tuple[
+            list[bytes], dict[bytes, bytes], bytes]]:
+        """One pipelined round of quiet ``mg <key> b <flags> k q`` ended by ``mn``: for each
+        hit, its reply words, its flags and its key (decoded from base64 where memcached
+        echoes it so). A reply other than ``code`` is a broken hand-over."""
         out = bytearray()
         for key in keys:
-            out += b"mg %s b v f t c k q\r\n" % base64.b64encode(key)
+            out += b"mg %s b %s k q\r\n" % (base64.b64encode(key), flags)
         self._sock.sendall(bytes(out + b"mn\r\n"))
-        found: dict[bytes, Item] = {}
+        first_flag = 2 if code == b"VA" else 1
         while (row := self.line()) != b"MN":
             parts = row.split(b" ")
-            if parts[0] != b"VA":
+            if parts[0] != code:
                 raise HandoverError(f"mg: {row[:200]!r}")
+            f = {p[:1]: p[1:] for p in parts[first_flag:] if p}
+            # memcached echoes a binary key in base64 (with a bare `b`), others as they are
+            key = base64.b64decode(f[b"k"]) if b"b" in f else f[b"k"]
+            yield parts, f, key
+
+    def fetch(self, keys: list[bytes]) -> dict[bytes, Item]:
+        """The items found (misses are simply absent); one round trip."""
+        found: dict[bytes, Item] = {}
+        for parts, f, key in self._mg(keys, b"v f t c", b"VA"):
             value = self.exact(int(parts[1]))
-            f = {p[:1]: p[1:] for p in parts[2:] if p}
             ttl = _ttl(int(f[b"t"]))
             if ttl is not None:
-                # memcached echoes a binary key in base64 (with a bare `b`), others as they are
-                key = base64.b64decode(f[b"k"]) if b"b" in f else f[b"k"]
                 found[key] = Item(value, int(f[b"f"]), ttl, int(f[b"c"]))
         return found
 
     def cas_of(self, keys: list[bytes]) -> dict[bytes, int]:
         """The CAS of each key present (misses are absent); one round trip, no values."""
-        out = bytearray()
-        for key in keys:
-            out += b"mg %s b c k q\r\n" % base64.b64encode(key)
-        self._sock.sendall(bytes(out + b"mn\r\n"))
-        found: dict[bytes, int] = {}
-        while (row := self.line()) != b"MN":
-            parts = row.split(b" ")
-            if parts[0] != b"HD":
-                raise HandoverError(f"mg: {row[:200]!r}")
-            f = {p[:1]: p[1:] for p in parts[1:] if p}
-            key = base64.b64decode(f[b"k"]) if b"b" in f else f[b"k"]
-            found[key] = int(f[b"c"])
-        return found
+        return {key: int(f[b"c"]) for _parts, f, key in self._mg(keys, b"c", b"HD")}
 
     def store(self, items: list[tuple[bytes, Item, int | None]]) -> list[tuple[bytes, int]]:
         """Write ``(key, item, expected)``: an add when ``expected`` is None, else a
