@@ -74,6 +74,11 @@ class ManualClock(Clock):
         self.now += seconds
 
 
+# The latest expiry an item header holds (4 bytes of unix seconds: early 2106); later ones are
+# kept as this, which no running clock reaches.
+MAX_TIME = 0xFFFFFFFF
+
+
 def exptime_to_abs(exptime: int, clock: Clock) -> int:
     """memcached's realtime(): 0 never expires; <= 30 days relative; else absolute unix time.
 
@@ -87,5 +92,5 @@ def exptime_to_abs(exptime: int, clock: Clock) -> int:
     if exptime > REALTIME_MAXDELTA:
         if exptime <= clock.started:
             return 1
-        return exptime
+        return min(exptime, MAX_TIME)
     return exptime + clock.now

@@ -10,11 +10,12 @@ index and LRU links, expiry and flush checks, reading and writing an item's chun
 and the arithmetic core of incr/decr. Times are unix seconds from the ``Clock``.
 
 Order of writes, for the repair pass (``storage/repair.py``) after a process died holding the
-lock: an item's ``bits`` byte (IN_USE) is written last, after its bytes, its other columns and,
-for a chunked item, its whole chain of data chunks; only then is it put in the index and LRU.
+lock: an item's ``bits`` byte (IN_USE) is written last, after its bytes, its other header
+fields and, for a chunked item, its whole chain of data chunks; only then is it put in the
+index and LRU.
 So an IN_USE header is always a complete item. A chunked item's data chunks are chained in the
 segment, never in a process's memory: the header chunk's last 8 bytes hold the first data
-chunk's handle, and each data chunk's ``prev`` column names its header, ``nxt`` the next chunk.
+chunk's handle, and each data chunk's ``prev`` field names its header, ``nxt`` the next chunk.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from memcache_server.storage.segment import ALIGN, Segment, Word
 from memcache_server.storage.slabclass import (
     CHUNKED,
     DATA_CHUNK,
+    HEADER_BYTES,
     IN_USE,
     KILL_NONE,
     NIL,
-    SLOT_BYTES,
     W_CMD_SET,
     W_HITS,
     W_SUB,
@@ -152,7 +153,7 @@ def store_bytes(table: SlabTable, memory_limit: int, extra: int = 0) -> int:
 
 
 def segment_size(table: SlabTable, max_pages: int) -> int:
-    """Bytes of segment a store reserves: every class's pages and columns, and the index."""
+    """Bytes of segment a store reserves: every class's pages, and the index."""
     total = sum(class_bytes(size, perslab, max_pages)
                 for size, perslab in zip(table.sizes, table.perslab, strict=True))
     # the store's words, the lock's owner word, the mover's words, the classes, the index
@@ -165,7 +166,6 @@ class Items(LruOps):
     # The node's shared state, in the store's header area of the segment (see segment.Word).
     memory_limit = Word(0)
     malloced = Word(1)  # bytes of pages handed to classes
-    columns_bytes = Word(2)  # metadata columns of every page
     next_cas = Word(W_NEXT_CAS)
     oldest_live = Word(W_OLDEST_LIVE)
     oldest_cas = Word(W_OLDEST_CAS)
@@ -220,7 +220,6 @@ class Items(LruOps):
         self.memory_limit = limits.memory_limit
         if not restored:  # else the CAS counter, flush state, counts and pages come back
             self.malloced = 0
-            self.columns_bytes = 0
             self.next_cas = 0
             self.oldest_live = 0
             self.oldest_cas = 0
@@ -257,14 +256,13 @@ class Items(LruOps):
     def do_grow(self, cls: SlabClass) -> bool:
         """Give ``cls`` a new page if memory allows (a class with no page always gets one).
 
-        A page in the global pool is already counted as allocated, so taking it only needs room
-        for the new class's metadata columns. A class giving a page away gets none meanwhile
-        (the page being emptied must stay its last)."""
+        A page in the global pool is already counted as allocated, so taking it needs no more
+        room. A class giving a page away gets none meanwhile (the page being emptied must stay
+        its last)."""
         if cls.kill_lo != KILL_NONE or not cls.has_room():
             return False
-        cost = PAGE_SIZE + cls.perslab * SLOT_BYTES
         pooled = PAGE_SIZE if self.pool_pages else 0
-        if cls.npages and self.used_memory() - pooled + cost > self.memory_limit:
+        if cls.npages and self.used_memory() - pooled + PAGE_SIZE > self.memory_limit:
             return False
         if pooled:
             self.pool_pages -= 1
@@ -276,7 +274,6 @@ class Items(LruOps):
         """Hand ``cls`` one more page and charge it (the caller checked the budget)."""
         cls.add_page()
         self.malloced += PAGE_SIZE
-        self.columns_bytes += cls.perslab * SLOT_BYTES
 
     def do_release_pool(self) -> None:
         """Free pooled pages while the store holds more than its limit (memcached's
@@ -286,8 +283,9 @@ class Items(LruOps):
             self.malloced -= PAGE_SIZE
 
     def used_memory(self) -> int:
-        """Real bytes held for items: pages, their metadata columns, and the index."""
-        return self.malloced + self.columns_bytes + self.index.nbytes
+        """Bytes held for items, what -m limits: pages (each item's header is in its chunk).
+        As in memcached, the key index is not charged (its hash table is not either)."""
+        return int(self.malloced)
 
     def do_alloc(self, cid: int, now: int) -> int:
         """A free slot of class ``cid``: a free chunk, a new page, or one the LRU gives up
@@ -301,16 +299,16 @@ class Items(LruOps):
         return self.do_alloc_pull(cid, now)
 
     def do_is_dead(self, cls: SlabClass, slot: int, now: int) -> bool:
-        exp = cls.exp[slot]
+        exp = cls.u4[2 * slot + 6]
         if exp and exp <= now:
             return True
         return self.do_is_flushed(cls, slot, now)
 
     def do_is_flushed(self, cls: SlabClass, slot: int, now: int) -> bool:
         ol = self.oldest_live
-        if ol and ol <= now and cls.atime[slot] <= ol:
+        if ol and ol <= now and cls.u4[2 * slot + 7] <= ol:
             return True
-        return bool(self.oldest_cas and cls.cas[slot] < self.oldest_cas)
+        return bool(self.oldest_cas and cls.q[slot] < self.oldest_cas)
 
     def do_link(self, key: bytes, h: int, lru_cid: int, ntotal: int, nbytes: int) -> None:
         """Put a fully written item into the index and at the head of its class's LRU,
@@ -325,12 +323,12 @@ class Items(LruOps):
         c = self.classes[h & 63]
         s = h >> 6
         lw = self.classes[lru_cid].words  # shared words indexed directly: the set path
-        base = W_SUB + 4 * c.lru[s]
+        base = W_SUB + 4 * c.u1[8 * s + 42]
         head = lw[base]
-        c.prev[s] = NIL
-        c.nxt[s] = head
+        c.q[s + 1] = NIL
+        c.q[s + 2] = head
         if head != NIL:
-            self.classes[head & 63].prev[head >> 6] = h
+            self.classes[head & 63].q[(head >> 6) + 1] = h
         else:
             lw[base + 1] = h
         lw[base] = h
@@ -341,23 +339,34 @@ class Items(LruOps):
         w[W_TOTAL_ITEMS] += 1
         w[W_ITEM_BYTES] += ntotal
         if self.sizes is not None:
-            self.sizes.add(ntotal, c.cas[s])
+            self.sizes.add(ntotal, c.q[s])
         _ = nbytes
 
     def do_lru_cid(self, c: SlabClass, s: int) -> int:
         """The class whose LRU holds the item at (c, s): its own, or the largest if chunked."""
-        return self.table.largest if c.bits[s] & CHUNKED else c.cid
+        return self.table.largest if c.u1[8 * s + 41] & CHUNKED else c.cid
 
     def do_ntotal(self, c: SlabClass, s: int) -> int:
         """memcached's ITEM_ntotal (a chunked item counts its whole value, as there)."""
-        return self.table.item_size(c.klen[s], c.flags[s], c.blen[s])
+        return self.table.item_size(c.u1[8 * s + 40], c.u4[2 * s + 9], c.u4[2 * s + 8])
 
     def do_key_of(self, c: SlabClass, s: int) -> bytes:
-        """The key, read back from the stored header (it sits at offset ``key_offset``)."""
-        base = c.at(s) + self.key_offset
-        return bytes(c.page_area[base : base + c.klen[s]])
+        """The key, read back from the item's stored bytes (they start with it)."""
+        base = c.at(s)
+        return bytes(c.page_area[base : base + c.u1[8 * s + 40]])
 
-    key_offset = 6  # set by the protocol layer; the header embeds the key at this offset
+    @property
+    def key_offset(self) -> int:
+        """Where the key starts in what ``header_fn`` returns: the bytes before it are the same
+        for every item (the protocol's ``VALUE ``), so an item stores what follows, and a read
+        gives them back from ``lead``. Set by the protocol layer."""
+        return len(self.lead)
+
+    @key_offset.setter
+    def key_offset(self, n: int) -> None:
+        self.lead = self.header_fn(b"", 0, 0)[:n]
+
+    lead = b""
     # With -e: the file whose companion records a clean stop (restart.py); a class attribute
     # until then, as ``sizes`` below.
     memory_file: MemoryFile | None = None
@@ -366,11 +375,11 @@ class Items(LruOps):
 
     def do_first_chunk(self, c: SlabClass, s: int) -> int:
         """The handle of the first data chunk of the chunked item at (c, s)."""
-        end = c.at(s) + c.size
+        end = 8 * s + c.size
         return int.from_bytes(c.page_area[end - FIRST_CHUNK : end], "little", signed=True)
 
     def do_set_first_chunk(self, c: SlabClass, s: int, dh: int) -> None:
-        end = c.at(s) + c.size
+        end = 8 * s + c.size
         c.page_area[end - FIRST_CHUNK : end] = dh.to_bytes(FIRST_CHUNK, "little", signed=True)
 
     def do_data_chunks(self, c: SlabClass, s: int) -> list[int]:
@@ -380,15 +389,15 @@ class Items(LruOps):
         classes = self.classes
         while dh != NIL:
             out.append(dh)
-            dh = int(classes[dh & 63].nxt[dh >> 6])
+            dh = int(classes[dh & 63].q[(dh >> 6) + 2])
         return out
 
     def do_key_view(self, h: int) -> memoryview:
         """The key of handle ``h`` as a view into its chunk (no copy): the index compares it."""
         c = self.classes[h & 63]
         s = h >> 6
-        base = c.at(s) + self.key_offset
-        return c.page_area[base : base + c.klen[s]]
+        base = c.at(s)
+        return c.page_area[base : base + c.u1[8 * s + 40]]
 
     def do_unlink(self, h: int, indexed: bool = True) -> None:
         """Remove an item from the index (unless ``do_link`` already replaced its entry) and its
@@ -397,32 +406,32 @@ class Items(LruOps):
         classes = self.classes
         c = classes[h & 63]
         s = h >> 6
-        klen = c.klen[s]
+        klen = c.u1[8 * s + 40]
         if indexed:
-            base = c.at(s) + self.key_offset
+            base = c.at(s)
             self.index.remove(bytes(c.page_area[base : base + klen]), h)
-        bits = c.bits[s]
+        bits = c.u1[8 * s + 41]
         lru = classes[self.table.largest] if bits & CHUNKED else c
         lw = lru.words
-        base = W_SUB + 4 * c.lru[s]
-        p = c.prev[s]
-        n = c.nxt[s]
+        base = W_SUB + 4 * c.u1[8 * s + 42]
+        p = c.q[s + 1]
+        n = c.q[s + 2]
         if p != NIL:
-            classes[p & 63].nxt[p >> 6] = n
+            classes[p & 63].q[(p >> 6) + 2] = n
         else:
             lw[base] = n
         if n != NIL:
-            classes[n & 63].prev[n >> 6] = p
+            classes[n & 63].q[(n >> 6) + 1] = p
         else:
             lw[base + 1] = p
-        ntotal = self.table.item_size(klen, c.flags[s], c.blen[s])
+        ntotal = self.table.item_size(klen, c.u4[2 * s + 9], c.u4[2 * s + 8])
         lw[base + 2] -= 1
         lw[base + 3] -= ntotal
         w = self.words
         w[W_CURR_ITEMS] -= 1
         w[W_ITEM_BYTES] -= ntotal
         if self.sizes is not None:
-            self.sizes.remove(ntotal, c.cas[s])
+            self.sizes.remove(ntotal, c.q[s])
         if bits & CHUNKED:
             for dh in self.do_data_chunks(c, s):
                 classes[dh & 63].push_free(dh >> 6)
@@ -431,9 +440,9 @@ class Items(LruOps):
     def do_count_hit(self, c: SlabClass, s: int) -> None:
         """A get hit, counted in the item's LRU class and on the list it sits on (memcached's
         lru_hits, shown as hits_to_hot..hits_to_temp; get_hits is their sum)."""
-        lru = self.classes[self.table.largest] if c.bits[s] & CHUNKED else c
+        lru = self.classes[self.table.largest] if c.u1[8 * s + 41] & CHUNKED else c
         lru.get_hits += 1
-        lru.words[W_HITS + c.lru[s]] += 1
+        lru.words[W_HITS + c.u1[8 * s + 42]] += 1
 
     def do_find(self, key: bytes, now: int) -> int:
         """The live handle for ``key``, or NIL; expired/flushed items are unlinked on the way."""
@@ -442,7 +451,7 @@ class Items(LruOps):
             return NIL
         c = self.classes[h & 63]
         s = h >> 6
-        exp = c.exp[s]
+        exp = c.u4[2 * s + 6]
         if (exp and exp <= now) or self.do_is_flushed(c, s, now):
             self.do_unlink(h)
             return NIL
@@ -456,7 +465,7 @@ class Items(LruOps):
             return 0
         c = self.classes[h & 63]
         s = h >> 6
-        exp = c.exp[s]
+        exp = c.u4[2 * s + 6]
         if exp and exp <= now:
             self.do_unlink(h)
             return -1
@@ -467,18 +476,18 @@ class Items(LruOps):
 
     def do_read(self, c: SlabClass, s: int, h: int, start: int, length: int) -> bytes:
         """Bytes ``start..start+length`` of the item's header+value, across chunks if needed."""
-        if not c.bits[s] & CHUNKED:
+        if not c.u1[8 * s + 41] & CHUNKED:
             base = c.at(s) + start
             return bytes(c.page_area[base : base + length])
         return bytes(self.do_chunked_view(c, s, h))[start : start + length]
 
     def do_chunked_view(self, c: SlabClass, s: int, h: int) -> bytearray:
-        out = bytearray(c.page_area[c.at(s) :][: c.plen[s]])
-        remain = c.blen[s]
+        out = bytearray(c.page_area[c.at(s) :][: c.u2[4 * s + 22]])
+        remain = c.u4[2 * s + 8]
         for dh in self.do_data_chunks(c, s):
             dc = self.classes[dh & 63]
             ds = dh >> 6
-            take = min(dc.blen[ds], remain)
+            take = min(dc.u4[2 * ds + 8], remain)
             base = dc.at(ds)
             out += dc.page_area[base : base + take]
             remain -= take
@@ -506,12 +515,15 @@ class Items(LruOps):
         nkey = len(key)
         if not ntotal:
             ntotal = table.item_size(nkey, flags, nbytes)
-        cid = table.class_for(ntotal)
-        if cid == 0:
-            return Outcome.TOO_LARGE, NIL
-        header = self.header_fn(key, flags, nbytes)
+        header = self.header_fn(key, flags, nbytes)[len(self.lead) :]
         plen = len(header)
-        if ntotal <= table.chunk_max:
+        # The class memcached would choose, or a larger one in the rare case that our header,
+        # key and value line need more than memcached's item (a long flags or length field).
+        need = max(ntotal, HEADER_BYTES + plen + nbytes)
+        if table.class_for(ntotal) == 0:
+            return Outcome.TOO_LARGE, NIL
+        if need <= table.chunk_max:
+            cid = table.class_for(need)
             slot = self.do_alloc(cid, now)
             if slot == NIL:
                 return Outcome.NO_MEMORY, NIL
@@ -523,7 +535,7 @@ class Items(LruOps):
             bits = IN_USE
         else:
             hcid = table.class_for(table.chunked_header_size(nkey, flags))
-            if hcid == 0 or plen + FIRST_CHUNK > table.sizes[hcid]:
+            if hcid == 0 or HEADER_BYTES + plen + FIRST_CHUNK > table.sizes[hcid]:
                 return Outcome.TOO_LARGE, NIL
             if layout is None:
                 layout = [(d, min(table.sizes[d] - CHUNK_HEADER, nbytes - off))
@@ -542,7 +554,7 @@ class Items(LruOps):
                     dh = first
                     while dh != NIL:
                         dc = self.classes[dh & 63]
-                        nxt = int(dc.nxt[dh >> 6])
+                        nxt = int(dc.q[(dh >> 6) + 2])
                         dc.push_free(dh >> 6)
                         dh = nxt
                     c.push_free(slot)
@@ -551,30 +563,30 @@ class Items(LruOps):
                 dbase = dc.at(ds)
                 dc.page_area[dbase : dbase + take] = body[off : off + take]
                 off += take
-                dc.blen[ds] = take  # a data chunk's blen: the bytes it holds
-                dc.prev[ds] = hh
-                dc.nxt[ds] = NIL
-                dc.bits[ds] = IN_USE | DATA_CHUNK
+                dc.u4[2 * ds + 8] = take  # a data chunk's blen: the bytes it holds
+                dc.q[ds + 1] = hh
+                dc.q[ds + 2] = NIL
+                dc.u1[8 * ds + 41] = IN_USE | DATA_CHUNK
                 dh = (ds << 6) | dcid
                 if last == NIL:
                     first = dh
                 else:
-                    self.classes[last & 63].nxt[last >> 6] = dh
+                    self.classes[last & 63].q[(last >> 6) + 2] = dh
                 last = dh
             page = c.page_area
             base = c.at(slot)
             page[base : base + plen] = header
             self.do_set_first_chunk(c, slot, first)
             bits = IN_USE | CHUNKED
-        c.plen[slot] = plen
-        c.blen[slot] = nbytes
-        c.klen[slot] = nkey
-        c.flags[slot] = flags
-        c.exp[slot] = exp_abs
-        c.atime[slot] = now
-        c.lru[slot] = self.do_sub_for(exp_abs, now)
-        c.cas[slot] = self.do_next_cas() if linked else 0
-        c.bits[slot] = bits if linked else bits & ~IN_USE  # last: complete from here on
+        c.u2[4 * slot + 22] = plen
+        c.u4[2 * slot + 8] = nbytes
+        c.u1[8 * slot + 40] = nkey
+        c.u4[2 * slot + 9] = flags
+        c.u4[2 * slot + 6] = exp_abs
+        c.u4[2 * slot + 7] = now
+        c.u1[8 * slot + 42] = self.do_sub_for(exp_abs, now)
+        c.q[slot] = self.do_next_cas() if linked else 0
+        c.u1[8 * slot + 41] = bits if linked else bits & ~IN_USE  # last: complete from here on
         return Outcome.STORED, (slot << 6) | c.cid
 
     def do_count_set(self, nkey: int, flags: int, nbytes: int) -> None:
@@ -591,12 +603,12 @@ class Items(LruOps):
         DELTA_OK with the new value. A result that fits is written in place (padded with
         spaces, a new CAS, bumped) and the digits come back empty; a longer one comes back as
         digits for the caller to store as a new item."""
-        nbytes = c.blen[s]
-        if nbytes <= 2 or c.bits[s] & CHUNKED:
+        nbytes = c.u4[2 * s + 8]
+        if nbytes <= 2 or c.u1[8 * s + 41] & CHUNKED:
             return Outcome.NON_NUMERIC, 0, b""
-        if req_cas and c.cas[s] != req_cas:
+        if req_cas and c.q[s] != req_cas:
             return Outcome.EXISTS, 0, b""
-        plen = c.plen[s]
+        plen = c.u2[4 * s + 22]
         value = parse_u64(self.do_read(c, s, h, plen, nbytes - 2))
         if value is None:
             return Outcome.NON_NUMERIC, 0, b""
@@ -613,7 +625,7 @@ class Items(LruOps):
             return Outcome.DELTA_OK, value, digits
         base = c.at(s) + plen
         c.page_area[base : base + nbytes - 2] = digits + b" " * (nbytes - 2 - res)
-        c.cas[s] = self.do_next_cas()
+        c.q[s] = self.do_next_cas()
         self.do_item_update(c, s, h, now)
         return Outcome.DELTA_OK, value, b""
 

@@ -16,7 +16,7 @@ an item fetched twice in COLD moves to WARM at once instead of through memcached
 bump queue (so no bump is ever dropped), and nothing is refcount-locked at a tail.
 
 Every list head, tail, count and counter is a word of the segment (``slabclass.W_SUB`` and
-after) and an item's list is its ``lru`` column, so every process mapping the store sees one
+after) and an item's list is its ``lru`` field, so every process mapping the store sees one
 LRU. Every ``do_*`` method here must be called with the store's lock held.
 """
 
@@ -112,34 +112,34 @@ class LruOps:
         w = lru.words
         base = W_SUB + 4 * sub
         head = w[base]
-        c.prev[s] = NIL
-        c.nxt[s] = head
+        c.q[s + 1] = NIL
+        c.q[s + 2] = head
         if head != NIL:
-            self.classes[head & 63].prev[head >> 6] = h
+            self.classes[head & 63].q[(head >> 6) + 1] = h
         else:
             w[base + 1] = h
         w[base] = h
         w[base + 2] += 1
-        w[base + 3] += self.table.item_size(c.klen[s], c.flags[s], c.blen[s])
-        c.lru[s] = sub
+        w[base + 3] += self.table.item_size(c.u1[8 * s + 40], c.u4[2 * s + 9], c.u4[2 * s + 8])
+        c.u1[8 * s + 42] = sub
 
     def do_unlink_q(self, lru: SlabClass, c: SlabClass, s: int) -> None:
         """Take the item off its list (do_item_unlink_q); it stays in the index."""
         w = lru.words
-        base = W_SUB + 4 * c.lru[s]
-        p = c.prev[s]
-        n = c.nxt[s]
+        base = W_SUB + 4 * c.u1[8 * s + 42]
+        p = c.q[s + 1]
+        n = c.q[s + 2]
         classes = self.classes
         if p != NIL:
-            classes[p & 63].nxt[p >> 6] = n
+            classes[p & 63].q[(p >> 6) + 2] = n
         else:
             w[base] = n
         if n != NIL:
-            classes[n & 63].prev[n >> 6] = p
+            classes[n & 63].q[(n >> 6) + 1] = p
         else:
             w[base + 1] = p
         w[base + 2] -= 1
-        w[base + 3] -= self.table.item_size(c.klen[s], c.flags[s], c.blen[s])
+        w[base + 3] -= self.table.item_size(c.u1[8 * s + 40], c.u4[2 * s + 9], c.u4[2 * s + 8])
 
     def do_move(self, lru: SlabClass, c: SlabClass, s: int, h: int, sub: int) -> None:
         self.do_unlink_q(lru, c, s)
@@ -150,17 +150,17 @@ class LruOps:
     def do_item_bump(self, c: SlabClass, s: int, h: int, now: int) -> None:
         """A fetch (memcached's do_item_bump): the first marks the item FETCHED, the next one
         ACTIVE; an ACTIVE item's time is bumped, and one in COLD goes to WARM."""
-        bits = c.bits[s]
+        bits = c.u1[8 * s + 41]
         if not self.segmented:
-            c.bits[s] = bits | FETCHED
+            c.u1[8 * s + 41] = bits | FETCHED
             self.do_item_update(c, s, h, now)
         elif not bits & ACTIVE:
             if not bits & FETCHED:
-                c.bits[s] = bits | FETCHED
+                c.u1[8 * s + 41] = bits | FETCHED
             else:
-                c.bits[s] = bits | ACTIVE
-                if c.lru[s] != COLD:
-                    c.atime[s] = now
+                c.u1[8 * s + 41] = bits | ACTIVE
+                if c.u1[8 * s + 42] != COLD:
+                    c.u4[2 * s + 7] = now
                 else:
                     self.do_item_update(c, s, h, now)
 
@@ -168,17 +168,17 @@ class LruOps:
         """memcached's do_item_update: an ACTIVE item in COLD moves to WARM, any other has its
         time bumped; a flat LRU relinks the item at its head once a minute at most."""
         if self.segmented:
-            c.atime[s] = now
-            bits = c.bits[s]
-            if c.lru[s] == COLD and bits & ACTIVE:
-                lru = self.classes[self.table.largest if c.bits[s] & CHUNKED else c.cid]
-                c.bits[s] = bits & ~ACTIVE
+            c.u4[2 * s + 7] = now
+            bits = c.u1[8 * s + 41]
+            if c.u1[8 * s + 42] == COLD and bits & ACTIVE:
+                lru = self.classes[self.table.largest if c.u1[8 * s + 41] & CHUNKED else c.cid]
+                c.u1[8 * s + 41] = bits & ~ACTIVE
                 self.do_move(lru, c, s, h, WARM)
                 lru.words[W_MOVES_TO_WARM] += 1
-        elif c.atime[s] < now - UPDATE_INTERVAL:
-            c.atime[s] = now
-            lru = self.classes[self.table.largest if c.bits[s] & CHUNKED else c.cid]
-            self.do_move(lru, c, s, h, c.lru[s])
+        elif c.u4[2 * s + 7] < now - UPDATE_INTERVAL:
+            c.u4[2 * s + 7] = now
+            lru = self.classes[self.table.largest if c.u1[8 * s + 41] & CHUNKED else c.cid]
+            self.do_move(lru, c, s, h, c.u1[8 * s + 42])
 
     # ------------------------------------------------------------------ the tail pull
 
@@ -204,9 +204,9 @@ class LruOps:
         while tries > 0 and search != NIL:
             c = classes[search & 63]
             s = search >> 6
-            prev = int(c.prev[s])
-            exp = c.exp[s]
-            bits = c.bits[s]
+            prev = int(c.q[s + 1])
+            exp = c.u4[2 * s + 6]
+            bits = c.u1[8 * s + 41]
             if (exp and exp < now) or self.do_is_flushed(c, s, now):
                 lru.reclaimed += 1
                 self.reclaimed += 1
@@ -224,7 +224,7 @@ class LruOps:
                 if limit == 0:
                     limit = total_bytes * cfg.warm_lru_pct // 100
                 if bits & ACTIVE:
-                    c.bits[s] = bits & ~ACTIVE
+                    c.u1[8 * s + 41] = bits & ~ACTIVE
                     removed += 1
                     if sub == WARM:
                         w[W_MOVES_WITHIN_LRU] += 1
@@ -234,7 +234,7 @@ class LruOps:
                         continue
                     w[W_MOVES_TO_WARM] += 1
                     self.do_move(lru, c, s, search, WARM)
-                elif w[W_SUB + 4 * sub + 3] > limit or now - c.atime[s] > max_age:
+                elif w[W_SUB + 4 * sub + 3] > limit or now - c.u4[2 * s + 7] > max_age:
                     w[W_MOVES_TO_COLD] += 1
                     self.do_move(lru, c, s, search, COLD)
                     removed += 1
@@ -245,7 +245,7 @@ class LruOps:
                         removed += 1
                 elif bits & ACTIVE and self.segmented:
                     w[W_MOVES_TO_WARM] += 1
-                    c.bits[s] = bits & ~ACTIVE
+                    c.u1[8 * s + 41] = bits & ~ACTIVE
                     self.do_move(lru, c, s, search, WARM)
                     removed += 1
             break
@@ -253,11 +253,11 @@ class LruOps:
 
     def do_evict(self, lru: SlabClass, c: SlabClass, s: int, h: int, now: int) -> None:
         """Evict the item at (c, s) from class ``lru``'s COLD tail, counting it as memcached."""
-        bits = c.bits[s]
+        bits = c.u1[8 * s + 41]
         lru.evicted += 1
         self.evictions += 1
-        lru.evicted_time = now - c.atime[s]
-        if c.exp[s] != 0:
+        lru.evicted_time = now - c.u4[2 * s + 7]
+        if c.u4[2 * s + 6] != 0:
             lru.evicted_nonzero += 1
         if not bits & FETCHED:
             lru.evicted_unfetched += 1
@@ -268,10 +268,10 @@ class LruOps:
             self.on_evict(
                 self.do_key_of(c, s),
                 bool(bits & FETCHED),
-                c.exp[s],
-                c.atime[s],
+                c.u4[2 * s + 6],
+                c.u4[2 * s + 7],
                 lru.cid,
-                c.blen[s] - 2,
+                c.u4[2 * s + 8] - 2,
             )
         self.do_unlink(h)
         if self.on_class_evict is not None:
@@ -338,7 +338,7 @@ class LruOps:
         if self.segmented:
             tail = cls.tail(COLD)
             if tail != NIL:
-                cold_age = now - self.classes[tail & 63].atime[tail >> 6]
+                cold_age = now - self.classes[tail & 63].u4[2 * (tail >> 6) + 7]
             total = cls.lru_bytes(COLD) + cls.lru_bytes(HOT) + cls.lru_bytes(WARM)
         hot_age = int(cold_age * cfg.hot_max_factor)
         warm_age = int(cold_age * cfg.warm_max_factor)

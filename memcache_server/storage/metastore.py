@@ -4,7 +4,7 @@ Why a separate module: the meta commands need more than the classic verbs (no-bu
 changes in flag order, vivify-on-miss, stale items and win tokens, CAS compare on delete and
 arithmetic), and they must not slow the classic get/set path. These functions take the store's
 lock themselves, like every public ``Store`` method, and then use the store's lock-held API
-(the ``do_*`` steps of ``storage/items.py``) and its columns.
+(the ``do_*`` steps of ``storage/items.py``) and the item headers.
 
 TTL events: a meta request may change an item's expiry and report it in the same line, in the
 order the client gave its flags (``mg k t T30 t`` shows the old TTL, then the new one). Callers
@@ -149,11 +149,11 @@ class MetaStore:
                 return h
             c = st.classes[h & 63]
             s = h >> 6
-            bits = c.bits[s]
+            bits = c.u1[8 * s + 41]
             hit = MetaHit()
             hit.created = created
             token_sent = bool(bits & TOKEN_SENT)
-            exp = c.exp[s]
+            exp = c.u4[2 * s + 6]
             won = False
             for ev, t in events:
                 if ev == EV_SHOW_TTL:
@@ -166,7 +166,7 @@ class MetaStore:
                         won = True
                 elif not token_sent and not created and exp != 0 and exp < t:
                     won = True  # EV_RECACHE
-            c.exp[s] = exp
+            c.u4[2 * s + 6] = exp
             if bits & STALE and not token_sent:
                 won = True
             if won:
@@ -177,18 +177,18 @@ class MetaStore:
             hit.fetched = bool(bits & FETCHED)
             hit.key_binary = bool(bits & KEY_BINARY)
             hit.key = st.do_key_of(c, s)
-            hit.flags = c.flags[s]
-            hit.cas = c.cas[s]
-            hit.nbytes = c.blen[s] - 2
-            hit.la = now - c.atime[s]
+            hit.flags = c.u4[2 * s + 9]
+            hit.cas = c.q[s]
+            hit.nbytes = c.u4[2 * s + 8] - 2
+            hit.la = now - c.u4[2 * s + 7]
             hit.exp = exp
             if want_value:
-                plen = c.plen[s]
-                hit.value = st.do_read(c, s, h, plen, c.blen[s])
+                plen = c.u2[4 * s + 22]
+                hit.value = st.do_read(c, s, h, plen, c.u4[2 * s + 8])
             if not count:
-                c.bits[s] = bits
+                c.u1[8 * s + 41] = bits
                 return hit
-            c.bits[s] = bits
+            c.u1[8 * s + 41] = bits
             if touch:
                 st.classes[st.do_lru_cid(c, s)].words[W_TOUCH_HITS] += 1
             else:
@@ -232,7 +232,7 @@ class MetaStore:
             if old > 0:
                 oc = st.classes[old & 63]
                 os_ = old >> 6
-                old_cas = oc.cas[os_]
+                old_cas = oc.q[os_]
                 if req_cas == 0:
                     cas_res = 0  # none
                 elif req_cas == old_cas:
@@ -249,8 +249,8 @@ class MetaStore:
                     if cas_res == 1:
                         lru.cas_hits += 1
                     elif cas_res == 2:
-                        exp = oc.exp[os_]
-                        extra_bits = STALE | (oc.bits[os_] & TOKEN_SENT)
+                        exp = oc.u4[2 * os_ + 6]
+                        extra_bits = STALE | (oc.u1[8 * os_ + 41] & TOKEN_SENT)
                         lru.cas_hits += 1
                     else:
                         lru.cas_badval += 1
@@ -258,15 +258,15 @@ class MetaStore:
                 elif mode == Mode.APPEND or mode == Mode.PREPEND:
                     if cas_res > 1:
                         return Outcome.EXISTS, 0
-                    value = st.do_read(oc, os_, old, oc.plen[os_], oc.blen[os_])
+                    value = st.do_read(oc, os_, old, oc.u2[4 * os_ + 22], oc.u4[2 * os_ + 8])
                     if mode == Mode.APPEND:
                         parts = (len(value) - 2, len(body))
                         body = value[:-2] + body
                     else:
                         parts = (len(body) - 2, len(value))
                         body = body[:-2] + value
-                    flags = oc.flags[os_]
-                    exp = oc.exp[os_]
+                    flags = oc.u4[2 * os_ + 9]
+                    exp = oc.u4[2 * os_ + 6]
                     ntotal = table.item_size(nkey, flags, len(body))
                     if table.class_for(ntotal) == 0:
                         return Outcome.NOT_STORED, 0
@@ -287,8 +287,8 @@ class MetaStore:
             st.do_link(key, h, st.do_lru_cid(c, s), st.do_ntotal(c, s), len(body))
             if key_binary:
                 extra_bits |= KEY_BINARY
-            c.bits[s] |= extra_bits
-            return Outcome.STORED, c.cas[s]
+            c.u1[8 * s + 41] |= extra_bits
+            return Outcome.STORED, c.q[s]
 
     # ------------------------------------------------------------------ md
 
@@ -306,13 +306,13 @@ class MetaStore:
                 return MetaResult.NOT_FOUND
             c = st.classes[h & 63]
             s = h >> 6
-            if req_cas is not None and c.cas[s] != req_cas:
+            if req_cas is not None and c.q[s] != req_cas:
                 return MetaResult.EXISTS
             if set_stale:
                 if new_exp is not None:
-                    c.exp[s] = new_exp
-                c.bits[s] = (c.bits[s] | STALE) & ~TOKEN_SENT
-                c.cas[s] = st.do_next_cas()
+                    c.u4[2 * s + 6] = new_exp
+                c.u1[8 * s + 41] = (c.u1[8 * s + 41] | STALE) & ~TOKEN_SENT
+                c.q[s] = st.do_next_cas()
             else:
                 st.classes[st.do_lru_cid(c, s)].delete_hits += 1
                 st.do_unlink(h)
@@ -359,7 +359,7 @@ class MetaStore:
                     return MetaResult.EXISTS, None
                 digits = longer or b"%d" % value
                 if longer:
-                    nh = self._create(key, c.flags[s], c.exp[s], digits + b"\r\n", now)
+                    nh = self._create(key, c.u4[2 * s + 9], c.u4[2 * s + 6], digits + b"\r\n", now)
                     if nh == NIL:
                         return MetaResult.NO_MEMORY, None
                     h = nh
@@ -369,15 +369,15 @@ class MetaStore:
             hit = MetaHit()
             hit.created = created
             hit.value = digits
-            hit.cas = c.cas[s]
-            exp = c.exp[s]
+            hit.cas = c.q[s]
+            exp = c.u4[2 * s + 6]
             for ev, t in events:
                 if ev == EV_SHOW_TTL:
                     hit.ttls.append(exp)
                 elif ev == EV_SET_TTL or (ev == EV_VIVIFY_TTL and created):
                     exp = t
             if not replaced:
-                c.exp[s] = exp
+                c.u4[2 * s + 6] = exp
             return MetaResult.OK, hit
 
     # ------------------------------------------------------------------ me
@@ -394,11 +394,11 @@ class MetaStore:
             s = h >> 6
             hit = MetaHit()
             hit.key = st.do_key_of(c, s)
-            hit.key_binary = bool(c.bits[s] & KEY_BINARY)
-            hit.exp = c.exp[s]
-            hit.la = now - c.atime[s]
-            hit.cas = c.cas[s]
-            hit.fetched = bool(c.bits[s] & FETCHED)
+            hit.key_binary = bool(c.u1[8 * s + 41] & KEY_BINARY)
+            hit.exp = c.u4[2 * s + 6]
+            hit.la = now - c.u4[2 * s + 7]
+            hit.cas = c.q[s]
+            hit.fetched = bool(c.u1[8 * s + 41] & FETCHED)
             hit.cid = st.do_lru_cid(c, s)  # a chunked item reports the largest class, as memcached
             hit.ntotal = st.do_ntotal(c, s)
             return hit
@@ -427,16 +427,17 @@ class MetaStore:
                 with st.lock:
                     c = st.classes[cid]
                     end = min(start + batch, c.nslots)
-                    for s in range(start, end):
-                        b = c.bits[s]
+                    for i in range(start, end):
+                        s = c.slot(i)
+                        b = c.u1[8 * s + 41]
                         if not b & IN_USE or b & DATA_CHUNK or st.do_is_dead(c, s, now):
                             continue
                         out.append(
                             (
                                 st.do_key_of(c, s),
-                                c.exp[s],
-                                c.atime[s],
-                                c.cas[s],
+                                c.u4[2 * s + 6],
+                                c.u4[2 * s + 7],
+                                c.q[s],
                                 bool(b & FETCHED),
                                 st.do_lru_cid(c, s),
                                 st.do_ntotal(c, s),

@@ -1,8 +1,9 @@
 """Moving one slab page from a class to another (memcached's slab rebalancer).
 
-Why this shape: a class's metadata columns are indexed by slot, and slots are page-major, so
-removing a page from the middle would renumber every later item. The mover therefore always
-empties the class's *last* page, and the columns are simply truncated when it is done.
+Why this shape: a class's pages sit one after another in its area of the segment, and a slot
+is an offset into that area, so removing a page from the middle would renumber every later
+item. The mover therefore always empties the class's *last* page, and the area simply ends one
+page earlier when it is done.
 
 memcached empties the oldest page and evicts whatever lives on it that no free chunk can take.
 Emptying the last page that way would throw away the items allocated most recently, so here the
@@ -10,7 +11,7 @@ page's live items are *rescued* into free chunks elsewhere in the class, and whe
 no free chunk, room is made by evicting from the class's LRU tail first: a move costs the
 coldest items of the class, never the ones that happen to sit on the page. Expired and flushed
 items on the page are dropped. Data chunks of large items are rescued the same way and their
-item's chain repointed (a data chunk's ``prev`` column names its item, see items.py).
+item's chain repointed (a data chunk's ``prev`` field names its item, see items.py).
 
 The counters are kept as memcached keeps them, so that for each live item (or data chunk) on
 the page ``slab_reassign_rescues`` (``_chunk_rescues``) plus ``slab_reassign_evictions_nomem``
@@ -28,8 +29,8 @@ stalled for a whole page: while a move runs, slots of the page are off the free 
 at ``begin``; ``SlabClass.push_free`` keeps freed ones off), so nothing new lands on it.
 The emptied page goes to the destination class, or to the global page pool (class 0), from
 which any class that needs a page takes it before allocating. A move never takes the store
-past its memory limit: if the destination's metadata columns cost more than the source page
-freed, the page is released, and the destination grows once the budget allows it.
+past its memory limit: if a lowered limit leaves no room for the page, it is released, and
+the destination grows once the budget allows it.
 
 Callers (the rebalancer thread) hold no lock; every method here takes ``store.lock`` itself.
 """
@@ -39,10 +40,10 @@ from __future__ import annotations
 from memcache_server.storage.slabclass import (
     CHUNKED,
     DATA_CHUNK,
+    HEADER_BYTES,
     IN_USE,
     KILL_NONE,
     NIL,
-    SLOT_BYTES,
     W_SUB,
     SlabClass,
 )
@@ -63,6 +64,7 @@ class PageMove:
         self.src = src
         self.dst = dst
         self.lo = self.hi = self.pos = 0
+        self.stride = 1
         self.done = False
 
     def begin(self) -> bool:
@@ -80,12 +82,14 @@ class PageMove:
             c = st.classes[self.src]
             if c.npages < 2:
                 return False
-            self.lo = self.pos = (c.npages - 1) * c.perslab
-            self.hi = self.lo + c.perslab
+            slots = c.page_slots(c.npages - 1)
+            self.lo = self.pos = slots.start
+            self.hi = slots.stop
+            self.stride = slots.step
             c.kill_lo = self.lo
-            bits = c.bits
-            for s in range(self.lo, self.hi):
-                if not bits[s] & IN_USE:
+            u1 = c.u1
+            for s in slots:
+                if not u1[8 * s + 41] & IN_USE:
                     c.unlist_free(s)
             return True
 
@@ -97,9 +101,10 @@ class PageMove:
         with st.lock:
             c = st.classes[self.src]
             now = st.clock.now
-            end = min(self.pos + batch, self.hi)
-            for s in range(self.pos, end):
-                b = c.bits[s]
+            stride = self.stride
+            end = min(self.pos + batch * stride, self.hi)
+            for s in range(self.pos, end, stride):
+                b = c.u1[8 * s + 41]
                 if not b & IN_USE:
                     continue
                 if b & DATA_CHUNK:
@@ -113,13 +118,14 @@ class PageMove:
             self.pos = end
             if self.pos < self.hi:
                 return False
-            if any(c.bits[self.lo : self.hi]):  # cannot happen: the page is fenced off
+            u1 = c.u1
+            if any(u1[8 * s + 41] for s in range(self.lo, self.hi, stride)):
+                # cannot happen: the page is fenced off
                 self.pos = self.lo
                 return False
             c.drop_last_page()
             c.kill_lo = KILL_NONE
             st.malloced -= PAGE_SIZE
-            st.columns_bytes -= c.perslab * SLOT_BYTES
             self._give()
             self.done = True
             return True
@@ -136,7 +142,7 @@ class PageMove:
         else:
             d = st.classes[self.dst]
             if d.has_room() and (not d.npages or (
-                st.used_memory() + PAGE_SIZE + d.perslab * SLOT_BYTES <= st.memory_limit
+                st.used_memory() + PAGE_SIZE <= st.memory_limit
             )):
                 st.do_add_page(d)
 
@@ -159,11 +165,11 @@ class PageMove:
         was made."""
         t, free = self._room(c, moving)
         if t == NIL:
-            if c.bits[s] & IN_USE:
+            if c.u1[8 * s + 41] & IN_USE:
                 self.store.moves.evictions_nomem += 1
                 self.store.do_unlink(item)
             return NIL, False
-        if not c.bits[s] & IN_USE:
+        if not c.u1[8 * s + 41] & IN_USE:
             c.push_free(t)
             return NIL, False
         return t, free
@@ -173,40 +179,42 @@ class PageMove:
         t, free = self._claim(c, s, h, h)
         if t == NIL:
             return
-        chunked = c.bits[s] & CHUNKED
-        n = c.size if chunked else c.plen[s] + c.blen[s]  # a chunked header keeps its chain
+        chunked = c.u1[8 * s + 41] & CHUNKED
+        # the stored bytes after the header; a chunked item's header chunk to its end, where
+        # its chain starts
+        n = c.size - HEADER_BYTES if chunked else c.u2[4 * s + 22] + c.u4[2 * s + 8]
         sb = c.at(s)
         tb = c.at(t)
         c.page_area[tb : tb + n] = c.page_area[sb : sb + n]
-        c.cas[t] = c.cas[s]
-        c.exp[t] = c.exp[s]
-        c.atime[t] = c.atime[s]
-        c.blen[t] = c.blen[s]
-        c.flags[t] = c.flags[s]
-        c.plen[t] = c.plen[s]
-        c.klen[t] = c.klen[s]
+        c.q[t] = c.q[s]
+        c.u4[2 * t + 6] = c.u4[2 * s + 6]
+        c.u4[2 * t + 7] = c.u4[2 * s + 7]
+        c.u4[2 * t + 8] = c.u4[2 * s + 8]
+        c.u4[2 * t + 9] = c.u4[2 * s + 9]
+        c.u2[4 * t + 22] = c.u2[4 * s + 22]
+        c.u1[8 * t + 40] = c.u1[8 * s + 40]
         nh = (t << 6) | c.cid
         if chunked:
             for dh in st.do_data_chunks(c, t):
-                st.classes[dh & 63].prev[dh >> 6] = nh
-        c.bits[t] = c.bits[s]
-        c.lru[t] = c.lru[s]
+                st.classes[dh & 63].q[(dh >> 6) + 1] = nh
+        c.u1[8 * t + 41] = c.u1[8 * s + 41]
+        c.u1[8 * t + 42] = c.u1[8 * s + 42]
         lw = st.classes[st.do_lru_cid(c, s)].words
-        base = W_SUB + 4 * c.lru[s]
-        p = c.prev[s]
-        nx = c.nxt[s]
-        c.prev[t] = p
-        c.nxt[t] = nx
+        base = W_SUB + 4 * c.u1[8 * s + 42]
+        p = c.q[s + 1]
+        nx = c.q[s + 2]
+        c.q[t + 1] = p
+        c.q[t + 2] = nx
         if p != NIL:
-            st.classes[p & 63].nxt[p >> 6] = nh
+            st.classes[p & 63].q[(p >> 6) + 2] = nh
         else:
             lw[base] = nh
         if nx != NIL:
-            st.classes[nx & 63].prev[nx >> 6] = nh
+            st.classes[nx & 63].q[(nx >> 6) + 1] = nh
         else:
             lw[base + 1] = nh
         st.index.replace_handle(st.do_key_of(c, t), h, nh)
-        c.bits[s] = 0
+        c.u1[8 * s + 41] = 0
         c.used_chunks -= 1
         if free:
             st.moves.rescues += 1
@@ -215,12 +223,12 @@ class PageMove:
     def _owner_of(self, dh: int) -> int | None:
         """The item whose chain holds data chunk ``dh``, if it is still a live chunked item."""
         st = self.store
-        owner = int(st.classes[dh & 63].prev[dh >> 6])
+        owner = int(st.classes[dh & 63].q[(dh >> 6) + 1])
         if owner == NIL:
             return None
         oc = st.classes[owner & 63]
         os_ = owner >> 6
-        if not oc.bits[os_] & CHUNKED or dh not in st.do_data_chunks(oc, os_):
+        if not oc.u1[8 * os_ + 41] & CHUNKED or dh not in st.do_data_chunks(oc, os_):
             return None
         return owner
 
@@ -229,7 +237,7 @@ class PageMove:
         dh = (s << 6) | c.cid
         owner = self._owner_of(dh)
         if owner is None:  # not reachable from any item: free it rather than keep the page
-            c.bits[s] = 0
+            c.u1[8 * s + 41] = 0
             c.used_chunks -= 1
             return
         t, free = self._claim(c, s, NIL, owner)
@@ -240,10 +248,10 @@ class PageMove:
         tb = c.at(t)
         c.page_area[tb : tb + n] = c.page_area[sb : sb + n]
         nd = (t << 6) | c.cid
-        c.blen[t] = c.blen[s]  # the bytes the chunk holds
-        c.prev[t] = owner
-        c.nxt[t] = c.nxt[s]
-        c.bits[t] = c.bits[s]
+        c.u4[2 * t + 8] = c.u4[2 * s + 8]  # the bytes the chunk holds
+        c.q[t + 1] = owner
+        c.q[t + 2] = c.q[s + 2]
+        c.u1[8 * t + 41] = c.u1[8 * s + 41]
         # repoint whoever linked to the old chunk: the header, or the chunk before it
         oc = st.classes[owner & 63]
         os_ = owner >> 6
@@ -255,8 +263,8 @@ class PageMove:
         if before == NIL:
             st.do_set_first_chunk(oc, os_, nd)
         else:
-            st.classes[before & 63].nxt[before >> 6] = nd
-        c.bits[s] = 0
+            st.classes[before & 63].q[(before >> 6) + 2] = nd
+        c.u1[8 * s + 41] = 0
         c.used_chunks -= 1
         if free:
             st.moves.chunk_rescues += 1

@@ -42,7 +42,7 @@ from memcache_server.storage.segment import MemoryFileError
 
 __all__ = ["MemoryFile", "Saved", "restore", "LAYOUT_VERSION", "META_SUFFIX"]
 
-LAYOUT_VERSION = 3  # 3: a data chunk's blen column holds the bytes it holds
+LAYOUT_VERSION = 4  # 4: item headers in their chunks (3: a data chunk's blen is its bytes)
 META_SUFFIX = ".meta"
 # Largest PATH.meta read back (a few dozen short lines are expected).
 META_MAX_BYTES = 1 << 20

@@ -7,7 +7,7 @@ the process (``-e``) is what makes a restartable cache possible. The file lives 
 stopped node leaves nothing behind.
 
 Layout: the size is fixed at start from the slab table and ``-m``. Each slab class reserves room
-for as many pages as the whole limit (plus one) and for its metadata columns; the key index
+for as many pages as the whole limit (plus one), its items' headers inside them; the key index
 reserves two areas of its largest size (a resize fills one from the other). The file is sparse:
 only bytes written take memory, and ``release`` gives a range back to the kernel (a page moved
 away, the index's old area after a resize), so the reservation costs address space, not RAM.
@@ -18,7 +18,8 @@ through the views it handed out (by whoever holds the store's lock).
 Restarts (``-e``, see ``storage/restart.py``): a named file whose saved layout matches is mapped
 with ``keep=True`` and its bytes are kept. The rule for what comes back: an area keeps its bytes
 only if its owner carves it with ``keep=True`` (item state that means the same in any process:
-slab pages, metadata columns, a class's words, the store's words). Every other area reads as
+slab pages with the item headers in them, a class's words, the store's words). Every other area
+reads as
 zeros again, exactly as in a new segment, so its owner re-initialises it: that is the default
 for areas added later (counters, clock words, connection tables, log rings, the key index,
 whose hashes belong to one process). Without ``keep`` the named file is emptied first.

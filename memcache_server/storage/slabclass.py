@@ -1,15 +1,15 @@
-"""A slab class's memory: its 1 MB pages, the per-chunk metadata columns, free list and LRU.
+"""A slab class's memory: its 1 MB pages of items, free list, LRU lists and counters.
 
-memcached's slabs.c side of the store: item bytes live in 1 MB pages and the metadata memcached
-keeps in its item header lives in flat typed columns indexed by chunk slot, both carved out of the
-node's shared segment (``storage/segment.py``), so every process mapping it sees one store. A
-``SlabClass`` is state only; it is read and written under the store's lock (``storage/items.py``).
+memcached's slabs.c side of the store. Items live in 1 MB pages carved out of the node's shared
+segment (``storage/segment.py``), so every process mapping it sees one store; each item's header
+(CAS, LRU links, times, lengths, state bits) sits at the front of its chunk, as memcached lays
+out its ``item``, so -m buys pages and nothing else. A ``SlabClass`` is state only; it is read
+and written under the store's lock (``storage/items.py``).
 """
 
 from __future__ import annotations
 
 from array import array
-from typing import Literal
 
 from memcache_server.storage.segment import ALIGN, Segment, Word
 from memcache_server.storage.slabs import PAGE_SIZE
@@ -18,7 +18,7 @@ __all__ = [
     "SlabClass",
     "SLAB_COUNTERS",
     "CLASS_COUNTERS",
-    "SLOT_BYTES",
+    "HEADER_BYTES",
     "NIL",
     "KILL_NONE",
     "IN_USE",
@@ -52,25 +52,35 @@ __all__ = [
     "class_bytes",
 ]
 
-SLOT_BYTES = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 1 + 1 + 1  # the per-chunk metadata columns below
 NIL = -1
 KILL_NONE = 1 << 62  # SlabClass.kill_lo while no page of the class is being emptied
 
 PAGE_BYTES = PAGE_SIZE
-# The per-slot header fields, in the order they sit in a class's column area.
-ColumnFormat = Literal["Q", "q", "I", "H", "B"]
-COLUMNS: tuple[tuple[str, ColumnFormat], ...] = (
-    ("cas", "Q"), ("exp", "q"), ("atime", "q"), ("prev", "q"), ("nxt", "q"),
-    ("blen", "I"), ("flags", "I"), ("plen", "H"), ("klen", "B"), ("bits", "B"), ("lru", "B"),
-)
-COLUMN_WIDTH = {"Q": 8, "q": 8, "I": 4, "H": 2, "B": 1}
+PAGE_WORDS = PAGE_SIZE // 8  # slots (8-byte words) from one page to the next
+# An item's header: the first HEADER_BYTES of its chunk, as memcached keeps its ``item`` struct
+# at the front of the chunk (its class is chosen so header, key, value line and value fit).
+# A slot is the chunk's offset in 8-byte words from the start of its class's page area, so one
+# typed view of the pages reaches every field: ``q[s]`` is word s, ``u4[2*s]`` the 4-byte field
+# at the same byte, ``u1[8*s]`` the byte. The fields, by byte offset in the header:
+#   0 cas (q[s])        8 prev (q[s+1])      16 nxt (q[s+2]): LRU links, or the free list's
+#  24 exp (u4[2s+6])   28 atime (u4[2s+7])  32 blen (u4[2s+8])  36 flags (u4[2s+9])
+#  40 klen (u1[8s+40]) 41 bits (u1[8s+41])  42 lru (u1[8s+42])  44 plen (u2[4s+22])
+# then the stored bytes from byte HEADER_BYTES: the key and the rest of the protocol's value
+# line (``plen`` bytes in all), then the value with its CRLF (``blen`` bytes). The request
+# paths index the views with these literal offsets (a named constant costs a global load each).
+# Times are unix seconds (4 bytes reach 2106); exp 0 is "never".
+HEADER_BYTES = 48
+Q_CAS, Q_PREV, Q_NXT = 0, 1, 2
+U4_EXP, U4_ATIME, U4_BLEN, U4_FLAGS = 6, 7, 8, 9
+U1_KLEN, U1_BITS, U1_LRU = 40, 41, 42
+U2_PLEN = 22
 HEADER_WORDS = 64  # a class's shared words (see SlabClass), with room to spare
 # Their indexes, for the hot paths that index ``words`` directly.
 W_NPAGES, W_FREE_HEAD, W_FREE_COUNT = 0, 1, 2
 W_USED_CHUNKS, W_KILL_LO = 7, 8
 W_COUNTERS = 9  # CLASS_COUNTERS follow, in their order (see below), up to W_SUB
 
-# memcached's segmented LRU: each class's items sit on one of four lists (the ``lru`` column
+# memcached's segmented LRU: each class's items sit on one of four lists (the ``lru`` field
 # says which). New items enter HOT (or TEMP, for a short TTL); the maintainer moves them on.
 HOT, WARM, COLD, TEMP = 0, 1, 2, 3
 SUB_LRUS = 4
@@ -86,9 +96,8 @@ W_EVICTED_ACTIVE = W_MOVES_TO_COLD + 4
 # The maintainer's per-class pacing (memcached's next_juggles/backoff_juggles, microseconds).
 W_JUGGLE_NEXT = W_MOVES_TO_COLD + 5
 W_JUGGLE_BACKOFF = W_MOVES_TO_COLD + 6
-COLUMN_BYTES = sum(COLUMN_WIDTH[fmt] for _name, fmt in COLUMNS)
 
-# bits column
+# The bits field
 IN_USE = 1
 FETCHED = 2
 CHUNKED = 4
@@ -148,38 +157,29 @@ LRU_COUNTERS: tuple[tuple[str, int], ...] = (
 
 
 def class_bytes(size: int, perslab: int, max_pages: int) -> int:
-    """Bytes of segment one class reserves: its words, pages and columns, each page-aligned."""
+    """Bytes of segment one class reserves: its words and pages, each page-aligned."""
     pages = max_pages if size else 0
-    return ALIGN + pages * PAGE_BYTES + ALIGN + COLUMN_BYTES * pages * perslab + ALIGN
+    return ALIGN + pages * PAGE_BYTES + ALIGN
 
 
 class SlabClass:
-    """One slab class: its pages, metadata columns, free list, LRU and counters."""
+    """One slab class: its pages (items with their headers), free list, LRU and counters."""
 
     __slots__ = (
         "cid",
         "size",
         "perslab",
-        "cas",
-        "exp",
-        "atime",
-        "prev",
-        "nxt",
-        "blen",
-        "flags",
-        "plen",
-        "klen",
-        "bits",
-        "lru",
+        "stride",
+        "q",
+        "u4",
+        "u2",
+        "u1",
         "max_pages",
         "segment",
         "page_area",
         "page_offset",
-        "column_area",
-        "column_offset",
         "words",
     )
-
     # The class's shared state, in its header area of the segment (see segment.Word).
     npages = Word(W_NPAGES)
     free_head = Word(W_FREE_HEAD)
@@ -212,27 +212,18 @@ class SlabClass:
         self.cid = cid
         self.size = size
         self.perslab = perslab
-        # Memory in the shared segment: room for ``max_pages`` pages, one after another, and
-        # a column per header field long enough for all their slots (sparse until used).
         self.segment = segment
         self.max_pages = max_pages if size else 0
+        self.stride = size // 8  # words from one chunk to the next in a page
         # Item state: kept at a restart (see segment.py's rule).
         self.words = segment.carve(HEADER_WORDS * 8, keep=True)[1].cast("q")
+        # Room for ``max_pages`` pages, one after another (sparse until used); every item's
+        # header is in its chunk, reached through these views (see HEADER_BYTES).
         self.page_offset, self.page_area = segment.carve(self.max_pages * PAGE_BYTES, keep=True)
-        slots = self.max_pages * perslab
-        self.column_offset, self.column_area = segment.carve(COLUMN_BYTES * slots, keep=True)
-        cols = self._columns(slots)
-        self.cas = cols["cas"]
-        self.exp = cols["exp"]
-        self.atime = cols["atime"]
-        self.prev = cols["prev"]
-        self.nxt = cols["nxt"]  # LRU next, or the free-list link for free slots
-        self.blen = cols["blen"]
-        self.flags = cols["flags"]
-        self.plen = cols["plen"]
-        self.klen = cols["klen"]
-        self.bits = cols["bits"]
-        self.lru = cols["lru"]  # which of the class's LRU lists the item is on
+        self.q = self.page_area.cast("q")
+        self.u4 = self.page_area.cast("I")
+        self.u2 = self.page_area.cast("H")
+        self.u1 = self.page_area
         if not segment.restored:
             self.npages = 0
             self.free_head = NIL
@@ -257,16 +248,6 @@ class SlabClass:
         self.words[W_COUNTERS : W_COUNTERS + n] = array("q", bytes(8 * n))
         for _name, w in LRU_COUNTERS:
             self.words[w] = 0
-
-    def _columns(self, slots: int) -> dict[str, memoryview]:
-        """Typed views of the column area, one per field, widest first (so all are aligned)."""
-        out = {}
-        off = 0
-        for name, fmt in COLUMNS:
-            width = COLUMN_WIDTH[fmt]
-            out[name] = self.column_area[off : off + width * slots].cast(fmt)
-            off += width * slots
-        return out
 
     @property
     def items(self) -> int:
@@ -296,7 +277,7 @@ class SlabClass:
 
     @property
     def nslots(self) -> int:
-        """Slots of the pages the class holds now."""
+        """Chunks of the pages the class holds now."""
         return self.npages * self.perslab
 
     def has_room(self) -> bool:
@@ -304,40 +285,68 @@ class SlabClass:
         return self.npages < self.max_pages
 
     def at(self, slot: int) -> int:
-        """Offset of ``slot``'s chunk in ``page_area`` (page k starts k MB in)."""
-        return (slot // self.perslab) * PAGE_BYTES + (slot % self.perslab) * self.size
+        """Offset in ``page_area`` of ``slot``'s stored bytes (its key), after its header."""
+        return 8 * slot + HEADER_BYTES
+
+    def slot(self, i: int) -> int:
+        """The slot of the class's ``i``-th chunk (chunks counted page by page, in order)."""
+        k, j = divmod(i, self.perslab)
+        return k * PAGE_WORDS + j * self.stride
+
+    def page_slots(self, k: int) -> range:
+        """The slots of page ``k``, in order."""
+        lo = k * PAGE_WORDS
+        return range(lo, lo + self.perslab * self.stride, self.stride)
+
+    def all_slots(self) -> list[int]:
+        """Every slot of the pages the class holds, in order."""
+        return [s for k in range(self.npages) for s in self.page_slots(k)]
+
+    def valid_slot(self, slot: int) -> bool:
+        """Whether ``slot`` is the start of a chunk of a page the class holds."""
+        k, r = divmod(slot, PAGE_WORDS)
+        return 0 <= k < self.npages and r % self.stride == 0 and r // self.stride < self.perslab
+
+    def chunk_index(self, slot: int) -> int:
+        """The inverse of ``slot``: which chunk of the class, counted page by page."""
+        k, r = divmod(slot, PAGE_WORDS)
+        return k * self.perslab + r // self.stride
+
+    def field(self, view_step: int, offset: int, k: int) -> memoryview:
+        """One header field of every chunk of page ``k``, as a strided view (``q``, ``u4`` or
+        ``u1`` by ``view_step`` 1, 2 or 8; ``offset`` as in the header table)."""
+        view = {1: self.q, 2: self.u4, 8: self.u1}[view_step]
+        lo = k * PAGE_WORDS * view_step + offset
+        step = self.stride * view_step
+        return view[lo : lo + self.perslab * step : step]
 
     def add_page(self) -> None:
         """Take the next page of the class's reservation (it reads as zeros: new, or released
-        when the class last gave a page away) and chain its slots into the free list."""
+        when the class last gave a page away) and chain its chunks into the free list."""
         k = self.npages
-        base = k * self.perslab
+        slots = self.page_slots(k)
+        n = len(slots)
         self.npages = k + 1
-        n = self.perslab
-        # Chain the page's slots in order (so its first chunk is handed out first) in front of
+        # Chain the page's chunks in order (so its first chunk is handed out first) in front of
         # the free list; the list is doubly linked so a page move can unlist any slot in O(1).
         head = self.free_head
-        self.nxt[base : base + n] = array("q", range(base + 1, base + n + 1))
-        self.nxt[base + n - 1] = head
-        self.prev[base : base + n] = array("q", range(base - 1, base + n - 1))
-        self.prev[base] = NIL
+        step = self.stride
+        nxt = array("q", range(slots.start + step, slots.stop + step, step))
+        nxt[n - 1] = head
+        prev = array("q", range(slots.start - step, slots.stop - step, step))
+        prev[0] = NIL
+        self.field(1, Q_NXT, k)[:] = nxt
+        self.field(1, Q_PREV, k)[:] = prev
         if head != NIL:
-            self.prev[head] = base + n - 1
-        self.free_head = base
+            self.q[head + 1] = slots[-1]
+        self.free_head = slots.start
         self.free_count += n
 
     def drop_last_page(self) -> None:
-        """Forget the last page and its slots (a page move emptied it first)."""
+        """Forget the last page and its chunks (a page move emptied it first): its memory goes
+        back to the system and reads as zeros when the class takes it again."""
         k = self.npages - 1
-        lo = k * self.perslab
-        n = self.perslab
         self.npages = k
-        slots = self.max_pages * n
-        off = 0
-        for _name, fmt in COLUMNS:
-            width = COLUMN_WIDTH[fmt]
-            self.column_area[off + width * lo : off + width * (lo + n)] = bytes(width * n)
-            off += width * slots
         self.segment.release(self.page_offset + k * PAGE_BYTES, PAGE_BYTES)
 
     def relist_fenced(self) -> None:
@@ -347,14 +356,15 @@ class SlabClass:
         if lo == KILL_NONE:
             return
         self.kill_lo = KILL_NONE
-        bits = self.bits
-        for slot in range(lo, self.nslots):
-            if not bits[slot] & IN_USE:
+        u1 = self.u1
+        q = self.q
+        for slot in self.page_slots(self.npages - 1):
+            if slot >= lo and not u1[8 * slot + 41] & IN_USE:
                 head = self.free_head
-                self.nxt[slot] = head
-                self.prev[slot] = NIL
+                q[slot + 2] = head
+                q[slot + 1] = NIL
                 if head != NIL:
-                    self.prev[head] = slot
+                    q[head + 1] = slot
                 self.free_head = slot
                 self.free_count += 1
 
@@ -364,36 +374,39 @@ class SlabClass:
         slot = w[W_FREE_HEAD]
         if slot == NIL:
             return NIL
-        head = self.nxt[slot]
+        q = self.q
+        head = q[slot + 2]
         w[W_FREE_HEAD] = head
         if head != NIL:
-            self.prev[head] = NIL
+            q[head + 1] = NIL
         w[W_FREE_COUNT] -= 1
         w[W_USED_CHUNKS] += 1
         return int(slot)
 
     def push_free(self, slot: int) -> None:
         w = self.words
-        self.bits[slot] = 0
+        self.u1[8 * slot + 41] = 0
         w[W_USED_CHUNKS] -= 1
         if slot >= w[W_KILL_LO]:
             return  # on the page being emptied: never handed out again
+        q = self.q
         head = w[W_FREE_HEAD]
-        self.nxt[slot] = head
-        self.prev[slot] = NIL
+        q[slot + 2] = head
+        q[slot + 1] = NIL
         if head != NIL:
-            self.prev[head] = slot
+            q[head + 1] = slot
         w[W_FREE_HEAD] = slot
         w[W_FREE_COUNT] += 1
 
     def unlist_free(self, slot: int) -> None:
         """Take a free slot off the free list (it stays free, but is no longer handed out)."""
-        p = self.prev[slot]
-        n = self.nxt[slot]
+        q = self.q
+        p = q[slot + 1]
+        n = q[slot + 2]
         if p != NIL:
-            self.nxt[p] = n
+            q[p + 2] = n
         else:
             self.free_head = n
         if n != NIL:
-            self.prev[n] = p
+            q[n + 1] = p
         self.free_count -= 1

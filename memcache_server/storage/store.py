@@ -1,19 +1,20 @@
 """The item store: slab pages, per-class LRU, expiry, flush, eviction and memory accounting.
 
 Why this shape: a Python object per item costs ~250 bytes before the value, so a -m 64 node built
-from dicts of objects would use several times its limit. Here item bytes live in 1 MB slab pages
-(``bytearray``), and the metadata memcached keeps in its 48-byte item header lives in flat
-``array`` columns per class, indexed by chunk slot. The only per-item Python objects are the
-index entry (key bytes -> int handle). Their cost, and the columns' cost, are charged against -m,
-so RSS stays near the limit; we hold fewer items than memcached for small values, never more
-memory.
+from dicts of objects would use several times its limit. Here items live in 1 MB slab pages of
+the node's shared segment, laid out as memcached lays them out: each chunk starts with the
+item's header (CAS, LRU links, times, lengths, state: ``slabclass.HEADER_BYTES``), so -m buys
+pages and nothing else, and the class an item lands in is the one memcached would choose. The
+only other per-item memory is the key index entry (16 bytes in a table at most half full),
+which, like memcached's hash table, is not charged against -m.
 
-Each chunk holds the item's reply header (``VALUE <key> <flags> <n>\r\n``, made by the protocol
-layer's ``header_fn``, never parsed here) followed by the value and its CRLF: a get hit is one
-slice copy. Items bigger than a slab chunk are split over chunks as memcached does.
+After its header a chunk holds the item's reply header without its constant lead (``<key>
+<flags> <n>\r\n``, made by the protocol layer's ``header_fn``, never parsed here) and the value
+with its CRLF: a get hit is the lead and one slice copy. Items bigger than a slab chunk are
+split over chunks as memcached does.
 
-The store is split along memcached's seams: ``slabclass.py`` (a class's pages, columns, free
-list and LRU), ``items.py`` (the item steps that run under the lock: the named ``do_*`` API),
+The store is split along memcached's seams: ``slabclass.py`` (a class's pages, item headers,
+free list and LRU), ``items.py`` (the item steps that run under the lock: the named ``do_*`` API),
 this module (the operations that take the lock), and ``store_stats.py`` (snapshots).
 
 Thread rules: every public method here takes ``self.lock`` itself; callers hold nothing. Times
@@ -46,7 +47,6 @@ from memcache_server.storage.slabclass import (
     W_HITS,
     W_TOUCH_HITS,
 )
-from memcache_server.storage.slabs import PAGE_SIZE
 from memcache_server.storage.store_stats import ClassStats, StoreStats
 
 __all__ = [
@@ -72,7 +72,6 @@ class Store(StoreStats):
         """
         now = self.clock.now
         hv = hash(key)
-        koff = self.key_offset
         classes = self.classes
         with self.lock:
             # The index probe, inlined: this is the hottest path of the server.
@@ -91,12 +90,11 @@ class Store(StoreStats):
                     c = classes[h & 63]
                     s = h >> 6
                     view = c.page_area
-                    p = c.perslab
-                    base = (s // p) * PAGE_SIZE + (s % p) * c.size
-                    if view[base + koff : base + koff + c.klen[s]] == key:
+                    base = 8 * s + 48  # the item's stored bytes, after its header
+                    if view[base : base + c.u1[8 * s + 40]] == key:
                         break
                 i = (i + 1) & mask
-            exp = c.exp[s]
+            exp = c.u4[2 * s + 6]
             if exp and exp <= now:
                 self.do_unlink(h)
                 return -1
@@ -104,15 +102,17 @@ class Store(StoreStats):
             if (w[W_OLDEST_LIVE] or w[W_OLDEST_CAS]) and self.do_is_flushed(c, s, now):
                 self.do_unlink(h)
                 return -2
-            bits = c.bits[s]
+            bits = c.u1[8 * s + 41]
             if bits & CHUNKED:
+                out += self.lead
                 out += self.do_chunked_view(c, s, h)
                 self.do_count_hit(c, s)
                 self.do_item_bump(c, s, h, now)
                 return 1
-            out += view[base : base + c.plen[s] + c.blen[s]]
+            out += self.lead
+            out += view[base : base + c.u2[4 * s + 22] + c.u4[2 * s + 8]]
             c.words[W_GET_HITS] += 1
-            c.words[W_HITS + c.lru[s]] += 1
+            c.words[W_HITS + c.u1[8 * s + 42]] += 1
             # A hot item is ACTIVE already: the bump is one test (memcached's do_item_bump).
             if not bits & ACTIVE or not self.segmented:
                 self.do_item_bump(c, s, h, now)
@@ -131,14 +131,14 @@ class Store(StoreStats):
             c = self.classes[h & 63]
             s = h >> 6
             if exptime is not None:
-                c.exp[s] = exptime_to_abs(exptime, self.clock)
+                c.u4[2 * s + 6] = exptime_to_abs(exptime, self.clock)
                 self.classes[self.do_lru_cid(c, s)].words[W_TOUCH_HITS] += 1
             else:
                 self.do_count_hit(c, s)
-            plen = c.plen[s]
-            data = self.do_read(c, s, h, 0, plen + c.blen[s])
+            plen = c.u2[4 * s + 22]
+            data = self.do_read(c, s, h, 0, plen + c.u4[2 * s + 8])
             self.do_item_bump(c, s, h, now)
-            return data[:plen], data[plen:], c.cas[s]
+            return self.lead + data[:plen], data[plen:], c.q[s]
 
     def touch(self, key: bytes, exptime: int) -> bool:
         now = self.clock.now
@@ -148,7 +148,7 @@ class Store(StoreStats):
                 return False
             c = self.classes[h & 63]
             s = h >> 6
-            c.exp[s] = exptime_to_abs(exptime, self.clock)
+            c.u4[2 * s + 6] = exptime_to_abs(exptime, self.clock)
             self.classes[self.do_lru_cid(c, s)].words[W_TOUCH_HITS] += 1
             self.do_item_bump(c, s, h, now)  # a touch is a fetch to memcached (item_touch)
             return True
@@ -204,7 +204,7 @@ class Store(StoreStats):
                 os_ = old >> 6
                 lru = self.classes[self.do_lru_cid(oc, os_)]
                 # With -C every item's CAS is 0, which memcached never treats as a match.
-                if oc.cas[os_] != cas_unique or not self.limits.use_cas:
+                if oc.q[os_] != cas_unique or not self.limits.use_cas:
                     lru.cas_badval += 1
                     return Outcome.EXISTS
                 lru.cas_hits += 1
@@ -218,8 +218,7 @@ class Store(StoreStats):
                     if stale is not None:
                         self.do_unlink(stale)
                 return outcome
-            lru_cid = cid if ntotal <= table.chunk_max else table.largest
-            self.do_link(key, h, lru_cid, ntotal, len(body))
+            self.do_link(key, h, self.do_lru_cid(self.classes[h & 63], h >> 6), ntotal, len(body))
             return Outcome.STORED
 
     def _do_join(self, append: bool, key: bytes, add: bytes, now: int) -> Outcome:
@@ -230,20 +229,20 @@ class Store(StoreStats):
             return Outcome.NOT_STORED
         oc = self.classes[old & 63]
         os_ = old >> 6
-        value = self.do_read(oc, os_, old, oc.plen[os_], oc.blen[os_])
+        value = self.do_read(oc, os_, old, oc.u2[4 * os_ + 22], oc.u4[2 * os_ + 8])
         if append:
             body = value[:-2] + add
             first, second = len(value) - 2, len(add)
         else:
             body = add[:-2] + value
             first, second = len(add) - 2, len(value)
-        flags = oc.flags[os_]
+        flags = oc.u4[2 * os_ + 9]
         table = self.table
         ntotal = table.item_size(len(key), flags, len(body))
         if table.class_for(ntotal) == 0:
             return Outcome.NOT_STORED  # memcached: an append past -I is not stored
         layout = table.joined_chunks(first, second) if ntotal > table.chunk_max else None
-        outcome, h = self.do_write_item(key, flags, oc.exp[os_], body, now, layout=layout)
+        outcome, h = self.do_write_item(key, flags, oc.u4[2 * os_ + 6], body, now, layout=layout)
         if outcome != Outcome.STORED:
             return outcome
         c = self.classes[h & 63]
@@ -254,7 +253,7 @@ class Store(StoreStats):
         """Give back the chunks of an item written with ``linked=False``."""
         c = self.classes[h & 63]
         s = h >> 6
-        if c.bits[s] & CHUNKED:
+        if c.u1[8 * s + 41] & CHUNKED:
             for dh in self.do_data_chunks(c, s):
                 self.classes[dh & 63].push_free(dh >> 6)
         c.push_free(s)
@@ -298,9 +297,9 @@ class Store(StoreStats):
             outcome, value, digits = self.do_add_delta(c, s, h, delta, incr, now)
             if outcome != Outcome.DELTA_OK or not digits:
                 return outcome, value
-            flags = c.flags[s]
+            flags = c.u4[2 * s + 9]
             body = digits + b"\r\n"
-            outcome, nh = self.do_write_item(key, flags, c.exp[s], body, now)
+            outcome, nh = self.do_write_item(key, flags, c.u4[2 * s + 6], body, now)
             if outcome != Outcome.STORED:
                 return outcome, 0
             nc = self.classes[nh & 63]
@@ -332,9 +331,9 @@ class Store(StoreStats):
             self.do_release_pool()
 
     def crawl(self, cid: int, start: int, count: int) -> tuple[int, int]:
-        """Reclaim expired/flushed items among ``count`` slots of class ``cid`` from ``start``.
+        """Reclaim expired/flushed items among ``count`` chunks of class ``cid`` from ``start``.
 
-        Returns (next start slot or -1 when the class is done, items reclaimed). The caller
+        Returns (the next start or -1 when the class is done, items reclaimed). The caller
         (the LRU crawler thread) walks in small batches so the lock is never held for long.
         """
         now = self.clock.now
@@ -342,9 +341,11 @@ class Store(StoreStats):
         with self.lock:
             c = self.classes[cid]
             end = min(start + count, c.nslots)
-            bits = c.bits
-            for s in range(start, end):
-                b = bits[s]
+            u1 = c.u1
+            slot = c.slot
+            for i in range(start, end):
+                s = slot(i)
+                b = u1[8 * s + 41]
                 if not b & IN_USE or b & DATA_CHUNK:
                     continue
                 c.crawler_items_checked += 1

@@ -94,7 +94,7 @@ class StoreStats(Items):
 
     def _tail_age(self, c: SlabClass, lru: int, now: int) -> int:
         t = c.tail(lru)
-        return 0 if t == NIL else now - int(self.classes[t & 63].atime[t >> 6])
+        return 0 if t == NIL else now - int(self.classes[t & 63].u4[2 * (t >> 6) + 7])
 
     def dump_class(self, cid: int, limit: int) -> list[tuple[bytes, int, int]]:
         """(key, value length, absolute expiry or 0) from the head of a class's HOT list, for
@@ -111,9 +111,9 @@ class StoreStats(Items):
                 c = self.classes[h & 63]
                 s = h >> 6
                 key = self.do_key_of(c, s)
-                out.append((key, c.blen[s] - 2, c.exp[s]))
+                out.append((key, c.u4[2 * s + 8] - 2, c.u4[2 * s + 6]))
                 budget -= len(key) + 40
-                h = c.nxt[s]
+                h = c.q[s + 2]
         return out
 
     def reset_stats(self) -> None:

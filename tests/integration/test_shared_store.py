@@ -137,21 +137,21 @@ def consistent(store: Store) -> int:
             h, prev, k = int(lc.words[base]), NIL, 0
             while h != NIL:
                 c, s = store.classes[h & 63], h >> 6
-                assert h in live and c.bits[s] & IN_USE and c.prev[s] == prev
-                assert c.lru[s] == sub
+                assert h in live and c.u1[8 * s + 41] & IN_USE and c.q[s + 1] == prev
+                assert c.u1[8 * s + 42] == sub
                 assert store.index.get(store.do_key_of(c, s)) == h
                 total += store.do_ntotal(c, s)
-                prev, h, k = h, int(c.nxt[s]), k + 1
+                prev, h, k = h, int(c.q[s + 2]), k + 1
             assert lc.words[base + 1] == prev and lc.words[base + 2] == k
             n += k
         assert lc.items == n
         seen += n
         free, f = 0, lc.free_head
         while f != NIL:
-            assert not lc.bits[f]
-            free, f = free + 1, int(lc.nxt[f])
+            assert not lc.u1[8 * f + 41]
+            free, f = free + 1, int(lc.q[f + 2])
         assert free == lc.free_count == lc.nslots - lc.used_chunks
-        assert lc.used_chunks == sum(1 for s in range(lc.nslots) if lc.bits[s] & IN_USE)
+        assert lc.used_chunks == sum(1 for s in lc.all_slots() if lc.u1[8 * s + 41] & IN_USE)
     assert seen == len(live) and total == store.item_bytes
     return seen
 
@@ -169,7 +169,7 @@ def test_a_process_killed_holding_the_lock_is_rescued_and_the_store_repaired() -
         # a chunked item whose header never became IN_USE: its data chunks are orphans
         outcome, h = store.do_write_item(b"big", 0, 0, big + b"\r\n", now)
         assert outcome == Outcome.STORED
-        store.classes[h & 63].bits[h >> 6] = 0
+        store.classes[h & 63].u1[8 * (h >> 6) + 41] = 0
         # a delete stopped between the index and the LRU
         k2 = store.index.get(b"k2")
         assert k2 is not None

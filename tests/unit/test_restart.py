@@ -110,11 +110,11 @@ def test_a_large_item_whose_chain_is_broken_is_dropped_and_its_chunks_freed(
     store = new_store(config(path), ManualClock(T0))
     assert put(store, b"small", b"s" * 10) == 0
     assert put(store, b"big", os.urandom(700 * 1024)) == 0
-    data = [(c, s) for c in store.classes[1:] for s in range(c.nslots)
-            if c.bits[s] & DATA_CHUNK]
+    data = [(c, s) for c in store.classes[1:] for s in c.all_slots()
+            if c.u1[8 * s + 41] & DATA_CHUNK]
     assert len(data) >= 2
     c, s = data[-1]
-    c.bits[s] = 0  # as if one data chunk of the chain were lost
+    c.u1[8 * s + 41] = 0  # as if one data chunk of the chain were lost
     assert store.memory_file is not None
     store.memory_file.save(store, T0 - 2)
     store = new_store(config(path), ManualClock(T0))
