@@ -27,7 +27,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 from memcache_server.storage.clock import Clock
-from memcache_server.storage.index import IndexAreas, KeyIndex, index_capacity
+from memcache_server.storage.index import IndexAreas, KeyIndex, handle_bits, index_capacity
 from memcache_server.storage.lru import UPDATE_INTERVAL, LruOps, LruSettings
 from memcache_server.storage.proclock import ProcessLock
 from memcache_server.storage.segment import ALIGN, Segment, Word
@@ -216,7 +216,7 @@ class Items(LruOps):
             for i in range(len(table.sizes))
         ]
         self.index = KeyIndex(self.do_key_view, IndexAreas(self.segment, index_capacity(
-            table, max_pages)))
+            table, max_pages)), handle_bits(max_pages))
         self.memory_limit = limits.memory_limit
         if not restored:  # else the CAS counter, flush state, counts and pages come back
             self.malloced = 0

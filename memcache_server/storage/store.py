@@ -81,12 +81,14 @@ class Store(StoreStats):
             mask = index.mask
             i = hv & mask
             handles = index.handles
-            hashes = index.hashes
+            hbits = index.hbits
+            tag = hv & index.tmask
             while True:
                 h = handles[i]
                 if h == -1:
                     return 0
-                if hashes[i] == hv:
+                if h >> hbits == tag:
+                    h &= index.hmask
                     c = classes[h & 63]
                     s = h >> 6
                     view = c.page_area
