@@ -24,7 +24,6 @@ from memcache_server.config import (
     StartupError,
     parse_extended,
 )
-from memcache_server.discovery.commands import config_node_command, nodes_command, remove_command
 from memcache_server.options import OPTIONS
 
 if TYPE_CHECKING:
@@ -335,9 +334,37 @@ class _FlagError(click.UsageError):
     exit_code = ExitCode.FAILURE
 
 
-class _NodeGroup(click.Group):
+class _LazyGroup(click.Group):
+    """A group whose cluster commands (``discovery/commands.py``) are imported when asked for:
+    a cache node never runs them, and their imports (etcd client, TLS, HTTP) would add about
+    10 MB to every node process."""
+
+    lazy: dict[str, str] = {}  # command name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, attr = self.lazy[cmd_name].split(":")
+            cmd = getattr(__import__(module, fromlist=[attr]), attr)
+            assert isinstance(cmd, click.Command)
+            self.add_command(cmd, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+class _ClusterGroup(_LazyGroup):
+    lazy = {
+        "nodes": "memcache_server.discovery.commands:nodes_command",
+        "remove": "memcache_server.discovery.commands:remove_command",
+    }
+
+
+class _NodeGroup(_LazyGroup):
     """memcached exits 1 on a flag it does not know or a flag missing its value; click's 2 is
     kept for the subcommands, which have no memcached counterpart."""
+
+    lazy = {"config-node": "memcache_server.discovery.commands:config_node_command"}
 
     def make_context(
         self,
@@ -377,7 +404,7 @@ def main(ctx: click.Context, /, **opts: Any) -> None:
     sys.exit(run_node(cfg))
 
 
-@main.group(context_settings=CONTEXT)
+@main.group(cls=_ClusterGroup, context_settings=CONTEXT)
 def cluster() -> None:
     """Look at a cluster the way its clients do; list and remove its nodes."""
 
@@ -423,11 +450,6 @@ def cluster_owner(
         node = ring.owner(key)
         click.echo(f"{key} {node.hostname}:{node.port} {node.ip or '-'}")
 
-
-# The cluster's own processes and operator commands (discovery/commands.py).
-main.add_command(config_node_command)
-cluster.add_command(nodes_command)
-cluster.add_command(remove_command)
 
 if __name__ == "__main__":
     main()
