@@ -33,7 +33,6 @@ from memcache_server.commands.udp import UdpSession
 from memcache_server.config import EMULATED_VERSION, ServerConfig
 from memcache_server.server.connections import ConnectionTable, ConnInfo
 from memcache_server.server.listener import Acceptor, Listener, open_listeners
-from memcache_server.server.tls import TLSServer, TLSWorker
 from memcache_server.server.tls_certs import CertArea
 from memcache_server.server.udp import open_udp_sockets
 from memcache_server.server.worker import Connection, Worker
@@ -47,6 +46,7 @@ from memcache_server.storage.settings import NodeSettings
 
 if TYPE_CHECKING:
     from memcache_server.metrics_http import MetricsServer
+    from memcache_server.server.tls import TLSServer
 
 __all__ = ["Node"]
 
@@ -104,8 +104,12 @@ class Node:
         self.auth = AuthTable(config.auth_file) if config.auth_file else None
         self._reload_requested = False
         # -Z: TCP connections speak TLS (raises TLSError if the certificates are unusable)
-        self.tls = (TLSServer.from_config(config, self.clock, self.store.segment)
-                    if config.enable_ssl else None)
+        self.tls: TLSServer | None = None
+        if config.enable_ssl:
+            # imported here: a node without TLS never loads ssl (its libraries cost ~2 MB)
+            from memcache_server.server.tls import TLSServer
+
+            self.tls = TLSServer.from_config(config, self.clock, self.store.segment)
         # Under a GIL, workers take turns serving batches (see server/worker.py for why), so a
         # second event loop adds no concurrency to request handling, only hand-offs: measured
         # on 2 cores, -t 2 and -t 4 served 0.8 and 0.5-0.75 of -t 1. With the GIL one loop
@@ -117,7 +121,7 @@ class Node:
         if gil:
             wanted = os.environ.get("MEMCACHE_SERVER_GIL_LOOPS", "1")
             loops = min(loops, int(wanted) if wanted.isdigit() and int(wanted) > 0 else 1)
-        worker_class = TLSWorker if self.tls is not None else Worker
+        worker_class = self._worker_class()
         self.workers = [worker_class(self, i) for i in range(max(loops, 1))]
         self.listeners: list[Listener] = []
         self.udp_sockets: list[socket.socket] = []  # -U: bound with the listeners, read by workers
@@ -202,12 +206,20 @@ class Node:
             self.acceptor.batch = 1  # a UNIX socket is one socket all the workers accept on
         self.acceptor.start()
 
+    def _worker_class(self) -> type[Worker]:
+        """The event loop class: a TLS one when -Z is on."""
+        if self.tls is None:
+            return Worker
+        from memcache_server.server.tls import TLSWorker
+
+        return TLSWorker
+
     def become_worker(self, index: int) -> None:
         """In a worker process: serve as worker ``index`` alone (one event loop, no turns to
         take), dropping the loops built for serving in-process (never started)."""
         for w in self.workers:
             w.discard()
-        worker_class = TLSWorker if self.tls is not None else Worker
+        worker_class = self._worker_class()
         self.worker_slot = index
         self.worker_turns = None
         for lst in self.listeners:
