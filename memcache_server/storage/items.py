@@ -493,6 +493,14 @@ class Items(LruOps):
             remain -= take
         return out
 
+    def do_value_line(self, c: SlabClass, s: int, stored: bytes | bytearray | memoryview) -> bytes:
+        """The item's whole value line (``VALUE <key> <flags> <n>\r\n``) from its ``plen``
+        stored bytes: they hold the line after its lead, or only the key when the rest did not
+        fit the item's chunk (``plen == klen``, see ``do_write_item``)."""
+        if c.u2[4 * s + 22] != c.u1[8 * s + 40]:
+            return self.lead + bytes(stored)
+        return self.header_fn(bytes(stored), c.u4[2 * s + 9], c.u4[2 * s + 8])
+
     def do_next_cas(self) -> int:
         if not self.limits.use_cas:
             return 0
@@ -515,15 +523,18 @@ class Items(LruOps):
         nkey = len(key)
         if not ntotal:
             ntotal = table.item_size(nkey, flags, nbytes)
+        cid = table.class_for(ntotal)
+        if cid == 0:
+            return Outcome.TOO_LARGE, NIL
         header = self.header_fn(key, flags, nbytes)[len(self.lead) :]
         plen = len(header)
-        # The class memcached would choose, or a larger one in the rare case that our header,
-        # key and value line need more than memcached's item (a long flags or length field).
-        need = max(ntotal, HEADER_BYTES + plen + nbytes)
-        if table.class_for(ntotal) == 0:
-            return Outcome.TOO_LARGE, NIL
-        if need <= table.chunk_max:
-            cid = table.class_for(need)
+        if ntotal <= table.chunk_max:
+            if HEADER_BYTES + plen + nbytes > table.sizes[cid]:
+                # The class is memcached's (its item needs fewer bytes than ours with the value
+                # line's flags and length fields, when they are long): keep the key alone, and
+                # readers make the rest of the line (``do_value_line``).
+                header = key
+                plen = nkey
             slot = self.do_alloc(cid, now)
             if slot == NIL:
                 return Outcome.NO_MEMORY, NIL

@@ -111,8 +111,13 @@ class Store(StoreStats):
                 self.do_count_hit(c, s)
                 self.do_item_bump(c, s, h, now)
                 return 1
-            out += self.lead
-            out += view[base : base + c.u2[4 * s + 22] + c.u4[2 * s + 8]]
+            plen = c.u2[4 * s + 22]
+            if plen != c.u1[8 * s + 40]:
+                out += self.lead
+                out += view[base : base + plen + c.u4[2 * s + 8]]
+            else:  # only the key is stored: make the line (see do_write_item)
+                out += self.do_value_line(c, s, view[base : base + plen])
+                out += view[base + plen : base + plen + c.u4[2 * s + 8]]
             c.words[W_GET_HITS] += 1
             c.words[W_HITS + c.u1[8 * s + 42]] += 1
             # A hot item is ACTIVE already: the bump is one test (memcached's do_item_bump).
@@ -140,7 +145,7 @@ class Store(StoreStats):
             plen = c.u2[4 * s + 22]
             data = self.do_read(c, s, h, 0, plen + c.u4[2 * s + 8])
             self.do_item_bump(c, s, h, now)
-            return self.lead + data[:plen], data[plen:], c.q[s]
+            return self.do_value_line(c, s, data[:plen]), data[plen:], c.q[s]
 
     def touch(self, key: bytes, exptime: int) -> bool:
         now = self.clock.now

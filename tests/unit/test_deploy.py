@@ -101,7 +101,9 @@ def test_every_flag_is_accepted_by_the_command_line(name: str, container: dict[s
     args = expand(container["args"], container.get("env", []))
     if args[0] == "config-node":
         parent = main.make_context("memcache-server", [])
-        sub = main.commands["config-node"].make_context("config-node", args[1:], parent=parent)
+        command = main.get_command(parent, "config-node")
+        assert command is not None
+        sub = command.make_context("config-node", args[1:], parent=parent)
         p = sub.params
         etcd = _etcd_settings(
             p["state_file"], p["etcd_urls"], p["cluster_name"], p["etcd_prefix"], 10.0

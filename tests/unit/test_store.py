@@ -14,7 +14,7 @@ from memcache_server.protocol.constants import VALUE_KEY_OFFSET, value_header
 from memcache_server.storage.clock import REALTIME_MAXDELTA, ManualClock
 from memcache_server.storage.crawler import Crawler
 from memcache_server.storage.lru import LruSettings
-from memcache_server.storage.slabclass import COLD, HOT, SUB_LRUS
+from memcache_server.storage.slabclass import COLD, HEADER_BYTES, HOT, SUB_LRUS
 from memcache_server.storage.slabs import PAGE_SIZE, SlabTable
 from memcache_server.storage.store import Mode, Outcome, Store, StoreLimits
 
@@ -868,3 +868,39 @@ def test_a_set_that_evicts_the_item_it_replaces() -> None:
                 walked += 1
                 h = store.classes[h & 63].q[(h >> 6) + 2]
     assert walked == store.curr_items
+
+
+# ---------------------------------------------------------------------- item layout
+
+
+def test_every_item_lands_in_memcacheds_class_even_when_its_value_line_does_not_fit() -> None:
+    """An item takes the class memcached's item size picks; when the header, key and value
+    line need more than that chunk (a long key with long flags), the chunk keeps the key alone
+    and every read still gives the whole line."""
+    s = make()
+    key = b"k" * 250
+    flags = 0xFFFFFFFF
+    tight = []
+    for n in range(1, 4000):
+        ntotal = s.table.item_size(len(key), flags, n + 2)
+        cid = s.table.class_for(ntotal)
+        line = value_header(key, flags, n + 2)[VALUE_KEY_OFFSET:]
+        if HEADER_BYTES + len(line) + n + 2 > s.table.sizes[cid]:
+            tight.append((n, cid))
+    assert tight  # such sizes exist: the test means something
+    for i, (n, cid) in enumerate(tight[:40]):
+        k = key[:-3] + b"%03d" % i
+        value = bytes([65 + i % 26]) * n
+        assert put(s, k, value, flags) == Outcome.STORED
+        assert s.classes[cid].items >= 1
+        out = bytearray()
+        assert s.get_into(k, out) == 1
+        assert bytes(out) == value_header(k, flags, n + 2) + value + b"\r\n"
+        assert flags_of(s, k) == flags
+        assert s.store(Mode.APPEND, k, 0, 0, b"!\r\n") == Outcome.STORED
+        assert get(s, k) == value + b"!"
+    # a number stored in such an item still counts in place
+    n, cid = tight[0]
+    assert put(s, b"n" * 250, b"1" + b" " * (n - 1), flags) == Outcome.STORED
+    assert s.incr_decr(b"n" * 250, 41, True) == (Outcome.DELTA_OK, 42)
+    assert get(s, b"n" * 250) == b"42" + b" " * (n - 2)

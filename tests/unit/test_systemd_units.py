@@ -80,8 +80,10 @@ def test_every_flag_the_unit_passes_is_accepted(unit: Path) -> None:
                 )
             )
     group = cli.main
-    if words and words[0] in group.commands:  # type: ignore[attr-defined]
-        command: click.Command = group.commands[words.pop(0)]  # type: ignore[attr-defined]
+    sub = group.get_command(click.Context(group), words[0]) if words else None
+    if sub is not None:
+        words.pop(0)
+        command: click.Command = sub
     else:
         command = group
     ctx = command.make_context("memcache-server", list(words), resilient_parsing=False)
