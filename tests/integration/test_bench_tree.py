@@ -9,6 +9,7 @@ pipelined gets, and their own CPU must show up in the tree's.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from procs import ServerProc, start_node
@@ -60,7 +61,10 @@ def test_tree_cpu_and_memory_include_the_workers() -> None:
     try:
         root = srv.proc.pid
         (spawner,) = _children(root)
-        workers = _children(spawner)
+        # the node answers once the supervisor has bound; the spawner forks the workers then
+        deadline = time.monotonic() + 10
+        while len(workers := _children(spawner)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(workers) == 2
         tree = dict(process_tree(root))
         assert tree == {root: 0, spawner: 1, workers[0]: 2, workers[1]: 2}
