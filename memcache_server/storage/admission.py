@@ -11,9 +11,9 @@ How it maps onto the segmented LRU: HOT is the admission window (new items alway
 sets are never refused), COLD is the probation area and WARM the protected one. When an
 allocation has to evict from a class's COLD tail, the *candidate* is HOT's tail, the item the
 window gives up next, and the *victims* are the few items at COLD's tail. Each victim used
-more often than the candidate moves to WARM; the least used of the others is evicted and the
-candidate moves on to COLD (admitted); if none is left, the candidate itself is evicted.
-Ties go against the older item, as LRU order would. Every eviction thus consumes one
+more often than the candidate moves to WARM; the least used of those used less is evicted and
+the candidate moves on to COLD (admitted); if there is none, the candidate itself is evicted
+(a tie keeps the incumbent, as in Caffeine). Every eviction thus consumes one
 candidate, as in Caffeine, where each item leaving the window is judged once. A scan's items,
 used once, are evicted as they leave HOT, and a hot item that fell into COLD outlives them.
 
@@ -31,7 +31,9 @@ one of four counters; a use adds one to each of the four (saturating at 15) and 
 their minimum. After ``SAMPLE_FACTOR`` times as many additions as the table has words every
 counter is halved ("aging"), so old popularity fades. No doorkeeper: a key's first use costs
 one word like any other. Its size comes from -m (one word per ``BYTES_PER_WORD`` of memory,
-a power of two, bounded) and it is charged against -m like the index.
+a power of two, bounded). It is not charged against -m, as the node's other shared areas
+(and memcached's hash table) are not: charged, it would cost a whole 1 MB page at small -m,
+and the policy would be compared with the default at a different item capacity.
 
 Rules: the sketch lives in the shared segment (carved when the option is on, never kept over a
 restart), so every worker process reads and writes one sketch, always under the store's lock.
@@ -189,10 +191,11 @@ class TinyLfu(Sketch):
 
         The candidate is HOT's tail, the item the window gives up next. Up to ``JUDGED`` items
         from COLD's tail up are compared with it: one used more often moves to WARM (the
-        protected list); of the others the one used least is the victim (on a tie, the one
-        nearer the tail, as LRU order would), and the candidate is admitted to COLD. If every
-        one was used more often, the candidate is the victim. With no candidate (HOT empty, or
-        its tail fetched twice and so bound for WARM) the least used of them is the victim."""
+        protected list), one used as often stays; of those used less the least used is the
+        victim (the one nearer the tail on a tie) and the candidate is admitted to COLD. If
+        none was used less, the candidate is the victim (a tie keeps the incumbent, as in
+        Caffeine). With no candidate (HOT empty, or its tail fetched twice and so bound for
+        WARM) the least used of them is the victim."""
         cand = int(lru.words[W_SUB + 4 * HOT + 1])
         classes = st.classes
         if cand != NIL and classes[cand & 63].bits[cand >> 6] & ACTIVE:
@@ -201,7 +204,8 @@ class TinyLfu(Sketch):
         if cand != NIL:
             bar = self.estimate(hash(st.do_key_of(classes[cand & 63], cand >> 6)))
         victim = NIL
-        least = bar + 1  # only an item used no more often than the candidate may go
+        # only an item used less often than the candidate may go; with none, any may
+        least = bar if cand != NIL else COUNTER_MAX + 1
         h = tail
         for _ in range(JUDGED):
             c = classes[h & 63]

@@ -288,8 +288,7 @@ class Items(LruOps):
 
     def used_memory(self) -> int:
         """Real bytes held for items: pages, their metadata columns, and the index."""
-        used = self.malloced + self.columns_bytes + self.index.nbytes
-        return used if self.admission is None else used + self.admission.nbytes
+        return self.malloced + self.columns_bytes + self.index.nbytes
 
     def do_alloc(self, cid: int, now: int) -> int:
         """A free slot of class ``cid``: a free chunk, a new page, or one the LRU gives up

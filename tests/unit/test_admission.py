@@ -186,9 +186,31 @@ def test_a_scan_does_not_push_out_a_used_hot_set() -> None:
     assert policy.kept > 0 and policy.rejected > 0
 
 
-def test_an_item_used_more_than_the_candidate_moves_to_warm() -> None:
-    """Fill a store until it evicts: the COLD tail item used more often than HOT's tail goes
-    to WARM, the next one used no more often is evicted, and HOT's tail moves to COLD."""
+def fill_until_evicting(st: Store) -> list[bytes]:
+    """Set new keys until the store evicts; the early ones are moved to COLD first."""
+    keys: list[bytes] = []
+    while st.evictions == 0:
+        keys.append(b"k%d" % len(keys))
+        st.store(Mode.SET, keys[-1], 0, 0, VALUE)
+        if len(keys) == 10:  # everything idle and HOT over its share: the early items go to COLD
+            juggle_all(st)
+    return keys
+
+
+def juggle_all(st: Store) -> None:
+    """Move the clock on and juggle every class until nothing moves: idle HOT drains."""
+    clock = st.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(5)
+    for cid in range(1, len(st.classes)):
+        with st.lock:
+            while st.do_juggle(cid, clock.now):
+                pass
+
+
+def test_a_tail_item_used_more_than_the_candidate_moves_to_warm() -> None:
+    """The COLD tail item used more often than HOT's tail goes to WARM; the next ones, used as
+    often as the candidate, stay, so the candidate itself is evicted."""
     st = make(2 * MB, True)
     policy = st.admission
     assert policy is not None
@@ -198,18 +220,49 @@ def test_an_item_used_more_than_the_candidate_moves_to_warm() -> None:
     h = st.index.get(b"often")
     assert h is not None
     c = st.classes[h & 63]
-    n = 0
-    while st.evictions == 0:
-        st.store(Mode.SET, b"k%d" % n, 0, 0, VALUE)
-        n += 1
-        if n == 10:  # everything idle and HOT over its share: the early items go to COLD
-            st.clock.advance(5)
-            with st.lock:
-                st.do_juggle(c.cid, st.clock.now)
+    fill_until_evicting(st)
     assert c.lru[h >> 6] == WARM
-    assert st.index.get(b"k0") is None  # the oldest item used once went instead
-    assert policy.kept == 1 and policy.rejected == 0
+    assert st.index.get(b"k0") is not None  # used once, as the candidate: it stays
+    assert st.index.get(b"k10") is None  # HOT's tail when the first eviction came
+    assert policy.kept == 1 and policy.rejected == 1
     assert c.lru_size(HOT) + c.lru_size(COLD) + c.lru_size(WARM) == st.curr_items
+    lists_agree(st)
+
+
+def test_a_tail_item_used_less_than_the_candidate_is_evicted_and_the_candidate_admitted() -> None:
+    st = make(2 * MB, True)
+    policy = st.admission
+    assert policy is not None
+    keys = fill_until_evicting(st)
+    with st.lock:
+        cls = st.classes[st.index.get(keys[-1]) & 63]  # type: ignore[operator]
+        cand = cls.tail(HOT)
+        tail = cls.tail(COLD)
+        policy.do_record(hash(st.do_key_of(st.classes[cand & 63], cand >> 6)))
+        before = st.evictions
+        st.do_alloc(cls.cid, st.clock.now)
+    assert st.evictions == before + 1
+    assert st.classes[cand & 63].lru[cand >> 6] == COLD  # admitted
+    assert cls.tail(COLD) != tail  # the old tail was the victim
+
+
+def test_with_no_candidate_the_least_used_tail_item_goes_even_at_the_counters_top() -> None:
+    st = make(2 * MB, True)
+    policy = st.admission
+    assert policy is not None
+    keys = fill_until_evicting(st)
+    juggle_all(st)  # HOT empty: no candidate
+    for k in keys:
+        for _ in range(15):
+            policy.do_record(hash(k))
+    cls = st.classes[st.index.get(keys[-1]) & 63]  # type: ignore[operator]
+    assert cls.lru_size(HOT) == 0
+    tail = cls.tail(COLD)
+    tail_key = st.do_key_of(st.classes[tail & 63], tail >> 6)
+    evictions = st.evictions
+    st.store(Mode.SET, b"new", 0, 0, VALUE)
+    assert st.evictions == evictions + 1
+    assert st.index.get(tail_key) is None  # all at 15: the one nearest the tail went
     lists_agree(st)
 
 
