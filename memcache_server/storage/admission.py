@@ -67,7 +67,6 @@ from memcache_server.storage.slabclass import (
 __all__ = [
     "Sketch",
     "TinyLfu",
-    "POLICIES",
     "sketch_words",
     "sketch_bytes",
     "BYTES_PER_WORD",
@@ -76,7 +75,6 @@ __all__ = [
     "SAMPLE_FACTOR",
 ]
 
-POLICIES = ("none", "tinylfu")  # the values -o lru_admission takes
 BYTES_PER_WORD = 256  # one sketch word (four counters per key) per this much of -m: ~3%
 MIN_WORDS = 1 << 10
 MAX_WORDS = 1 << 22  # 32 MB of sketch at most, whatever -m says
@@ -124,7 +122,7 @@ class Sketch:
 
     Not locked: the store calls it with its lock held."""
 
-    __slots__ = ("words", "raw", "table", "mask", "sample", "nbytes")
+    __slots__ = ("words", "raw", "table", "mask", "sample")
 
     additions = Word(0)  # increments since the last halving
     resets = Word(1)  # halvings so far
@@ -135,7 +133,6 @@ class Sketch:
         self.table = self.raw.cast("Q")
         self.mask = nwords - 1
         self.sample = SAMPLE_FACTOR * nwords
-        self.nbytes = HEADER_BYTES + 8 * nwords
 
     def do_record(self, hv: int) -> None:
         """One use of the key whose hash is ``hv``: each of its four counters goes up by one
