@@ -143,6 +143,7 @@ class ServerConfig:
     warm_max_factor: float = D["warm_max_factor"]
     lru_maintainer: bool = D["lru_maintainer"]  # the segmented LRU and its maintainer thread
     temp_lru: bool = D["temp_lru"]
+    lru_admission: str = D["lru_admission"]  # "none" or "tinylfu" (storage/admission.py)
     # Project settings.
     max_line: int = 2048
     max_output_buffer: int = 4 * MB
@@ -212,6 +213,9 @@ class ServerConfig:
             )
         if self.temp_lru and not self.lru_maintainer:
             raise ConfigError("temporary_ttl requires lru_maintainer to be enabled",
+                              ExitCode.USAGE)
+        if self.lru_admission != "none" and not self.lru_maintainer:
+            raise ConfigError("lru_admission requires lru_maintainer to be enabled",
                               ExitCode.USAGE)
         for addr in self.listen:
             check_listen_address(addr, ",".join(self.listen))

@@ -650,6 +650,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("temp_lru", parse=lambda v: False, sub="no_temp_lru",
            help="turn the TEMP LRU off (the default)",
            kind="flag"),
+    # Not memcached's: an opt-in admission policy at the COLD tail (storage/admission.py),
+    # named as memcached names its LRU tunables; `stats settings` shows it only when on.
+    Option("lru_admission", default="none", parse=lambda v: v or "", sub="lru_admission",
+           help="none (default: memcached's LRU) or tinylfu (evict by use frequency at the "
+           "COLD tail)",
+           kind="str",
+           check=lambda v: None if v in ("none", "tinylfu")
+           else f"Unknown lru_admission option: {v}"),
     # memcached's -o no_modern: its pre-1.5 defaults, each unless given explicitly.
     Option("", sub="no_modern", kind="flag",
            help="old defaults: flat LRU, no crawler, no page mover, 1 MB chunks",

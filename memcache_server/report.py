@@ -270,6 +270,7 @@ def general_stats(node: StatsSource) -> list[Stat]:
             if maintainer
             else []
         ),
+        *_admission_stats(node),
     ]
     pairs += node.cluster.stats()  # cluster members only: see ClusterView.stats
     return pairs
@@ -350,7 +351,11 @@ _SETTINGS_CONSTANTS: dict[str, object] = {
 def settings_stats(node: StatsSource) -> list[Stat]:
     """`stats settings`: the options table's lines, the run-time ones, memcached's constants."""
     values = {**_SETTINGS_CONSTANTS, **settings_values(node.config), **_settings_not_in_table(node)}
-    return [(name, values[name]) for name in SETTINGS_ORDER] + _metrics_settings(node)
+    return (
+        [(name, values[name]) for name in SETTINGS_ORDER]
+        + _admission_settings(node)
+        + _metrics_settings(node)
+    )
 
 
 def _settings_not_in_table(node: StatsSource) -> dict[str, object]:
@@ -380,6 +385,27 @@ def _settings_not_in_table(node: StatsSource) -> dict[str, object]:
         "ssl_ca_cert": ext.get("ssl_ca_cert") or "NULL",
         "ssl_min_version": node.tls.settings.min_version_name if node.tls else "tlsv1.2",
     }
+
+
+def _admission_settings(node: StatsSource) -> list[Stat]:
+    """``lru_admission`` (not memcached's), only when a policy is on: with the default the
+    reply keeps memcached's lines exactly."""
+    policy = node.config.lru_admission
+    return [("lru_admission", policy)] if policy != "none" else []
+
+
+def _admission_stats(node: StatsSource) -> list[Stat]:
+    """The admission policy's counters in `stats`, only while it is on (see admission.py):
+    COLD tail items kept (moved to WARM) for being used more often than HOT's tail, the
+    evictions of HOT's tail instead of a COLD item, and how often the sketch was aged."""
+    policy = node.store.admission
+    if policy is None:
+        return []
+    return [
+        ("lru_admission_kept", policy.kept),
+        ("lru_admission_rejected", policy.rejected),
+        ("lru_admission_resets", policy.resets),
+    ]
 
 
 def _metrics_settings(node: StatsSource) -> list[Stat]:

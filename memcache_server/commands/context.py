@@ -19,6 +19,7 @@ from memcache_server.config import ExitCode, StartupError
 from memcache_server.protocol import constants as C
 from memcache_server.report import StatsSource
 from memcache_server.stats import PrefixStats, WorkerCounters, prefix_reserve
+from memcache_server.storage.admission import TinyLfu, sketch_bytes
 from memcache_server.storage.clock import CLOCK_BYTES
 from memcache_server.storage.items import store_bytes
 from memcache_server.storage.lru import LruSettings
@@ -173,6 +174,9 @@ def new_store(config: ServerConfig, clock: Clock, reserve: int = 0) -> Store:
     slots = worker_slots(config)
     reserve += NodeArea.NBYTES + log_reserve(slots + 1, config.worker_logbuf_size)
     reserve += prefix_reserve(slots)
+    admission = config.lru_admission == "tinylfu"
+    if admission:  # carved first out of the reserve, right after the store's own areas
+        reserve += sketch_bytes(config.memory_limit)
     table = SlabTable.build(
         config.growth_factor,
         config.chunk_size,
@@ -210,6 +214,8 @@ def new_store(config: ServerConfig, clock: Clock, reserve: int = 0) -> Store:
     except MemoryFileError as exc:
         raise StartupError(str(exc), ExitCode.ABORTED) from None
     store.key_offset = C.VALUE_KEY_OFFSET
+    if admission:
+        store.admission = TinyLfu.carve(store.segment, config.memory_limit)
     if memory_file is not None:
         store.memory_file = memory_file
     if saved is not None:

@@ -47,6 +47,7 @@ from memcache_server.storage.slabclass import (
 from memcache_server.storage.slabs import CHUNK_HEADER, PAGE_SIZE, SlabTable
 
 if TYPE_CHECKING:
+    from memcache_server.storage.admission import TinyLfu
     from memcache_server.storage.restart import MemoryFile
 
 __all__ = [
@@ -317,6 +318,8 @@ class Items(LruOps):
         The index entry is swapped in place, and what it held is the item to unlink: one probe
         for a set, and exact even when the allocation for ``h`` evicted the old item (its
         entry is gone then, and its chunk may be ``h`` itself)."""
+        if self.admission is not None:
+            self.admission.do_record(hash(key))  # a set is a use (Caffeine counts writes)
         old = self.index.put(key, h)
         if old is not None:
             self.do_unlink(old, False)
@@ -372,6 +375,9 @@ class Items(LruOps):
     memory_file: MemoryFile | None = None
     # While track_sizes is on; a class attribute until then, so the instance dict stays small.
     sizes: SizeHistogram | None = None
+    # With -o lru_admission=tinylfu (the node carves it, see admission.py); a class attribute
+    # until then, like ``sizes``: the request paths test it once.
+    admission: TinyLfu | None = None
 
     def do_first_chunk(self, c: SlabClass, s: int) -> int:
         """The handle of the first data chunk of the chunked item at (c, s)."""

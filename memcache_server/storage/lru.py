@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from memcache_server.storage.slabclass import (
     ACTIVE,
@@ -43,6 +44,9 @@ from memcache_server.storage.slabclass import (
     SlabClass,
 )
 from memcache_server.storage.slabs import SlabTable
+
+if TYPE_CHECKING:
+    from memcache_server.storage.admission import TinyLfu
 
 __all__ = ["LruSettings", "LruOps", "PULL_EVICT", "UPDATE_INTERVAL", "JUGGLE_ITERATIONS"]
 
@@ -83,6 +87,7 @@ class LruOps:
     evicts: bool  # -M turns evictions off
     on_class_evict: Callable[[int], None] | None
     on_evict: Callable[[bytes, bool, int, int, int, int], None] | None
+    admission: TinyLfu | None  # -o lru_admission=tinylfu (storage/admission.py)
 
     def do_unlink(self, h: int, indexed: bool = True) -> None:
         raise NotImplementedError
@@ -241,6 +246,10 @@ class LruOps:
             elif sub == COLD:
                 if flags & PULL_EVICT:
                     if self.evicts:
+                        if self.admission is not None:  # it may choose another victim
+                            search = self.admission.do_victim(self, lru, search)
+                            c = classes[search & 63]
+                            s = search >> 6
                         self.do_evict(lru, c, s, search, now)
                         removed += 1
                 elif bits & ACTIVE and self.segmented:

@@ -193,6 +193,8 @@ class MetaStore:
                 st.classes[st.do_lru_cid(c, s)].words[W_TOUCH_HITS] += 1
             else:
                 st.do_count_hit(c, s)
+                if st.admission is not None:
+                    st.admission.do_record(hash(hit.key))
             if bump:
                 st.do_item_bump(c, s, h, now)
             return hit

@@ -104,6 +104,8 @@ class Store(StoreStats):
             if (w[W_OLDEST_LIVE] or w[W_OLDEST_CAS]) and self.do_is_flushed(c, s, now):
                 self.do_unlink(h)
                 return -2
+            if self.admission is not None:
+                self.admission.do_record(hv)
             bits = c.u1[8 * s + 41]
             if bits & CHUNKED:
                 out += self.lead
@@ -142,6 +144,8 @@ class Store(StoreStats):
                 self.classes[self.do_lru_cid(c, s)].words[W_TOUCH_HITS] += 1
             else:
                 self.do_count_hit(c, s)
+                if self.admission is not None:
+                    self.admission.do_record(hash(key))
             plen = c.u2[4 * s + 22]
             data = self.do_read(c, s, h, 0, plen + c.u4[2 * s + 8])
             self.do_item_bump(c, s, h, now)
