@@ -21,6 +21,7 @@ from memcache_server.options import (
     OPTIONS,
     ConfigError,
     ExitCode,
+    Option,
     parse_size,
 )
 from memcache_server.protocol.address import split_host_port
@@ -51,8 +52,14 @@ class StartupError(Exception):
         self.exit_code = exit_code
 
 
+# Fields a sub-option's implied value never overrides once they were given: memcached's
+# no_modern keeps an earlier slab_chunk_max (its slab_chunk_size_changed).
+STICKY = frozenset({"slab_chunk_max"})
+
+
 def parse_extended(items: list[str]) -> dict[str, str | None]:
-    """Split ``-o a,b=1`` options (possibly given several times) into a dict; unknown names fail."""
+    """Split ``-o a,b=1`` options (possibly given several times) into a dict in the order they
+    apply (see ``ServerConfig.with_extended``); unknown names fail."""
     out: dict[str, str | None] = {}
     for item in items:
         for part in item.split(","):
@@ -77,6 +84,7 @@ def parse_extended(items: list[str]) -> dict[str, str | None]:
                     float(value)
                 except ValueError:
                     raise ConfigError(f'Invalid value for suboption "{name}": {value}') from None
+            out.pop(name, None)  # a repeated one counts where it was given last
             out[name] = value if sep else None
     return out
 
@@ -173,16 +181,23 @@ class ServerConfig:
 
     def with_extended(self) -> ServerConfig:
         """Apply the -o options to the typed fields (called once by the CLI), as the options
-        table says: each sub-option given sets its field through its parser, in table order,
-        after the fields it implies (``no_modern``'s), so an explicit one wins over those."""
+        table says, in the order they were given, as memcached's getsubopt loop applies them:
+        a later sub-option wins over what an earlier one set or implied (``lru_maintainer,
+        no_modern`` leaves the maintainer off, ``no_modern,lru_maintainer`` on). The one
+        exception is memcached's too: ``no_modern`` keeps a ``slab_chunk_max`` given before it."""
         ext = self.extended
+        by_sub: dict[str, list[Option]] = {}
+        for o in OPTIONS:
+            if o.sub:
+                by_sub.setdefault(o.sub, []).append(o)
         changes: dict[str, object] = {}
-        for o in OPTIONS:
-            if o.sub in ext:
-                changes.update(o.implies)
-        for o in OPTIONS:
-            if o.sub and o.name and o.sub in ext:
-                changes[o.name] = o.parse(ext[o.sub])
+        for sub, value in ext.items():
+            for o in by_sub.get(sub, ()):
+                for name, implied in o.implies.items():
+                    if name not in STICKY or name not in changes:
+                        changes[name] = implied
+                if o.name:
+                    changes[o.name] = o.parse(value)
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def validate(self) -> None:

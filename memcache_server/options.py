@@ -573,6 +573,9 @@ OPTIONS: tuple[Option, ...] = (
            sub="no_maxconns_fast",
            help="queue connections past -c instead of refusing them at once",
            kind="flag"),
+    Option("maxconns_fast", parse=lambda v: True, sub="maxconns_fast",
+           help="refuse connections past -c at once (default)",
+           kind="flag"),
     Option("hash_algorithm", default="murmur3", stat=("hash_algorithm",),
            parse=lambda v: v or "", sub="hash_algorithm",
            help="shown in stats settings: murmur3 (default), jenkins, xxh3",
@@ -597,6 +600,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("slab_reassign", default=True, stat=("slab_reassign",), parse=lambda v: False,
            sub="no_slab_reassign",
            help="disable moving slab pages between classes",
+           kind="flag"),
+    Option("slab_reassign", parse=lambda v: True, sub="slab_reassign",
+           help="allow moving slab pages between classes (default)",
            kind="flag"),
     Option("slab_automove", default=1, parse=lambda v: 1 if v is None else int(v),
            sub="slab_automove",
@@ -653,8 +659,7 @@ OPTIONS: tuple[Option, ...] = (
     # Not memcached's: an opt-in admission policy at the COLD tail (storage/admission.py),
     # named as memcached names its LRU tunables; `stats settings` shows it only when on.
     Option("lru_admission", default="none", parse=lambda v: v or "", sub="lru_admission",
-           help="none (default: memcached's LRU) or tinylfu (evict by use frequency at the "
-           "COLD tail)",
+           help="none (memcached's LRU, the default) or tinylfu (by use frequency)",
            kind="str",
            check=lambda v: None if v in ("none", "tinylfu")
            else f"Unknown lru_admission option: {v}"),
@@ -671,9 +676,7 @@ OPTIONS: tuple[Option, ...] = (
     *(
         Option("", sub=name, kind=kind, help=text)
         for name, kind, text in (
-            ("maxconns_fast", "flag", "refuse connections past -c at once (default)"),
             ("hashpower", "int", "initial hash table size as a power of 2 (it grows as needed)"),
-            ("slab_reassign", "flag", "allow moving slab pages between classes (default)"),
             ("no_hashexpand", "flag", "accepted for compatibility"),
             ("inline_ascii_resp", "flag", "accepted for compatibility"),
             ("no_inline_ascii_resp", "flag", "accepted for compatibility"),

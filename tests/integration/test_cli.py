@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from metrics_client import stats
-from procs import MEMCACHED, ROOT, free_port, start_node
+from procs import MEMCACHED, ROOT, free_port, start_memcached, start_node
 from reference import need_memcached
 
 from memcache_server.options import EXTENDED
@@ -337,3 +337,37 @@ def test_root_without_u_refuses_as_memcached_does() -> None:
         timeout=30,
     )
     assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)
+
+
+# Sub-options apply in the order given, as memcached's getsubopt loop applies them: a later one
+# wins over what an earlier one set or implied, except a slab_chunk_max given before no_modern.
+ORDER_SETTINGS = ("lru_maintainer_thread", "lru_segmented", "lru_crawler", "slab_reassign",
+                  "slab_automove", "maxconns_fast", "slab_chunk_max", "hash_algorithm")
+
+
+@pytest.mark.parametrize(
+    "subopts",
+    [
+        "lru_maintainer,no_modern",
+        "no_modern,lru_maintainer",
+        "slab_reassign,no_modern",
+        "no_modern,slab_reassign,slab_automove=2",
+        "slab_chunk_max=16384,no_modern",
+        "no_modern,slab_chunk_max=16384",
+        "no_lru_maintainer,modern,lru_maintainer,no_lru_maintainer",
+    ],
+)
+def test_sub_options_apply_in_order_as_memcached(subopts: str) -> None:
+    need_memcached()
+    mc = start_memcached("-o", subopts)
+    try:
+        expected = stats(mc, "settings")
+    finally:
+        mc.stop()
+    ours = start_node("-o", subopts, "-t", "1")
+    try:
+        got = stats(ours, "settings")
+    finally:
+        ours.stop()
+    for name in ORDER_SETTINGS:
+        assert got.get(name) == expected.get(name), (name, got.get(name), expected.get(name))
