@@ -680,7 +680,7 @@ def churn(s: Store, n: int, sizes: list[int], seed: int = 0) -> int:
         (4, [1000], 30000),  # class 11
         (8, [100, 110, 120], 90000),  # one class (4: 192 bytes)
         (4, [10000], 3000),
-        (10, [10], 110000),  # class 1: the index costs about as much as the chunks
+        (10, [10], 110000),  # class 1: the most items a page holds
         (5, [10], 60000),  # the same with room for only a few pages
     ],
 )
