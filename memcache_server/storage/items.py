@@ -40,7 +40,6 @@ from memcache_server.storage.slabclass import (
     NIL,
     W_CMD_SET,
     W_HITS,
-    W_SUB,
     SlabClass,
     class_bytes,
 )
@@ -323,15 +322,17 @@ class Items(LruOps):
         old = self.index.put(key, h)
         if old is not None:
             self.do_unlink(old, False)
-        c = self.classes[h & 63]
+        classes = self.classes
+        c = classes[h & 63]
         s = h >> 6
-        lw = self.classes[lru_cid].words  # shared words indexed directly: the set path
-        base = W_SUB + 4 * c.u1[8 * s + 42]
+        lw = classes[lru_cid].words  # shared words indexed directly: the set path
+        base = 32 + 4 * c.u1[8 * s + 42]  # W_SUB + 4 * lru (literals: the set path)
         head = lw[base]
-        c.q[s + 1] = NIL
-        c.q[s + 2] = head
-        if head != NIL:
-            self.classes[head & 63].q[(head >> 6) + 1] = h
+        q = c.q
+        q[s + 1] = -1  # NIL
+        q[s + 2] = head
+        if head != -1:
+            classes[head & 63].q[(head >> 6) + 1] = h
         else:
             lw[base + 1] = h
         lw[base] = h
@@ -368,8 +369,10 @@ class Items(LruOps):
     @key_offset.setter
     def key_offset(self, n: int) -> None:
         self.lead = self.header_fn(b"", 0, 0)[:n]
+        self.lead_len = n
 
     lead = b""
+    lead_len = 0
     # With -e: the file whose companion records a clean stop (restart.py); a class attribute
     # until then, as ``sizes`` below.
     memory_file: MemoryFile | None = None
@@ -412,25 +415,29 @@ class Items(LruOps):
         classes = self.classes
         c = classes[h & 63]
         s = h >> 6
-        klen = c.u1[8 * s + 40]
+        u1 = c.u1
+        b1 = 8 * s
+        klen = u1[b1 + 40]
         if indexed:
-            base = c.at(s)
+            base = b1 + 48
             self.index.remove(bytes(c.page_area[base : base + klen]), h)
-        bits = c.u1[8 * s + 41]
+        bits = u1[b1 + 41]
         lru = classes[self.table.largest] if bits & CHUNKED else c
         lw = lru.words
-        base = W_SUB + 4 * c.u1[8 * s + 42]
-        p = c.q[s + 1]
-        n = c.q[s + 2]
-        if p != NIL:
+        base = 32 + 4 * u1[b1 + 42]  # W_SUB + 4 * lru
+        q = c.q
+        p = q[s + 1]
+        n = q[s + 2]
+        if p != -1:  # NIL
             classes[p & 63].q[(p >> 6) + 2] = n
         else:
             lw[base] = n
-        if n != NIL:
+        if n != -1:
             classes[n & 63].q[(n >> 6) + 1] = p
         else:
             lw[base + 1] = p
-        ntotal = self.table.item_size(klen, c.u4[2 * s + 9], c.u4[2 * s + 8])
+        u4 = c.u4
+        ntotal = self.table.item_size(klen, u4[2 * s + 9], u4[2 * s + 8])
         lw[base + 2] -= 1
         lw[base + 3] -= ntotal
         w = self.words
@@ -532,10 +539,10 @@ class Items(LruOps):
         cid = table.class_for(ntotal)
         if cid == 0:
             return Outcome.TOO_LARGE, NIL
-        header = self.header_fn(key, flags, nbytes)[len(self.lead) :]
+        header = self.header_fn(key, flags, nbytes)[self.lead_len :]
         plen = len(header)
         if ntotal <= table.chunk_max:
-            if HEADER_BYTES + plen + nbytes > table.sizes[cid]:
+            if 48 + plen + nbytes > table.sizes[cid]:  # HEADER_BYTES: a literal on the set path
                 # The class is memcached's (its item needs fewer bytes than ours with the value
                 # line's flags and length fields, when they are long): keep the key alone, and
                 # readers make the rest of the line (``do_value_line``).
@@ -546,7 +553,7 @@ class Items(LruOps):
                 return Outcome.NO_MEMORY, NIL
             c = self.classes[cid]
             page = c.page_area
-            base = c.at(slot)
+            base = 8 * slot + 48  # c.at(slot)
             page[base : base + plen] = header
             page[base + plen : base + plen + nbytes] = body
             bits = IN_USE
@@ -596,14 +603,18 @@ class Items(LruOps):
             self.do_set_first_chunk(c, slot, first)
             bits = IN_USE | CHUNKED
         c.u2[4 * slot + 22] = plen
-        c.u4[2 * slot + 8] = nbytes
-        c.u1[8 * slot + 40] = nkey
-        c.u4[2 * slot + 9] = flags
-        c.u4[2 * slot + 6] = exp_abs
-        c.u4[2 * slot + 7] = now
-        c.u1[8 * slot + 42] = self.do_sub_for(exp_abs, now)
+        u4 = c.u4
+        i4 = 2 * slot
+        u4[i4 + 8] = nbytes
+        u4[i4 + 9] = flags
+        u4[i4 + 6] = exp_abs
+        u4[i4 + 7] = now
+        u1 = c.u1
+        i1 = 8 * slot
+        u1[i1 + 40] = nkey
+        u1[i1 + 42] = self.do_sub_for(exp_abs, now)
         c.q[slot] = self.do_next_cas() if linked else 0
-        c.u1[8 * slot + 41] = bits if linked else bits & ~IN_USE  # last: complete from here on
+        u1[i1 + 41] = bits if linked else bits & ~IN_USE  # last: complete from here on
         return Outcome.STORED, (slot << 6) | c.cid
 
     def do_count_set(self, nkey: int, flags: int, nbytes: int) -> None:

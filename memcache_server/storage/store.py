@@ -229,7 +229,9 @@ class Store(StoreStats):
                     if stale is not None:
                         self.do_unlink(stale)
                 return outcome
-            self.do_link(key, h, self.do_lru_cid(self.classes[h & 63], h >> 6), ntotal, len(body))
+            # the item's own class, or the largest for a chunked one (do_lru_cid, inlined)
+            lru_cid = h & 63 if ntotal <= table.chunk_max else table.largest
+            self.do_link(key, h, lru_cid, ntotal, len(body))
             return Outcome.STORED
 
     def _do_join(self, append: bool, key: bytes, add: bytes, now: int) -> Outcome:
