@@ -109,6 +109,7 @@ def run_node(cfg: ServerConfig) -> int:
     see ``memcache_server/supervisor.py``); ``-t 1`` and free-threaded builds serve here."""
     from memcache_server.app import Node
     from memcache_server.malloc import pin_mmap_threshold
+    from memcache_server.storage.proclock import preload
     from memcache_server.supervisor import Supervisor, processes_for
 
     pin_mmap_threshold()
@@ -120,6 +121,8 @@ def run_node(cfg: ServerConfig) -> int:
             _abort()
         return exc.exit_code
     processes = processes_for(cfg.threads)
+    if processes:
+        preload()  # the shared store lock's modules, read while the node may still be root
     try:
         node.bind(processes)
     except OSError as exc:

@@ -22,14 +22,12 @@ as separate holders; it is not recursive, as the ``threading.Lock`` it replaces 
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.synchronize  # now: a node that drops root may not read it later
 import os
 import time
 from collections.abc import Callable
 from types import TracebackType
 
-__all__ = ["ProcessLock", "ORPHAN_PATIENCE", "Rescue"]
+__all__ = ["ProcessLock", "ORPHAN_PATIENCE", "Rescue", "preload"]
 
 ORPHAN_PATIENCE = 3.0  # seconds the lock must stay taken with no owner before it is an orphan
 _ME = [os.getpid()]  # this process's pid, kept current across forks (getpid is a system call)
@@ -40,6 +38,13 @@ def _forked() -> None:
 
 
 os.register_at_fork(after_in_child=_forked)
+
+
+def preload() -> None:
+    """Import what a ProcessLock needs now, before a node drops root (after which it may not
+    read the standard library's files). Only a node with worker processes calls this: the
+    multiprocessing modules cost a single-process node about 1.4 MB."""
+    import multiprocessing.synchronize  # noqa: F401
 
 
 class Rescue:
@@ -56,6 +61,8 @@ class ProcessLock:
     __slots__ = ("_sem", "owner", "_acquire", "_release")
 
     def __init__(self, owner: memoryview) -> None:
+        import multiprocessing  # loaded by preload() when the node has worker processes
+
         self._sem = multiprocessing.get_context("fork").Lock()
         self.owner = owner
         owner[0] = 0
