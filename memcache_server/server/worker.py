@@ -194,6 +194,10 @@ class Worker(threading.Thread):
         self.stopping = False
         self.rbuf_limit = node.config.read_buf_mem_limit  # node-wide cap in bytes, 0 = none
         self.udp: dict[int, UdpEndpoint] = {}  # -U: the node's UDP sockets, by descriptor
+        # read on every request: kept here rather than looked up through the node each time
+        self.clock = node.clock
+        self.reqs_per_event = node.config.reqs_per_event
+        self.max_output = node.config.max_output_buffer
 
     # -------------------------------------------------------------- other threads
 
@@ -368,18 +372,63 @@ class Worker(threading.Thread):
         if not n:
             self._close(conn)
             return None
-        now = self.node.clock.now
+        now = self.clock.now
         if now != conn.last_active:  # the shared record is written once a second at most
             conn.last_active = now
             self.node.conn_table.touch(conn)
         return self._rview[:n].tobytes()
 
     def _on_readable(self, conn: Connection, timed: bool = False) -> None:
-        data = self._receive(conn)
-        if data is None:
+        """Read once, run what arrived, send the replies: ``_receive``, ``_run`` and ``_send``
+        in one frame. This is every request's path, and each Python call it saved measured
+        about 0.1 us of the few microseconds a request costs here; those methods stay for the
+        other callers (the ready list, TLS, a graceful stop) and keep the same rules."""
+        if conn.backlog:
+            return  # held back until its buffered requests have run (see _receive)
+        try:
+            n = conn.sock.recv_into(self._rbuf)
+        except (BlockingIOError, InterruptedError):
             return
-        conn.session.feed(data)
-        self._run(conn, 0, timed)
+        except OSError:
+            self._close(conn)
+            return
+        if not n:
+            self._close(conn)
+            return
+        now = self.clock.now
+        if now != conn.last_active:  # the shared record is written once a second at most
+            conn.last_active = now
+            self.node.conn_table.touch(conn)
+        session = conn.session
+        session.feed(self._rview[:n].tobytes())
+        if timed:
+            self._run(conn, 0, True)
+            return
+        try:
+            more = session.process(self.reqs_per_event)
+        except Exception:  # a bug in one command must cost one connection, not the thread
+            self._internal_error(conn)
+            return
+        conn.backlog = more
+        out = session.out
+        if out:
+            if conn.pending:
+                self._send(conn, out)
+            else:  # _send's common case: nothing queued, the kernel takes it all
+                self.stats[BYTES_WRITTEN] += len(out)
+                try:
+                    sent = conn.sock.send(out)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    sent = -1
+                    session.want_close = True
+                if 0 <= sent < len(out):
+                    conn.pending += memoryview(out)[sent:]
+                    self._want_write(conn)
+            out.clear()
+        if more or self.rbuf_limit or session.want_close or session.close_after:
+            self._after_run(conn, more)
 
     def _run(self, conn: Connection, limit: int = 0, timed: bool = False) -> None:
         """Run requests (up to -R), then send everything they produced at once. A ``timed``
@@ -391,7 +440,7 @@ class Worker(threading.Thread):
             fam = PREFIX_OFFSET.get(fr.buf[fr.pos : fr.pos + 3], OTHER_OFFSET)
             t0 = perf_counter_ns()
         try:
-            more = session.process(limit or self.node.config.reqs_per_event)
+            more = session.process(limit or self.reqs_per_event)
         except Exception:  # a bug in one command must cost one connection, not the thread
             self._internal_error(conn)
             return
@@ -402,6 +451,12 @@ class Worker(threading.Thread):
             out.clear()
             if fam >= 0:
                 self._observe(fam, perf_counter_ns() - t0)
+        self._after_run(conn, more)
+
+    def _after_run(self, conn: Connection, more: bool) -> None:
+        """What follows a batch: the node-wide buffer cap, a close the batch asked for, and a
+        turn in the ready list for a connection with requests left over."""
+        session = conn.session
         if self.rbuf_limit and self._over_budget(conn):
             return
         if session.want_close:
@@ -414,7 +469,7 @@ class Worker(threading.Thread):
                 self._close(conn)
             return
         if more and self.conns.get(conn.fd) is conn:
-            if len(conn.pending) < self.node.config.max_output_buffer:
+            if len(conn.pending) < self.max_output:
                 self.stats[CONN_YIELDS] += 1
                 self.ready.append(conn)
             # else: resumed from _on_writable once the client reads
@@ -455,7 +510,7 @@ class Worker(threading.Thread):
 
     def _want_write(self, conn: Connection) -> None:
         events = EV_WRITE
-        if len(conn.pending) < self.node.config.max_output_buffer and not conn.session.close_after:
+        if len(conn.pending) < self.max_output and not conn.session.close_after:
             events |= EV_READ
         if events != conn.events:
             conn.events = events
