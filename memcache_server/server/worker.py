@@ -31,7 +31,7 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Protocol
 
@@ -77,7 +77,10 @@ EV_OUT = EV_WRITE | EV_BROKEN
 
 
 class Poller:
-    """epoll where the platform has it, else poll, behind poll's own interface (by fd)."""
+    """epoll where the platform has it, else poll, behind poll's own interface (by fd).
+
+    ``poll(timeout)`` takes seconds. With epoll it is epoll's own bound method: the loop calls
+    it once per wake-up, and a wrapper would add a Python call to every round trip."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
@@ -85,10 +88,11 @@ class Poller:
         self.register = self._impl.register
         self.modify = self._impl.modify
         self.unregister = self._impl.unregister
+        self.poll: Callable[[float], list[tuple[int, int]]] = (
+            self._epoll.poll if self._epoll is not None else self._poll_ms
+        )
 
-    def poll(self, timeout: float) -> list[tuple[int, int]]:
-        if self._epoll is not None:
-            return self._epoll.poll(timeout)
+    def _poll_ms(self, timeout: float) -> list[tuple[int, int]]:
         return self._impl.poll(timeout * 1000)
 
     def close(self) -> None:
