@@ -58,6 +58,7 @@ OUTCOME_REPLY = {
 }
 _STORED = Outcome.STORED
 _GET_KEYS_MAX = C.KEY_MAX_LENGTH
+_END = C.END  # module constants on the get path: one lookup, not two
 
 
 def vlen_of(req: Request) -> int:
@@ -135,28 +136,32 @@ def cmd_get(s: Session, tokens: list[bytes]) -> None:
         r = get_into(key, out)
         if r != 1 and not (key == LEGACY_KEY and _legacy_get(s, key)):
             _miss(s, r)
-        out += C.END
+        out += _END
         return
     if s.get_buffers and _out_of_responses(s, tokens, 1, None, False):
         return
     keys = iter(tokens)
     next(keys)
     limit = s.out_limit
+    # cmd_get counts every key up front (one counter write, not one per key) and takes back
+    # the keys it does not reach: a bad key and those after it, the rest of a suspended get
+    stats[GET_CMDS] += n - 1
     for key in keys:
         if len(key) > _GET_KEYS_MAX:
+            stats[GET_CMDS] -= 1 + sum(1 for _ in keys)
             out.clear()  # memcached releases every reply still queued on the connection
             out += C.BAD_FORMAT
             return
-        stats[GET_CMDS] += 1
         r = get_into(key, out)
         if r != 1 and not (key == LEGACY_KEY and _legacy_get(s, key)):
             _miss(s, r)
         elif len(out) > limit:
             rest = list(keys)
             if rest:
+                stats[GET_CMDS] -= len(rest)  # counted when the get resumes
                 s.suspend(cmd_get, tokens[:1], rest)
                 return
-    out += C.END
+    out += _END
 
 def _legacy_get(s: Session, key: bytes) -> bool:
     """A miss on ``AmazonElastiCache:cluster``: the cluster document instead (checked only on

@@ -103,7 +103,14 @@ class Session:
 
     def feed(self, data: bytes) -> None:
         self.stats[BYTES_READ] += len(data)
-        self.framer.feed(data)
+        framer = self.framer
+        if framer.pos >= len(framer.buf) and not (framer.need or framer.swallow):
+            # Framer.feed's common case, inline (a call per read saved): everything before
+            # was consumed and no block is being gathered or skipped, so the data is the buffer
+            framer.buf = data
+            framer.pos = 0
+        else:
+            framer.feed(data)
 
     def process(self, limit: int) -> bool:
         """Run up to ``limit`` requests. Returns True if more complete requests may be waiting.
@@ -118,6 +125,10 @@ class Session:
         if self.resume is not None and self._resume():
             return True
         while n < limit:
+            if framer.pos >= len(framer.buf):
+                # all consumed (or a block is being gathered, which empties the buffer):
+                # next_request would return None; the test costs less than its call
+                return False
             req = framer.next_request()
             if req is None:
                 return False

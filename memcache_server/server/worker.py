@@ -31,7 +31,7 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Protocol
 
@@ -77,7 +77,10 @@ EV_OUT = EV_WRITE | EV_BROKEN
 
 
 class Poller:
-    """epoll where the platform has it, else poll, behind poll's own interface (by fd)."""
+    """epoll where the platform has it, else poll, behind poll's own interface (by fd).
+
+    ``poll(timeout)`` takes seconds. With epoll it is epoll's own bound method: the loop calls
+    it once per wake-up, and a wrapper would add a Python call to every round trip."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
@@ -85,10 +88,11 @@ class Poller:
         self.register = self._impl.register
         self.modify = self._impl.modify
         self.unregister = self._impl.unregister
+        self.poll: Callable[[float], list[tuple[int, int]]] = (
+            self._epoll.poll if self._epoll is not None else self._poll_ms
+        )
 
-    def poll(self, timeout: float) -> list[tuple[int, int]]:
-        if self._epoll is not None:
-            return self._epoll.poll(timeout)
+    def _poll_ms(self, timeout: float) -> list[tuple[int, int]]:
         return self._impl.poll(timeout * 1000)
 
     def close(self) -> None:
@@ -194,6 +198,10 @@ class Worker(threading.Thread):
         self.stopping = False
         self.rbuf_limit = node.config.read_buf_mem_limit  # node-wide cap in bytes, 0 = none
         self.udp: dict[int, UdpEndpoint] = {}  # -U: the node's UDP sockets, by descriptor
+        # read on every request: kept here rather than looked up through the node each time
+        self.clock = node.clock
+        self.reqs_per_event = node.config.reqs_per_event
+        self.max_output = node.config.max_output_buffer
 
     # -------------------------------------------------------------- other threads
 
@@ -368,18 +376,63 @@ class Worker(threading.Thread):
         if not n:
             self._close(conn)
             return None
-        now = self.node.clock.now
+        now = self.clock.now
         if now != conn.last_active:  # the shared record is written once a second at most
             conn.last_active = now
             self.node.conn_table.touch(conn)
         return self._rview[:n].tobytes()
 
     def _on_readable(self, conn: Connection, timed: bool = False) -> None:
-        data = self._receive(conn)
-        if data is None:
+        """Read once, run what arrived, send the replies: ``_receive``, ``_run`` and ``_send``
+        in one frame. This is every request's path, and each Python call it saved measured
+        about 0.1 us of the few microseconds a request costs here; those methods stay for the
+        other callers (the ready list, TLS, a graceful stop) and keep the same rules."""
+        if conn.backlog:
+            return  # held back until its buffered requests have run (see _receive)
+        try:
+            n = conn.sock.recv_into(self._rbuf)
+        except (BlockingIOError, InterruptedError):
             return
-        conn.session.feed(data)
-        self._run(conn, 0, timed)
+        except OSError:
+            self._close(conn)
+            return
+        if not n:
+            self._close(conn)
+            return
+        now = self.clock.now
+        if now != conn.last_active:  # the shared record is written once a second at most
+            conn.last_active = now
+            self.node.conn_table.touch(conn)
+        session = conn.session
+        session.feed(self._rview[:n].tobytes())
+        if timed:
+            self._run(conn, 0, True)
+            return
+        try:
+            more = session.process(self.reqs_per_event)
+        except Exception:  # a bug in one command must cost one connection, not the thread
+            self._internal_error(conn)
+            return
+        conn.backlog = more
+        out = session.out
+        if out:
+            if conn.pending:
+                self._send(conn, out)
+            else:  # _send's common case: nothing queued, the kernel takes it all
+                self.stats[BYTES_WRITTEN] += len(out)
+                try:
+                    sent = conn.sock.send(out)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    sent = -1
+                    session.want_close = True
+                if 0 <= sent < len(out):
+                    conn.pending += memoryview(out)[sent:]
+                    self._want_write(conn)
+            out.clear()
+        if more or self.rbuf_limit or session.want_close or session.close_after:
+            self._after_run(conn, more)
 
     def _run(self, conn: Connection, limit: int = 0, timed: bool = False) -> None:
         """Run requests (up to -R), then send everything they produced at once. A ``timed``
@@ -391,7 +444,7 @@ class Worker(threading.Thread):
             fam = PREFIX_OFFSET.get(fr.buf[fr.pos : fr.pos + 3], OTHER_OFFSET)
             t0 = perf_counter_ns()
         try:
-            more = session.process(limit or self.node.config.reqs_per_event)
+            more = session.process(limit or self.reqs_per_event)
         except Exception:  # a bug in one command must cost one connection, not the thread
             self._internal_error(conn)
             return
@@ -402,6 +455,12 @@ class Worker(threading.Thread):
             out.clear()
             if fam >= 0:
                 self._observe(fam, perf_counter_ns() - t0)
+        self._after_run(conn, more)
+
+    def _after_run(self, conn: Connection, more: bool) -> None:
+        """What follows a batch: the node-wide buffer cap, a close the batch asked for, and a
+        turn in the ready list for a connection with requests left over."""
+        session = conn.session
         if self.rbuf_limit and self._over_budget(conn):
             return
         if session.want_close:
@@ -414,7 +473,7 @@ class Worker(threading.Thread):
                 self._close(conn)
             return
         if more and self.conns.get(conn.fd) is conn:
-            if len(conn.pending) < self.node.config.max_output_buffer:
+            if len(conn.pending) < self.max_output:
                 self.stats[CONN_YIELDS] += 1
                 self.ready.append(conn)
             # else: resumed from _on_writable once the client reads
@@ -455,7 +514,7 @@ class Worker(threading.Thread):
 
     def _want_write(self, conn: Connection) -> None:
         events = EV_WRITE
-        if len(conn.pending) < self.node.config.max_output_buffer and not conn.session.close_after:
+        if len(conn.pending) < self.max_output and not conn.session.close_after:
             events |= EV_READ
         if events != conn.events:
             conn.events = events

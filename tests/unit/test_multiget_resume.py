@@ -77,3 +77,18 @@ def test_a_bad_key_after_the_limit_still_fails_the_whole_get(session: Session) -
     reply, turns = drain(session, b"get " + b"k " * 10 + b"x" * 251 + b"\r\n")
     assert reply == b"CLIENT_ERROR bad command line format\r\n"
     assert turns == 1
+
+
+def test_cmd_get_counts_only_the_keys_a_failed_get_reached(session: Session) -> None:
+    """A multi-get counts its keys in one go and takes back those it never looked up: the bad
+    key and every key after it (memcached counts a key when it looks it up)."""
+    reply, _ = drain(session, b"get s miss " + b"x" * 251 + b" s s\r\n")
+    assert reply == b"CLIENT_ERROR bad command line format\r\n"
+    assert session.stats[GET_CMDS] == 2
+    # stopped at the output limit after three hits of k, then the bad key in the rest
+    reply, _ = drain(session, b"get " + b"k " * 10 + b"x" * 251 + b"\r\n")
+    assert reply == b"CLIENT_ERROR bad command line format\r\n"
+    assert session.stats[GET_CMDS] == 2 + 3
+    reply, _ = drain(session, b"get s miss s\r\n")
+    assert reply == b"VALUE s 0 1\r\nx\r\n" * 2 + b"END\r\n"
+    assert session.stats[GET_CMDS] == 2 + 3 + 3
