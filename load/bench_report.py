@@ -94,20 +94,20 @@ METHOD = """\
 LIMITS = """\
 ## What limits us
 
-- System calls dominate: per request a non-pipelined client costs a recv and a send. Profiles
-  (py-spy, cProfile of a worker) show `send` on loopback as the largest single cost; our per-op
-  system time is close to memcached's, our per-op user time (the interpreter running the
-  protocol and store code, ~3 us per get and ~7.5 us per set measured in-process) is what
-  memcached does not pay.
-- The generator shares the 2 cores with the server, so server CPU per op decides throughput:
-  memcached's ~10 us of CPU per op against our ~15 us.
+- Python's own CPU per request: a worker makes one recv and one send per request and one
+  epoll_wait per ~20 events, as memcached does, and its kernel time per request (~6-8 us) is
+  about memcached's; the difference is user CPU: memcached spends 0.5-1.3 us per get, set or
+  10-key multi-get, we spend about 5, 10 and 20 (instruction counts: ~46,000 per get round
+  trip, ~15,000 of them in the store, ~67,000 per set in the store).
+- The generator shares the 2 cores with the server, so server CPU per op decides throughput.
 - The GIL: one Python process runs one event loop at a time, so `-t N` runs N worker
   processes over one shared-memory segment and one store lock; on 2 cores the generator and
   the server share the CPUs, so extra workers help only while a core is left; {threads_line}
 - Pipelining amortises the system calls over many requests, and answering a whole read batch
   with one send is where we beat memcached 1.6.18, which sends each get reply on its own.
-- What would move it further: fewer Python calls per request (a specialised get fast path),
-  or the parser and store lookup in C.
+- What would move it further: fewer Python calls per request (a multi-get looking all its
+  keys up under one hold of the store lock; the lock's Python-level enter and exit, two calls
+  per lookup), or the parser and store lookup in C.
 """
 
 
