@@ -30,7 +30,7 @@ from array import array
 from collections.abc import Callable
 
 from memcache_server.storage.segment import ALIGN, Segment, Word
-from memcache_server.storage.slabs import SlabTable
+from memcache_server.storage.slabs import PAGE_SIZE, SlabTable
 
 __all__ = ["KeyIndex", "IndexAreas", "index_capacity", "handle_bits"]
 
@@ -47,7 +47,7 @@ LOAD_NUM, LOAD_DEN = 3, 4
 def handle_bits(max_pages: int) -> int:
     """Bits an item handle needs when each class holds up to ``max_pages`` 1 MB pages: the slot
     (a word offset into the class's pages) above six bits of class id."""
-    return (max_pages * (1 << 17)).bit_length() + 6
+    return (max_pages * (PAGE_SIZE // 8)).bit_length() + 6
 
 
 def index_capacity(table: SlabTable, max_pages: int) -> int:

@@ -44,6 +44,7 @@ from memcache_server.storage.slabclass import (
     IN_USE,
     KILL_NONE,
     NIL,
+    U1_BITS,
     W_SUB,
     SlabClass,
 )
@@ -118,9 +119,7 @@ class PageMove:
             self.pos = end
             if self.pos < self.hi:
                 return False
-            u1 = c.u1
-            if any(u1[8 * s + 41] for s in range(self.lo, self.hi, stride)):
-                # cannot happen: the page is fenced off
+            if any(c.field(8, U1_BITS, c.npages - 1)):  # cannot happen: the page is fenced off
                 self.pos = self.lo
                 return False
             c.drop_last_page()

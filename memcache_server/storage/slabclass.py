@@ -307,11 +307,6 @@ class SlabClass:
         k, r = divmod(slot, PAGE_WORDS)
         return 0 <= k < self.npages and r % self.stride == 0 and r // self.stride < self.perslab
 
-    def chunk_index(self, slot: int) -> int:
-        """The inverse of ``slot``: which chunk of the class, counted page by page."""
-        k, r = divmod(slot, PAGE_WORDS)
-        return k * self.perslab + r // self.stride
-
     def field(self, view_step: int, offset: int, k: int) -> memoryview:
         """One header field of every chunk of page ``k``, as a strided view (``q``, ``u4`` or
         ``u1`` by ``view_step`` 1, 2 or 8; ``offset`` as in the header table)."""
