@@ -70,7 +70,10 @@ class ProcessLock:
         self._release = self._sem.release
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        if not self._acquire(blocking, timeout):
+        """``threading.Lock.acquire``'s contract: a negative timeout waits for ever. (The
+        semaphore reads a negative timeout as 0, a try that may fail: passed on as it was, a
+        plain ``acquire()`` could return False with the lock in another's hands.)"""
+        if not self._acquire(blocking, None if timeout < 0 else timeout):
             return False
         self.owner[0] = _ME[0]
         return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 from memcache_server.protocol.constants import VALUE_KEY_OFFSET, value_header
@@ -213,6 +214,43 @@ def test_a_lock_taken_with_no_owner_word_by_a_dead_process_is_released() -> None
     t.join(10)
     assert done == [Outcome.STORED]
     assert value_of(store, b"before") == b"b" and value_of(store, b"after") == b"a"
+
+
+def test_a_plain_acquire_waits_for_a_lock_another_process_holds() -> None:
+    """``acquire()`` waits as ``threading.Lock``'s does (the semaphore reads the default
+    timeout of -1 as a try): the store lock's holder in a test hook and a clean ``-e`` stop
+    take it this way."""
+    store = shared_store()
+    lock = store.lock
+    assert isinstance(lock, ProcessLock)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest: it holds the lock for 0.5 s
+        code = 1
+        try:
+            with lock:
+                os.write(w, b"x")
+                time.sleep(0.5)
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        assert os.read(r, 1) == b"x"
+        started = time.monotonic()
+        assert lock.acquire() is True
+        waited = time.monotonic() - started
+        assert lock.owner[0] == os.getpid()
+        lock.release()
+        assert waited > 0.2  # it waited for the holder, it did not give up at once
+        assert lock.acquire(True, 0.05) is True  # a timeout still bounds the wait
+        try:
+            assert lock.acquire(False) is False
+        finally:
+            lock.release()
+    finally:
+        assert os.waitpid(pid, 0)[1] == 0
+        os.close(r)
+        os.close(w)
 
 
 def test_class_and_store_counters_are_one_copy_for_every_process() -> None:
