@@ -85,6 +85,8 @@ class LruOps:
     evictions: int
     evicted_unfetched: int
     evicts: bool  # -M turns evictions off
+    oldest_live: int  # flush_all's words (see do_is_flushed)
+    oldest_cas: int
     on_class_evict: Callable[[int], None] | None
     on_evict: Callable[[bytes, bool, int, int, int, int], None] | None
     admission: TinyLfu | None  # -o lru_admission=tinylfu (storage/admission.py)
@@ -329,6 +331,75 @@ class LruOps:
 
     # ------------------------------------------------------------------ the maintainer's juggle
 
+    def do_spill_hot(self, cid: int, total_bytes: int, max_age: int, now: int, most: int) -> int:
+        """The HOT half of the juggle's rounds in one step: the run of items at HOT's tail that
+        ``do_pull_tail`` would move to COLD one by one (live, not ACTIVE, and HOT over its
+        share of ``total_bytes`` or the item older than ``max_age``), at most ``most``, cut off
+        HOT and put at COLD's head in one splice. Returns how many moved.
+
+        Why: every new item leaves HOT this way once, and one tail pull per item (a method
+        call, its list unlink and link, a dozen field reads) was most of the maintainer's cost
+        under a write-heavy load. The run keeps its order, so COLD ends as it would after the
+        single moves (the newest of the run at the head). The first item the run stops at
+        (ACTIVE, expired, flushed, or young while HOT is within its share) is left for
+        ``do_pull_tail``, which decides it as memcached does."""
+        classes = self.classes
+        w = classes[cid].words
+        cfg = self.lru_settings
+        limit = total_bytes * cfg.hot_lru_pct // 100
+        if limit == 0:  # memcached's fall-through from HOT_LRU into WARM_LRU's limit
+            limit = total_bytes * cfg.warm_lru_pct // 100
+        base = W_SUB + 4 * HOT
+        left = int(w[base + 3])
+        tail = int(w[base + 1])
+        ol = self.oldest_live
+        flushes = bool((ol and ol <= now) or self.oldest_cas)
+        size = self.table.item_size
+        h = tail
+        first = NIL
+        n = 0
+        moved = 0
+        while n < most and h != NIL:
+            c = classes[h & 63]
+            s = h >> 6
+            if c.u1[8 * s + 41] & ACTIVE:
+                break
+            exp = c.u4[2 * s + 6]
+            if (exp and exp < now) or (flushes and self.do_is_flushed(c, s, now)):
+                break
+            if left <= limit and now - c.u4[2 * s + 7] <= max_age:
+                break
+            nbytes = size(c.u1[8 * s + 40], c.u4[2 * s + 9], c.u4[2 * s + 8])
+            left -= nbytes
+            moved += nbytes
+            c.u1[8 * s + 42] = COLD
+            n += 1
+            first = h
+            h = int(c.q[s + 1])
+        if n == 0:
+            return 0
+        # HOT now ends at h (the item before the run); the run goes before COLD's head.
+        if h != NIL:
+            classes[h & 63].q[(h >> 6) + 2] = NIL
+        else:
+            w[base] = NIL
+        w[base + 1] = h
+        cold = W_SUB + 4 * COLD
+        head = w[cold]
+        classes[tail & 63].q[(tail >> 6) + 2] = head
+        if head != NIL:
+            classes[head & 63].q[(head >> 6) + 1] = tail
+        else:
+            w[cold + 1] = tail
+        classes[first & 63].q[(first >> 6) + 1] = NIL
+        w[cold] = first
+        w[base + 2] -= n
+        w[base + 3] -= moved
+        w[cold + 2] += n
+        w[cold + 3] += moved
+        w[W_MOVES_TO_COLD] += n
+        return n
+
     def do_juggle(self, cid: int, now: int, iterations: int = JUGGLE_ITERATIONS) -> int:
         """memcached's lru_maintainer_juggle on class ``cid``: reclaim expired TEMP items, then
         up to ``iterations`` rounds of HOT, WARM and COLD tail pulls while any of them did
@@ -351,6 +422,10 @@ class LruOps:
             total = cls.lru_bytes(COLD) + cls.lru_bytes(HOT) + cls.lru_bytes(WARM)
         hot_age = int(cold_age * cfg.hot_max_factor)
         warm_age = int(cold_age * cfg.warm_max_factor)
+        if self.segmented:
+            spilled = self.do_spill_hot(cid, total, hot_age, now, iterations)
+            did += spilled
+            iterations -= spilled
         pull = self.do_pull_tail
         for _ in range(iterations):
             more = 0

@@ -327,3 +327,73 @@ def test_delete_and_overwrite_keep_every_list_consistent(segmented: bool) -> Non
         for sub in range(SUB_LRUS):
             total += len(lru_keys(s, c, sub))
     assert total == s.curr_items == len(s.index)
+
+
+def _twin_lists(clock: ManualClock) -> tuple[Store, Store]:
+    """Two stores with the same HOT list: idle items, an expired one, an ACTIVE one."""
+    twins = make(clock=clock), make(clock=clock)
+    for s in twins:
+        for i in range(12):
+            put(s, b"key%03d" % i, exptime=T0 + 5 if i == 6 else 0)
+        put(s, b"col000")  # COLD already holds an item: the run goes before it
+        with s.lock:
+            c = cls(s)
+            h = s.index.get(b"col000")
+            assert h is not None
+            s.do_move(c, c, h >> 6, h, COLD)
+        get(s, b"key009")
+        get(s, b"key009")  # ACTIVE: the run stops there
+    return twins
+
+
+def _lists(s: Store) -> list[list[bytes]]:
+    return [lru_keys(s, cls(s), sub) for sub in range(SUB_LRUS)]
+
+
+def test_the_hot_spill_moves_the_idle_run_as_tail_pulls_one_by_one_would() -> None:
+    clock = ManualClock(T0)
+    spill, single = _twin_lists(clock)
+    clock.advance(10)  # key006 has expired; every item is idle 10 s
+    c1, c2 = cls(spill), cls(single)
+    total = sum(c1.lru_bytes(sub) for sub in (HOT, WARM, COLD))
+    with spill.lock:
+        assert spill.do_spill_hot(c1.cid, total, 0, clock.now, 4) == 4  # at most ``most``
+        # up to the expired item: key004, key005, then it stops (do_pull_tail reclaims it)
+        assert spill.do_spill_hot(c1.cid, total, 0, clock.now, 500) == 2
+        assert spill.do_pull_tail(c1.cid, HOT, total, 0, 0, clock.now) == 2  # reclaim + move
+        assert spill.do_spill_hot(c1.cid, total, 0, clock.now, 500) == 1  # key008
+        assert spill.do_spill_hot(c1.cid, total, 0, clock.now, 500) == 0  # ACTIVE key009
+    with single.lock:
+        for _ in range(6 + 1 + 1):
+            assert single.do_pull_tail(c2.cid, HOT, total, 0, 0, clock.now) > 0
+    assert _lists(spill) == _lists(single)
+    assert lru_keys(spill, c1, COLD) == [b"key%03d" % i for i in (8, 7, 5, 4, 3, 2, 1, 0)] + [
+        b"col000"]
+    assert lru_keys(spill, c1, HOT) == [b"key011", b"key010", b"key009"]
+    for sub in (HOT, COLD):
+        assert c1.lru_bytes(sub) == c2.lru_bytes(sub) > 0
+    assert counter(spill, c1, "moves_to_cold") == counter(single, c2, "moves_to_cold") == 8
+    # then the juggle goes on as memcached's would: ACTIVE key009 to WARM, and HOT keeps
+    # what its 20% allows only while the items are younger than its age limit
+    assert juggle(spill, c1) == juggle(single, c2) > 0
+    assert _lists(spill) == _lists(single)
+
+
+def test_the_hot_spill_empties_hot_and_fills_an_empty_cold() -> None:
+    clock = ManualClock(T0)
+    s = make(clock=clock)
+    c = cls(s)
+    for i in range(5):
+        put(s, b"key%03d" % i)
+    clock.advance(3)
+    with s.lock:
+        assert s.do_spill_hot(c.cid, 10**9, 1, clock.now, 500) == 5  # by age alone
+    assert lru_keys(s, c, HOT) == []
+    assert lru_keys(s, c, COLD) == [b"key%03d" % i for i in range(4, -1, -1)]
+    assert c.tail(COLD) == s.index.get(b"key000")
+    for k in (b"key000", b"key004"):
+        assert get(s, k) and where(s, k)[0] == COLD
+    put(s, b"key005")
+    assert lru_keys(s, c, HOT) == [b"key005"]  # the lists stay usable at both ends
+    s.delete(b"key002")
+    assert lru_keys(s, c, COLD) == [b"key004", b"key003", b"key001", b"key000"]
