@@ -30,6 +30,7 @@ from types import TracebackType
 __all__ = ["ProcessLock", "ORPHAN_PATIENCE", "Rescue", "preload"]
 
 ORPHAN_PATIENCE = 3.0  # seconds the lock must stay taken with no owner before it is an orphan
+SPINS = 1000  # tries of a taken lock before sleeping on it (about 100 us; see _contended)
 _ME = [os.getpid()]  # this process's pid, kept current across forks (getpid is a system call)
 
 
@@ -83,9 +84,27 @@ class ProcessLock:
         self._release()
 
     def __enter__(self) -> bool:
-        self._acquire()
+        if not self._acquire(False):
+            self._contended()
         self.owner[0] = _ME[0]
         return True
+
+    def _contended(self) -> None:
+        """Taken by another process: try again up to SPINS times before sleeping on it.
+
+        Why spin: a hold is a few microseconds, but a waiter that sleeps pays a futex wait, a
+        wake-up system call from the releaser (glibc's semaphore wakes on every release while
+        anyone sleeps) and a scheduler wake-up (tens of microseconds on a virtual CPU). With
+        four workers on two cores, 1.3 futex calls per request were measured, and memcaslap
+        50/50 get/set gained 11-21% (get90 12-17%) from spinning 1,000 tries (alternated A/B,
+        3 pairs each); 10 tries gained nothing, 5,000 less than 1,000, and a sched_yield
+        every 10 or 50 tries lost 7-15%. A holder that is not running (preempted) costs a
+        waiter the spin and then the sleep: bounded, and the kernel preempts the spinner."""
+        acquire = self._acquire
+        for _ in range(SPINS):
+            if acquire(False):
+                return
+        acquire()
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
