@@ -331,25 +331,28 @@ class LruOps:
 
     # ------------------------------------------------------------------ the maintainer's juggle
 
-    def do_spill_hot(self, cid: int, total_bytes: int, max_age: int, now: int, most: int) -> int:
-        """The HOT half of the juggle's rounds in one step: the run of items at HOT's tail that
-        ``do_pull_tail`` would move to COLD one by one (live, not ACTIVE, and HOT over its
-        share of ``total_bytes`` or the item older than ``max_age``), at most ``most``, cut off
-        HOT and put at COLD's head in one splice. Returns how many moved.
+    def do_spill(
+        self, cid: int, sub: int, total_bytes: int, max_age: int, now: int, most: int
+    ) -> int:
+        """Many of the juggle's HOT or WARM tail pulls in one step: the run of items at list
+        ``sub``'s tail that ``do_pull_tail`` would move to COLD one by one (live, not ACTIVE,
+        and the list over its share of ``total_bytes`` or the item older than ``max_age``), at
+        most ``most``, cut off the list and put at COLD's head in one splice. Returns how many
+        moved.
 
-        Why: every new item leaves HOT this way once, and one tail pull per item (a method
-        call, its list unlink and link, a dozen field reads) was most of the maintainer's cost
-        under a write-heavy load. The run keeps its order, so COLD ends as it would after the
-        single moves (the newest of the run at the head). The first item the run stops at
-        (ACTIVE, expired, flushed, or young while HOT is within its share) is left for
-        ``do_pull_tail``, which decides it as memcached does."""
+        Why: every new item leaves HOT this way once, and items read twice cycle through WARM
+        and back to COLD; one tail pull per item (a method call, its list unlink and link, a
+        dozen field reads) was most of the maintainer's cost. The run keeps its order, so COLD
+        ends as it would after the single moves (the newest of the run at the head). The item
+        the run stops at (ACTIVE, expired, flushed, or young while the list is within its
+        share) is left for ``do_pull_tail``, which decides it as memcached does."""
         classes = self.classes
         w = classes[cid].words
         cfg = self.lru_settings
-        limit = total_bytes * cfg.hot_lru_pct // 100
+        limit = total_bytes * cfg.hot_lru_pct // 100 if sub == HOT else 0
         if limit == 0:  # memcached's fall-through from HOT_LRU into WARM_LRU's limit
             limit = total_bytes * cfg.warm_lru_pct // 100
-        base = W_SUB + 4 * HOT
+        base = W_SUB + 4 * sub
         left = int(w[base + 3])
         tail = int(w[base + 1])
         ol = self.oldest_live
@@ -378,7 +381,7 @@ class LruOps:
             h = int(c.q[s + 1])
         if n == 0:
             return 0
-        # HOT now ends at h (the item before the run); the run goes before COLD's head.
+        # The list now ends at h (the item before the run); the run goes before COLD's head.
         if h != NIL:
             classes[h & 63].q[(h >> 6) + 2] = NIL
         else:
@@ -423,17 +426,84 @@ class LruOps:
         hot_age = int(cold_age * cfg.hot_max_factor)
         warm_age = int(cold_age * cfg.warm_max_factor)
         if self.segmented:
-            spilled = self.do_spill_hot(cid, total, hot_age, now, iterations)
+            spilled = self.do_spill(cid, HOT, total, hot_age, now, iterations)
             did += spilled
             iterations -= spilled
         pull = self.do_pull_tail
+        rotate = self.do_rotate_warm
+        spill = self.do_spill
+        segmented = self.segmented
+        classes = self.classes
+        w = cls.words
+        cold_tail = W_SUB + 4 * COLD + 1
+        ol = self.oldest_live
+        flushes = bool((ol and ol <= now) or self.oldest_cas)
         for _ in range(iterations):
             more = 0
-            if pull(cid, HOT, total, 0, hot_age, now) or pull(cid, WARM, total, 0, warm_age, now):
+            if (
+                pull(cid, HOT, total, 0, hot_age, now)
+                or rotate(cid, now, TAIL_TRIES)
+                or spill(cid, WARM, total, warm_age, now, iterations)
+                or pull(cid, WARM, total, 0, warm_age, now)
+            ):
                 more = 1
-            if self.segmented:
-                more += pull(cid, COLD, total, 0, 0, now)
+            if segmented:
+                # COLD's pull does nothing to a live tail that is not ACTIVE: tested here,
+                # without the call, since that is nearly every round's COLD pull
+                t = w[cold_tail]
+                if t != NIL:
+                    c = classes[t & 63]
+                    s = t >> 6
+                    exp = c.u4[2 * s + 6]
+                    if (
+                        c.u1[8 * s + 41] & ACTIVE
+                        or (exp and exp < now)
+                        or (flushes and self.do_is_flushed(c, s, now))
+                    ):
+                        more += pull(cid, COLD, total, 0, 0, now)
             if not more:
                 break
             did += 1
         return did
+
+    def do_rotate_warm(self, cid: int, now: int, most: int) -> int:
+        """WARM's rescues without ``do_pull_tail``'s walk: up to ``most`` ACTIVE items at
+        WARM's tail lose ACTIVE and go to WARM's head, one after the other, as its walk moves
+        them (``moves_within_lru``). Returns how many moved; 0 when the tail is not a live
+        ACTIVE item, which ``do_pull_tail`` then decides.
+
+        Why: under a read-heavy load every WARM item read again comes back to WARM's tail
+        ACTIVE, so the maintainer's work grows with the hits; a move within one list changes
+        no count or byte total, so it is the four link writes alone."""
+        classes = self.classes
+        w = classes[cid].words
+        base = W_SUB + 4 * WARM
+        ol = self.oldest_live
+        flushes = bool((ol and ol <= now) or self.oldest_cas)
+        n = 0
+        while n < most:
+            t = int(w[base + 1])
+            if t == NIL:
+                break
+            c = classes[t & 63]
+            s = t >> 6
+            bits = c.u1[8 * s + 41]
+            if not bits & ACTIVE:
+                break
+            exp = c.u4[2 * s + 6]
+            if (exp and exp < now) or (flushes and self.do_is_flushed(c, s, now)):
+                break
+            c.u1[8 * s + 41] = bits & ~ACTIVE
+            n += 1
+            p = int(c.q[s + 1])
+            if p == NIL:
+                break  # the only item: it is its own head, and the walk ends there
+            classes[p & 63].q[(p >> 6) + 2] = NIL
+            w[base + 1] = p
+            head = int(w[base])
+            c.q[s + 1] = NIL
+            c.q[s + 2] = head
+            classes[head & 63].q[(head >> 6) + 1] = t
+            w[base] = t
+        w[W_MOVES_WITHIN_LRU] += n
+        return n

@@ -357,12 +357,12 @@ def test_the_hot_spill_moves_the_idle_run_as_tail_pulls_one_by_one_would() -> No
     c1, c2 = cls(spill), cls(single)
     total = sum(c1.lru_bytes(sub) for sub in (HOT, WARM, COLD))
     with spill.lock:
-        assert spill.do_spill_hot(c1.cid, total, 0, clock.now, 4) == 4  # at most ``most``
+        assert spill.do_spill(c1.cid, HOT, total, 0, clock.now, 4) == 4  # at most ``most``
         # up to the expired item: key004, key005, then it stops (do_pull_tail reclaims it)
-        assert spill.do_spill_hot(c1.cid, total, 0, clock.now, 500) == 2
+        assert spill.do_spill(c1.cid, HOT, total, 0, clock.now, 500) == 2
         assert spill.do_pull_tail(c1.cid, HOT, total, 0, 0, clock.now) == 2  # reclaim + move
-        assert spill.do_spill_hot(c1.cid, total, 0, clock.now, 500) == 1  # key008
-        assert spill.do_spill_hot(c1.cid, total, 0, clock.now, 500) == 0  # ACTIVE key009
+        assert spill.do_spill(c1.cid, HOT, total, 0, clock.now, 500) == 1  # key008
+        assert spill.do_spill(c1.cid, HOT, total, 0, clock.now, 500) == 0  # ACTIVE key009
     with single.lock:
         for _ in range(6 + 1 + 1):
             assert single.do_pull_tail(c2.cid, HOT, total, 0, 0, clock.now) > 0
@@ -387,7 +387,7 @@ def test_the_hot_spill_empties_hot_and_fills_an_empty_cold() -> None:
         put(s, b"key%03d" % i)
     clock.advance(3)
     with s.lock:
-        assert s.do_spill_hot(c.cid, 10**9, 1, clock.now, 500) == 5  # by age alone
+        assert s.do_spill(c.cid, HOT, 10**9, 1, clock.now, 500) == 5  # by age alone
     assert lru_keys(s, c, HOT) == []
     assert lru_keys(s, c, COLD) == [b"key%03d" % i for i in range(4, -1, -1)]
     assert c.tail(COLD) == s.index.get(b"key000")
@@ -397,3 +397,64 @@ def test_the_hot_spill_empties_hot_and_fills_an_empty_cold() -> None:
     assert lru_keys(s, c, HOT) == [b"key005"]  # the lists stay usable at both ends
     s.delete(b"key002")
     assert lru_keys(s, c, COLD) == [b"key004", b"key003", b"key001", b"key000"]
+
+
+def test_warm_rotation_rescues_active_tail_items_as_the_tail_pull_does() -> None:
+    twins = make(warm_lru_pct=100), make(warm_lru_pct=100)  # WARM may hold every item
+    for s in twins:
+        for i in range(10):
+            put(s, b"key%03d" % i)
+            get(s, b"key%03d" % i)
+            get(s, b"key%03d" % i)
+        juggle(s, cls(s))  # all ten are ACTIVE in HOT: each goes to WARM, losing ACTIVE
+        assert len(lru_keys(s, cls(s), WARM)) == 10
+        for i in (0, 1, 2, 3, 4, 5, 6, 8):  # read again: ACTIVE again, at WARM's tail end
+            get(s, b"key%03d" % i)
+    rot, ref = twins
+    c1, c2 = cls(rot), cls(ref)
+    assert where(rot, b"key000")[0] == WARM and where(rot, b"key000")[1] & ACTIVE
+    with rot.lock:
+        assert rot.do_rotate_warm(c1.cid, rot.clock.now, 5) == 5  # a tail walk's tries
+        assert rot.do_rotate_warm(c1.cid, rot.clock.now, 5) == 2  # key005, key006
+        assert rot.do_rotate_warm(c1.cid, rot.clock.now, 5) == 0  # key007 is idle
+    total = sum(c2.lru_bytes(sub) for sub in (HOT, WARM, COLD))
+    with ref.lock:
+        assert ref.do_pull_tail(c2.cid, WARM, total, 0, 10**6, ref.clock.now) == 5
+    assert lru_keys(rot, c1, WARM)[2:] == lru_keys(ref, c2, WARM)[:8]  # the first five moves
+    assert lru_keys(rot, c1, WARM)[:3] == [b"key006", b"key005", b"key004"]
+    assert lru_keys(rot, c1, WARM)[-1] == b"key007"
+    assert counter(rot, c1, "moves_within_lru") == 7
+    assert not any(where(rot, b"key%03d" % i)[1] & ACTIVE for i in range(10) if i != 8)
+    assert where(rot, b"key008")[1] & ACTIVE  # behind the idle key007: not reached
+    with rot.lock:
+        assert rot.do_rotate_warm(c1.cid, rot.clock.now, 5) == 0
+    # the tail pull's next walk rescues key005 and key006 too, and both end in the same lists
+    assert juggle(rot, c1) == 0 and juggle(ref, c2) > 0
+    assert _lists(rot) == _lists(ref)
+    assert counter(ref, c2, "moves_within_lru") == 7
+
+
+def test_the_warm_spill_moves_what_single_warm_pulls_move() -> None:
+    twins = make(warm_lru_pct=10), make(warm_lru_pct=10)
+    for s in twins:
+        for i in range(10):
+            put(s, b"key%03d" % i)
+            get(s, b"key%03d" % i)
+            get(s, b"key%03d" % i)
+        with s.lock:  # the ten ACTIVE HOT items to WARM, one pull each (no spill: all ACTIVE)
+            for _ in range(10):
+                assert s.do_pull_tail(cls(s).cid, HOT, 10**9, 0, 10**6, s.clock.now) == 1
+        assert len(lru_keys(s, cls(s), WARM)) == 10
+    spill, single = twins
+    c1, c2 = cls(spill), cls(single)
+    total = sum(c1.lru_bytes(sub) for sub in (HOT, WARM, COLD))
+    with spill.lock:
+        assert spill.do_spill(c1.cid, WARM, total, 10**6, spill.clock.now, 500) == 9  # 10% stays
+    with single.lock:
+        for _ in range(9):
+            assert single.do_pull_tail(c2.cid, WARM, total, 0, 10**6, single.clock.now) == 1
+        assert single.do_pull_tail(c2.cid, WARM, total, 0, 10**6, single.clock.now) == 0
+    assert _lists(spill) == _lists(single)
+    assert lru_keys(spill, c1, WARM) == [b"key009"]
+    assert counter(spill, c1, "moves_to_cold") == counter(single, c2, "moves_to_cold") == 9
+    assert c1.lru_bytes(COLD) == c2.lru_bytes(COLD) > 0
