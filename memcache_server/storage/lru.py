@@ -97,6 +97,12 @@ class LruOps:
     def do_is_flushed(self, cls: SlabClass, slot: int, now: int) -> bool:
         raise NotImplementedError
 
+    def do_flushes(self, now: int) -> bool:
+        """Whether a flush_all may have killed items now (else ``do_is_flushed`` is False for
+        every item): read once per juggle, not once per item (each is a segment word)."""
+        ol = self.oldest_live
+        return bool((ol and ol <= now) or self.oldest_cas)
+
     def do_key_of(self, c: SlabClass, s: int) -> bytes:
         raise NotImplementedError
 
@@ -332,7 +338,14 @@ class LruOps:
     # ------------------------------------------------------------------ the maintainer's juggle
 
     def do_spill(
-        self, cid: int, sub: int, total_bytes: int, max_age: int, now: int, most: int
+        self,
+        cid: int,
+        sub: int,
+        total_bytes: int,
+        max_age: int,
+        now: int,
+        most: int,
+        flushes: bool | None = None,
     ) -> int:
         """Many of the juggle's HOT or WARM tail pulls in one step: the run of items at list
         ``sub``'s tail that ``do_pull_tail`` would move to COLD one by one (live, not ACTIVE,
@@ -345,7 +358,8 @@ class LruOps:
         dozen field reads) was most of the maintainer's cost. The run keeps its order, so COLD
         ends as it would after the single moves (the newest of the run at the head). The item
         the run stops at (ACTIVE, expired, flushed, or young while the list is within its
-        share) is left for ``do_pull_tail``, which decides it as memcached does."""
+        share) is left for ``do_pull_tail``, which decides it as memcached does. ``flushes``:
+        whether a flush may have killed items (``do_flushes``), when the caller knows."""
         classes = self.classes
         w = classes[cid].words
         cfg = self.lru_settings
@@ -355,8 +369,8 @@ class LruOps:
         base = W_SUB + 4 * sub
         left = int(w[base + 3])
         tail = int(w[base + 1])
-        ol = self.oldest_live
-        flushes = bool((ol and ol <= now) or self.oldest_cas)
+        if flushes is None:
+            flushes = self.do_flushes(now)
         size = self.table.item_size
         h = tail
         first = NIL
@@ -425,8 +439,9 @@ class LruOps:
             total = cls.lru_bytes(COLD) + cls.lru_bytes(HOT) + cls.lru_bytes(WARM)
         hot_age = int(cold_age * cfg.hot_max_factor)
         warm_age = int(cold_age * cfg.warm_max_factor)
+        flushes = self.do_flushes(now)
         if self.segmented:
-            spilled = self.do_spill(cid, HOT, total, hot_age, now, iterations)
+            spilled = self.do_spill(cid, HOT, total, hot_age, now, iterations, flushes)
             did += spilled
             iterations -= spilled
         pull = self.do_pull_tail
@@ -436,15 +451,15 @@ class LruOps:
         classes = self.classes
         w = cls.words
         cold_tail = W_SUB + 4 * COLD + 1
-        ol = self.oldest_live
-        flushes = bool((ol and ol <= now) or self.oldest_cas)
+        hot_tail = W_SUB + 4 * HOT + 1
+        warm_tail = W_SUB + 4 * WARM + 1
         for _ in range(iterations):
             more = 0
             if (
-                pull(cid, HOT, total, 0, hot_age, now)
-                or rotate(cid, now, TAIL_TRIES)
-                or spill(cid, WARM, total, warm_age, now, iterations)
-                or pull(cid, WARM, total, 0, warm_age, now)
+                (w[hot_tail] != NIL and pull(cid, HOT, total, 0, hot_age, now))
+                or rotate(cid, now, TAIL_TRIES, flushes)
+                or spill(cid, WARM, total, warm_age, now, iterations, flushes)
+                or (w[warm_tail] != NIL and pull(cid, WARM, total, 0, warm_age, now))
             ):
                 more = 1
             if segmented:
@@ -466,7 +481,7 @@ class LruOps:
             did += 1
         return did
 
-    def do_rotate_warm(self, cid: int, now: int, most: int) -> int:
+    def do_rotate_warm(self, cid: int, now: int, most: int, flushes: bool | None = None) -> int:
         """WARM's rescues without ``do_pull_tail``'s walk: up to ``most`` ACTIVE items at
         WARM's tail lose ACTIVE and go to WARM's head, one after the other, as its walk moves
         them (``moves_within_lru``). Returns how many moved; 0 when the tail is not a live
@@ -478,8 +493,8 @@ class LruOps:
         classes = self.classes
         w = classes[cid].words
         base = W_SUB + 4 * WARM
-        ol = self.oldest_live
-        flushes = bool((ol and ol <= now) or self.oldest_cas)
+        if flushes is None:
+            flushes = self.do_flushes(now)
         n = 0
         while n < most:
             t = int(w[base + 1])
