@@ -96,18 +96,22 @@ LIMITS = """\
 
 - Python's own CPU per request: a worker makes one recv and one send per request and one
   epoll_wait per ~20 events, as memcached does, and its kernel time per request (~6-8 us) is
-  about memcached's; the difference is user CPU: memcached spends 0.5-1.3 us per get, set or
-  10-key multi-get, we spend about 5, 10 and 20 (instruction counts: ~46,000 per get round
-  trip, ~15,000 of them in the store, ~67,000 per set in the store).
+  about memcached's; the difference is user CPU: memcached spends about 1 us per request, our
+  node about 9-11 (workers and supervisor together, memcaslap get90; instruction counts:
+  ~46,000 per get round trip, ~15,000 of them in the store, ~67,000 per set in the store).
 - The generator shares the 2 cores with the server, so server CPU per op decides throughput.
 - The GIL: one Python process runs one event loop at a time, so `-t N` runs N worker
   processes over one shared-memory segment and one store lock; on 2 cores the generator and
   the server share the CPUs, so extra workers help only while a core is left; {threads_line}
+- The store lock: with four workers on two cores a lock that slept on every contended acquire
+  made 1.3 futex calls per request; a waiter now tries again for about 100 us first.
+- The LRU maintainer runs in Python in the supervisor: under get90 it moves about one item
+  per request (memcached's counters show the same churn) and takes ~0.12 of a core.
 - Pipelining amortises the system calls over many requests, and answering a whole read batch
   with one send is where we beat memcached 1.6.18, which sends each get reply on its own.
-- What would move it further: fewer Python calls per request (a multi-get looking all its
-  keys up under one hold of the store lock; the lock's Python-level enter and exit, two calls
-  per lookup), or the parser and store lookup in C.
+- What would move it further: fewer Python calls per request (the lock's Python-level enter
+  and exit are two calls per lookup; the framer, the dispatch and the reply are a few more),
+  or the parser and the store lookup in C.
 """
 
 
