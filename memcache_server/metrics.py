@@ -225,6 +225,25 @@ GENERAL: tuple[tuple[str, str, str, str], ...] = (
         "Items reshuffled within HOT or WARM.",
     ),
     ("total_malloced", "memcached_malloced_bytes", GAUGE, "Bytes allocated to slab pages."),
+    # ours, present only with -o lru_admission=tinylfu (stats has the fields only then)
+    (
+        "lru_admission_kept",
+        "memcached_lru_admission_kept_total",
+        COUNTER,
+        "COLD tail items the admission policy found used more than the candidate: to WARM.",
+    ),
+    (
+        "lru_admission_rejected",
+        "memcached_lru_admission_rejected_total",
+        COUNTER,
+        "Candidates (HOT's tail) the admission policy evicted instead of a COLD item.",
+    ),
+    (
+        "lru_admission_resets",
+        "memcached_lru_admission_resets_total",
+        COUNTER,
+        "Times the admission policy's frequency sketch halved its counters.",
+    ),
     (
         "accepting_conns",
         "memcached_accepting_connections",
