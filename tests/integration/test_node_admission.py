@@ -4,8 +4,9 @@ far better than with memcached's rules alone, and the option shows in `stats set
 compare them).
 
 The workload is fixed and small, and the hot set is larger than WARM's share of memory, so
-with memcached's rules part of it must sit in COLD, where the scan evicts it whatever the
-maintainer's timing; the assertions are on how much of it is stored at the end, not on time.
+with memcached's rules part of it must sit in COLD, where the scan evicts what the hot reads
+do not rescue in time; the assertions are on how much of it is stored at the end (with a
+margin for that rescue, which depends on the node's pace), not on time.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import itertools
 import socket
 
+from metrics_client import Samples, metrics_url, scrape, value
 from procs import start_node
 
 HOT_KEYS = 15_000  # nearly three quarters of what -m 8 holds of these items (~20.7k)
@@ -47,11 +49,11 @@ def _stats(sock: socket.socket, sub: bytes = b"") -> dict[str, str]:
     return {p[1]: p[2] for p in (line.split(" ") for line in reply.split("\r\n")) if len(p) == 3}
 
 
-def _hot_set_kept(*args: str) -> tuple[float, dict[str, str], dict[str, str]]:
+def _hot_set_kept(*args: str) -> tuple[float, dict[str, str], dict[str, str], Samples]:
     """Store the hot set and read it twice, then scan SCAN_KEYS new keys reading one hot key
-    every fourth set. Returns the share of the hot set still stored, `stats settings` and
-    `stats`."""
-    node = start_node("-m", "8", "-t", "2", *args)
+    every fourth set. Returns the share of the hot set still stored, `stats settings`, `stats`
+    and a scrape of /metrics."""
+    node = start_node("-m", "8", "-t", "2", "--metrics-listen", ":0", *args)
     try:
         with node.connect(timeout=60) as sock:
             hot = [b"hot:%d" % i for i in range(HOT_KEYS)]
@@ -65,19 +67,29 @@ def _hot_set_kept(*args: str) -> tuple[float, dict[str, str], dict[str, str]]:
                 _set(sock, [b"scan:%d" % j for j in range(i, i + BATCH)])
                 _hits(sock, [next(cycle) for _ in range(BATCH // 4)])
             kept = sum(_hits(sock, hot[i : i + BATCH]) for i in range(0, HOT_KEYS, BATCH))
-            return kept / HOT_KEYS, _stats(sock, b"settings"), _stats(sock)
+            settings, stats = _stats(sock, b"settings"), _stats(sock)
+            return kept / HOT_KEYS, settings, stats, scrape(metrics_url(node))
     finally:
         node.stop()
 
 
 def test_tinylfu_keeps_a_hot_set_that_a_scan_pushes_out_of_the_segmented_lru() -> None:
-    plain, plain_settings, plain_stats = _hot_set_kept()
-    kept, settings, stats = _hot_set_kept("-o", "lru_admission=tinylfu")
+    plain, plain_settings, plain_stats, plain_metrics = _hot_set_kept()
+    kept, settings, stats, metrics = _hot_set_kept("-o", "lru_admission=tinylfu")
     assert kept >= 0.9, (kept, stats)
-    assert plain <= 0.6, plain
+    # memcached's rules alone keep what fits WARM plus what the hot reads rescue from COLD in
+    # time, which moves with how fast the node serves against the age limits (whole seconds):
+    # 0.25-0.61 measured over six runs on two cores
+    assert plain <= 0.75, plain
+    assert kept - plain >= 0.2, (kept, plain)
     assert int(stats["evictions"]) > 0 and int(plain_stats["evictions"]) > 0
     assert settings["lru_admission"] == "tinylfu"
     assert int(stats["lru_admission_kept"]) > 0
     assert int(stats["lru_admission_rejected"]) > 0
     assert "lru_admission" not in plain_settings
     assert not [name for name in plain_stats if name.startswith("lru_admission")]
+    # the same counters on /metrics, and none of them without the policy
+    for field in ("kept", "rejected", "resets"):
+        name = f"memcached_lru_admission_{field}_total"
+        assert value(metrics, name) == float(stats[f"lru_admission_{field}"]), name
+    assert not [name for name, _ in plain_metrics if name.startswith("memcached_lru_admission")]
