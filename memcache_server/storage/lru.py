@@ -453,15 +453,22 @@ class LruOps:
         cold_tail = W_SUB + 4 * COLD + 1
         hot_tail = W_SUB + 4 * HOT + 1
         warm_tail = W_SUB + 4 * WARM + 1
-        for _ in range(iterations):
+        # ``left`` bounds the items moved, not only the rounds: a WARM spill may move many in
+        # one round, and one call's work (one lock hold of the maintainer) must stay bounded
+        left = iterations
+        while left > 0:
             more = 0
-            if (
+            moved = (
                 (w[hot_tail] != NIL and pull(cid, HOT, total, 0, hot_age, now))
                 or rotate(cid, now, TAIL_TRIES, flushes)
-                or spill(cid, WARM, total, warm_age, now, iterations, flushes)
+                or spill(cid, WARM, total, warm_age, now, left, flushes)
                 or (w[warm_tail] != NIL and pull(cid, WARM, total, 0, warm_age, now))
-            ):
+            )
+            if moved:
                 more = 1
+                left -= moved
+            else:
+                left -= 1
             if segmented:
                 # COLD's pull does nothing to a live tail that is not ACTIVE: tested here,
                 # without the call, since that is nearly every round's COLD pull

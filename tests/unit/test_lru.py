@@ -458,3 +458,30 @@ def test_the_warm_spill_moves_what_single_warm_pulls_move() -> None:
     assert lru_keys(spill, c1, WARM) == [b"key009"]
     assert counter(spill, c1, "moves_to_cold") == counter(single, c2, "moves_to_cold") == 9
     assert c1.lru_bytes(COLD) == c2.lru_bytes(COLD) > 0
+
+
+def test_one_juggle_call_moves_a_bounded_number_of_items() -> None:
+    """The maintainer holds the lock for one call: a WARM list far over its share drains over
+    several calls, ``iterations`` items (and one tail walk) at a time, not all at once."""
+    s = make(warm_lru_pct=10)
+    c = cls(s)
+    for i in range(200):
+        put(s, b"key%03d" % i)
+        get(s, b"key%03d" % i)
+        get(s, b"key%03d" % i)
+    with s.lock:  # every item to WARM (each is ACTIVE in HOT), one pull each
+        while s.do_pull_tail(c.cid, HOT, 10**9, 0, 10**6, s.clock.now):
+            pass
+    assert c.lru_size(WARM) == 200
+    calls = 0
+    while True:
+        before = counter(s, c, "moves_to_cold")
+        with s.lock:
+            did = s.do_juggle(c.cid, s.clock.now, 10)
+        moved = counter(s, c, "moves_to_cold") - before
+        assert moved <= 10 + 5, moved
+        calls += 1
+        if not did:
+            break
+    assert c.lru_size(WARM) == 20  # 10% of the bytes in the end
+    assert calls >= 18
