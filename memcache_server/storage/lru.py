@@ -454,8 +454,9 @@ class LruOps:
         hot_tail = W_SUB + 4 * HOT + 1
         warm_tail = W_SUB + 4 * WARM + 1
         # ``left`` bounds the items moved, not only the rounds: a WARM spill may move many in
-        # one round, and one call's work (one lock hold of the maintainer) must stay bounded
-        left = iterations
+        # one round, and one call's work (one lock hold of the maintainer) must stay bounded.
+        # TAIL_TRIES per round, as single pulls could (a walk rescues up to TAIL_TRIES items).
+        left = iterations * TAIL_TRIES
         while left > 0:
             more = 0
             moved = (

@@ -462,7 +462,7 @@ def test_the_warm_spill_moves_what_single_warm_pulls_move() -> None:
 
 def test_one_juggle_call_moves_a_bounded_number_of_items() -> None:
     """The maintainer holds the lock for one call: a WARM list far over its share drains over
-    several calls, ``iterations`` items (and one tail walk) at a time, not all at once."""
+    several calls, ``iterations`` rounds' worth of items at a time, not all at once."""
     s = make(warm_lru_pct=10)
     c = cls(s)
     for i in range(200):
@@ -479,9 +479,9 @@ def test_one_juggle_call_moves_a_bounded_number_of_items() -> None:
         with s.lock:
             did = s.do_juggle(c.cid, s.clock.now, 10)
         moved = counter(s, c, "moves_to_cold") - before
-        assert moved <= 10 + 5, moved
+        assert moved <= 10 * 5 + 5, moved  # TAIL_TRIES a round, and one more walk
         calls += 1
         if not did:
             break
     assert c.lru_size(WARM) == 20  # 10% of the bytes in the end
-    assert calls >= 18
+    assert calls >= 4
