@@ -465,11 +465,8 @@ class LruOps:
                 or spill(cid, WARM, total, warm_age, now, left, flushes)
                 or (w[warm_tail] != NIL and pull(cid, WARM, total, 0, warm_age, now))
             )
-            if moved:
-                more = 1
-                left -= moved
-            else:
-                left -= 1
+            more = 1 if moved else 0
+            left -= moved or 1
             if segmented:
                 # COLD's pull does nothing to a live tail that is not ACTIVE: tested here,
                 # without the call, since that is nearly every round's COLD pull
@@ -528,5 +525,6 @@ class LruOps:
             c.q[s + 2] = head
             classes[head & 63].q[(head >> 6) + 1] = t
             w[base] = t
-        w[W_MOVES_WITHIN_LRU] += n
+        if n:
+            w[W_MOVES_WITHIN_LRU] += n
         return n
