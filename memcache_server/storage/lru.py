@@ -120,29 +120,17 @@ class LruOps:
             return TEMP
         return HOT if self.segmented else COLD
 
-    def do_link_q(self, lru: SlabClass, c: SlabClass, s: int, h: int, sub: int) -> None:
-        """Put the item at the head of list ``sub`` of class ``lru`` (do_item_link_q)."""
+    def do_move(self, lru: SlabClass, c: SlabClass, s: int, h: int, sub: int) -> None:
+        """Take the item off its list and put it at the head of list ``sub`` of class ``lru``
+        (memcached's do_item_unlink_q then do_item_link_q), in one step: the item's size is
+        read once. Every move between lists comes here, a read of a COLD item among them."""
         w = lru.words
-        base = W_SUB + 4 * sub
-        head = w[base]
-        c.q[s + 1] = NIL
-        c.q[s + 2] = head
-        if head != NIL:
-            self.classes[head & 63].q[(head >> 6) + 1] = h
-        else:
-            w[base + 1] = h
-        w[base] = h
-        w[base + 2] += 1
-        w[base + 3] += self.table.item_size(c.u1[8 * s + 40], c.u4[2 * s + 9], c.u4[2 * s + 8])
-        c.u1[8 * s + 42] = sub
-
-    def do_unlink_q(self, lru: SlabClass, c: SlabClass, s: int) -> None:
-        """Take the item off its list (do_item_unlink_q); it stays in the index."""
-        w = lru.words
-        base = W_SUB + 4 * c.u1[8 * s + 42]
-        p = c.q[s + 1]
-        n = c.q[s + 2]
         classes = self.classes
+        q = c.q
+        u1 = c.u1
+        base = W_SUB + 4 * u1[8 * s + 42]
+        p = q[s + 1]
+        n = q[s + 2]
         if p != NIL:
             classes[p & 63].q[(p >> 6) + 2] = n
         else:
@@ -151,12 +139,21 @@ class LruOps:
             classes[n & 63].q[(n >> 6) + 1] = p
         else:
             w[base + 1] = p
+        nbytes = self.table.item_size(u1[8 * s + 40], c.u4[2 * s + 9], c.u4[2 * s + 8])
         w[base + 2] -= 1
-        w[base + 3] -= self.table.item_size(c.u1[8 * s + 40], c.u4[2 * s + 9], c.u4[2 * s + 8])
-
-    def do_move(self, lru: SlabClass, c: SlabClass, s: int, h: int, sub: int) -> None:
-        self.do_unlink_q(lru, c, s)
-        self.do_link_q(lru, c, s, h, sub)
+        w[base + 3] -= nbytes
+        base = W_SUB + 4 * sub
+        head = w[base]
+        q[s + 1] = NIL
+        q[s + 2] = head
+        if head != NIL:
+            classes[head & 63].q[(head >> 6) + 1] = h
+        else:
+            w[base + 1] = h
+        w[base] = h
+        w[base + 2] += 1
+        w[base + 3] += nbytes
+        u1[8 * s + 42] = sub
 
     # ------------------------------------------------------------------ bumps
 
@@ -170,12 +167,14 @@ class LruOps:
         elif not bits & ACTIVE:
             if not bits & FETCHED:
                 c.u1[8 * s + 41] = bits | FETCHED
-            else:
+            elif c.u1[8 * s + 42] != COLD:
                 c.u1[8 * s + 41] = bits | ACTIVE
-                if c.u1[8 * s + 42] != COLD:
-                    c.u4[2 * s + 7] = now
-                else:
-                    self.do_item_update(c, s, h, now)
+                c.u4[2 * s + 7] = now
+            else:  # do_item_update's COLD case, inline: ACTIVE for the move, spent by it
+                c.u4[2 * s + 7] = now
+                lru = self.classes[self.table.largest] if bits & CHUNKED else c
+                self.do_move(lru, c, s, h, WARM)
+                lru.words[W_MOVES_TO_WARM] += 1
 
     def do_item_update(self, c: SlabClass, s: int, h: int, now: int) -> None:
         """memcached's do_item_update: an ACTIVE item in COLD moves to WARM, any other has its
@@ -445,26 +444,29 @@ class LruOps:
             did += spilled
             iterations -= spilled
         pull = self.do_pull_tail
-        rotate = self.do_rotate_warm
-        spill = self.do_spill
+        walk = self.do_warm_walk
         segmented = self.segmented
         classes = self.classes
         w = cls.words
         cold_tail = W_SUB + 4 * COLD + 1
         hot_tail = W_SUB + 4 * HOT + 1
         warm_tail = W_SUB + 4 * WARM + 1
-        # ``left`` bounds the items moved, not only the rounds: a WARM spill may move many in
+        # A HOT pull that did nothing does nothing again in this call: nothing here adds to
+        # HOT, and its limit and ``now`` are fixed. Skipping it saves a call a round.
+        hot_idle = w[hot_tail] == NIL
+        # ``left`` bounds the items moved, not only the rounds: a WARM walk may move many in
         # one round, and one call's work (one lock hold of the maintainer) must stay bounded.
         # TAIL_TRIES per round, as single pulls could (a walk rescues up to TAIL_TRIES items).
         left = iterations * TAIL_TRIES
         while left > 0:
-            more = 0
-            moved = (
-                (w[hot_tail] != NIL and pull(cid, HOT, total, 0, hot_age, now))
-                or rotate(cid, now, TAIL_TRIES, flushes)
-                or spill(cid, WARM, total, warm_age, now, left, flushes)
-                or (w[warm_tail] != NIL and pull(cid, WARM, total, 0, warm_age, now))
-            )
+            moved = 0
+            if not hot_idle:
+                moved = pull(cid, HOT, total, 0, hot_age, now)
+                hot_idle = not moved or w[hot_tail] == NIL
+            if not moved:
+                moved = walk(cid, total, warm_age, now, left, flushes) or (
+                    w[warm_tail] != NIL and pull(cid, WARM, total, 0, warm_age, now)
+                )
             more = 1 if moved else 0
             left -= moved or 1
             if segmented:
@@ -486,45 +488,93 @@ class LruOps:
             did += 1
         return did
 
-    def do_rotate_warm(self, cid: int, now: int, most: int, flushes: bool | None = None) -> int:
-        """WARM's rescues without ``do_pull_tail``'s walk: up to ``most`` ACTIVE items at
-        WARM's tail lose ACTIVE and go to WARM's head, one after the other, as its walk moves
-        them (``moves_within_lru``). Returns how many moved; 0 when the tail is not a live
-        ACTIVE item, which ``do_pull_tail`` then decides.
+    def do_warm_walk(
+        self,
+        cid: int,
+        total_bytes: int,
+        max_age: int,
+        now: int,
+        most: int,
+        flushes: bool | None = None,
+    ) -> int:
+        """The juggle's WARM tail pulls in one walk from the tail, up to ``most`` items: an
+        ACTIVE one loses ACTIVE and goes to WARM's head (``moves_within_lru``), an idle one
+        goes to COLD's head while WARM is over its share of ``total_bytes`` or the item is
+        older than ``max_age`` (``moves_to_cold``). It stops at the first item that is
+        neither, or expired, or flushed: that one is left for ``do_pull_tail``, which decides
+        it as memcached does. Returns how many moved.
 
-        Why: under a read-heavy load every WARM item read again comes back to WARM's tail
-        ACTIVE, so the maintainer's work grows with the hits; a move within one list changes
-        no count or byte total, so it is the four link writes alone."""
+        Why one walk: under reads spread over the whole cache, WARM's tail alternates ACTIVE
+        items (read again while in WARM) and idle ones (to go back to COLD), a few of each.
+        Rescues and spills in separate calls made a juggle round per two or three items, and
+        the calls' setup was most of the maintainer's cost; here each item costs its own link
+        writes alone, and the lists' counts and byte totals are written once. The items end
+        where memcached's successive tail pulls put them: rescued ones at WARM's head in the
+        order rescued, cooled ones at COLD's head, the last moved first."""
         classes = self.classes
         w = classes[cid].words
+        limit = total_bytes * self.lru_settings.warm_lru_pct // 100
         base = W_SUB + 4 * WARM
+        cold = W_SUB + 4 * COLD
+        left = int(w[base + 3])
         if flushes is None:
             flushes = self.do_flushes(now)
-        n = 0
-        while n < most:
+        size = self.table.item_size
+        rescued = 0
+        cooled = 0
+        cooled_bytes = 0
+        while rescued + cooled < most:
             t = int(w[base + 1])
             if t == NIL:
                 break
             c = classes[t & 63]
             s = t >> 6
-            bits = c.u1[8 * s + 41]
-            if not bits & ACTIVE:
-                break
+            u1 = c.u1
+            bits = u1[8 * s + 41]
             exp = c.u4[2 * s + 6]
             if (exp and exp < now) or (flushes and self.do_is_flushed(c, s, now)):
                 break
-            c.u1[8 * s + 41] = bits & ~ACTIVE
-            n += 1
-            p = int(c.q[s + 1])
-            if p == NIL:
-                break  # the only item: it is its own head, and the walk ends there
-            classes[p & 63].q[(p >> 6) + 2] = NIL
+            q = c.q
+            p = int(q[s + 1])
+            if bits & ACTIVE:
+                u1[8 * s + 41] = bits & ~ACTIVE
+                rescued += 1
+                if p == NIL:
+                    break  # the only item: it is its own head, and the walk ends there
+                classes[p & 63].q[(p >> 6) + 2] = NIL
+                w[base + 1] = p
+                head = int(w[base])
+                q[s + 1] = NIL
+                q[s + 2] = head
+                classes[head & 63].q[(head >> 6) + 1] = t
+                w[base] = t
+                continue
+            if left <= limit and now - c.u4[2 * s + 7] <= max_age:
+                break
+            nbytes = size(u1[8 * s + 40], c.u4[2 * s + 9], c.u4[2 * s + 8])
+            left -= nbytes
+            cooled += 1
+            cooled_bytes += nbytes
+            if p != NIL:
+                classes[p & 63].q[(p >> 6) + 2] = NIL
+            else:
+                w[base] = NIL
             w[base + 1] = p
-            head = int(w[base])
-            c.q[s + 1] = NIL
-            c.q[s + 2] = head
-            classes[head & 63].q[(head >> 6) + 1] = t
-            w[base] = t
-        if n:
-            w[W_MOVES_WITHIN_LRU] += n
-        return n
+            head = int(w[cold])
+            q[s + 1] = NIL
+            q[s + 2] = head
+            if head != NIL:
+                classes[head & 63].q[(head >> 6) + 1] = t
+            else:
+                w[cold + 1] = t
+            w[cold] = t
+            u1[8 * s + 42] = COLD
+        if rescued:
+            w[W_MOVES_WITHIN_LRU] += rescued
+        if cooled:
+            w[base + 2] -= cooled
+            w[base + 3] -= cooled_bytes
+            w[cold + 2] += cooled
+            w[cold + 3] += cooled_bytes
+            w[W_MOVES_TO_COLD] += cooled
+        return rescued + cooled

@@ -399,7 +399,7 @@ def test_the_hot_spill_empties_hot_and_fills_an_empty_cold() -> None:
     assert lru_keys(s, c, COLD) == [b"key004", b"key003", b"key001", b"key000"]
 
 
-def test_warm_rotation_rescues_active_tail_items_as_the_tail_pull_does() -> None:
+def test_the_warm_walk_rescues_active_tail_items_as_the_tail_pull_does() -> None:
     twins = make(warm_lru_pct=100), make(warm_lru_pct=100)  # WARM may hold every item
     for s in twins:
         for i in range(10):
@@ -413,11 +413,12 @@ def test_warm_rotation_rescues_active_tail_items_as_the_tail_pull_does() -> None
     rot, ref = twins
     c1, c2 = cls(rot), cls(ref)
     assert where(rot, b"key000")[0] == WARM and where(rot, b"key000")[1] & ACTIVE
-    with rot.lock:
-        assert rot.do_rotate_warm(c1.cid, rot.clock.now, 5) == 5  # a tail walk's tries
-        assert rot.do_rotate_warm(c1.cid, rot.clock.now, 5) == 2  # key005, key006
-        assert rot.do_rotate_warm(c1.cid, rot.clock.now, 5) == 0  # key007 is idle
     total = sum(c2.lru_bytes(sub) for sub in (HOT, WARM, COLD))
+    now = rot.clock.now
+    with rot.lock:
+        assert rot.do_warm_walk(c1.cid, total, 10**6, now, 5) == 5  # a tail walk's tries
+        assert rot.do_warm_walk(c1.cid, total, 10**6, now, 5) == 2  # key005, key006
+        assert rot.do_warm_walk(c1.cid, total, 10**6, now, 5) == 0  # key007: idle, WARM in share
     with ref.lock:
         assert ref.do_pull_tail(c2.cid, WARM, total, 0, 10**6, ref.clock.now) == 5
     assert lru_keys(rot, c1, WARM)[2:] == lru_keys(ref, c2, WARM)[:8]  # the first five moves
@@ -427,14 +428,14 @@ def test_warm_rotation_rescues_active_tail_items_as_the_tail_pull_does() -> None
     assert not any(where(rot, b"key%03d" % i)[1] & ACTIVE for i in range(10) if i != 8)
     assert where(rot, b"key008")[1] & ACTIVE  # behind the idle key007: not reached
     with rot.lock:
-        assert rot.do_rotate_warm(c1.cid, rot.clock.now, 5) == 0
+        assert rot.do_warm_walk(c1.cid, total, 10**6, now, 5) == 0
     # the tail pull's next walk rescues key005 and key006 too, and both end in the same lists
     assert juggle(rot, c1) == 0 and juggle(ref, c2) > 0
     assert _lists(rot) == _lists(ref)
     assert counter(ref, c2, "moves_within_lru") == 7
 
 
-def test_the_warm_spill_moves_what_single_warm_pulls_move() -> None:
+def test_the_warm_walk_moves_what_single_warm_pulls_move() -> None:
     twins = make(warm_lru_pct=10), make(warm_lru_pct=10)
     for s in twins:
         for i in range(10):
@@ -449,7 +450,7 @@ def test_the_warm_spill_moves_what_single_warm_pulls_move() -> None:
     c1, c2 = cls(spill), cls(single)
     total = sum(c1.lru_bytes(sub) for sub in (HOT, WARM, COLD))
     with spill.lock:
-        assert spill.do_spill(c1.cid, WARM, total, 10**6, spill.clock.now, 500) == 9  # 10% stays
+        assert spill.do_warm_walk(c1.cid, total, 10**6, spill.clock.now, 500) == 9  # 10% stays
     with single.lock:
         for _ in range(9):
             assert single.do_pull_tail(c2.cid, WARM, total, 0, 10**6, single.clock.now) == 1
@@ -458,6 +459,40 @@ def test_the_warm_spill_moves_what_single_warm_pulls_move() -> None:
     assert lru_keys(spill, c1, WARM) == [b"key009"]
     assert counter(spill, c1, "moves_to_cold") == counter(single, c2, "moves_to_cold") == 9
     assert c1.lru_bytes(COLD) == c2.lru_bytes(COLD) > 0
+
+
+def test_the_warm_walk_mixes_rescues_and_moves_to_cold_as_single_pulls_do() -> None:
+    """WARM's tail alternating ACTIVE and idle items (reads spread over a cache): one walk
+    ends with the lists, counts and byte totals that successive tail pulls leave."""
+    twins = make(warm_lru_pct=30), make(warm_lru_pct=30)
+    for s in twins:
+        for i in range(20):
+            put(s, b"key%03d" % i)
+            get(s, b"key%03d" % i)
+            get(s, b"key%03d" % i)
+        with s.lock:  # all twenty ACTIVE HOT items to WARM, idle there
+            for _ in range(20):
+                assert s.do_pull_tail(cls(s).cid, HOT, 10**9, 0, 10**6, s.clock.now) == 1
+        for i in range(0, 20, 3):  # every third read again: ACTIVE among idle ones
+            get(s, b"key%03d" % i)
+    walk, single = twins
+    c1, c2 = cls(walk), cls(single)
+    total = sum(c1.lru_bytes(sub) for sub in (HOT, WARM, COLD))
+    with walk.lock:
+        moved = walk.do_warm_walk(c1.cid, total, 10**6, walk.clock.now, 500)
+    pulled = 0
+    with single.lock:
+        while n := single.do_pull_tail(c2.cid, WARM, total, 0, 10**6, single.clock.now):
+            pulled += n
+    assert moved == pulled > 0
+    assert _lists(walk) == _lists(single)
+    assert lru_keys(walk, c1, COLD) and lru_keys(walk, c1, WARM)
+    for sub in (WARM, COLD):
+        assert c1.lru_bytes(sub) == c2.lru_bytes(sub)
+        assert c1.lru_size(sub) == c2.lru_size(sub) == len(lru_keys(walk, c1, sub))
+    for name in ("moves_to_cold", "moves_within_lru"):
+        assert counter(walk, c1, name) == counter(single, c2, name) > 0
+    assert not any(where(walk, k)[1] & ACTIVE for k in lru_keys(walk, c1, WARM))
 
 
 def test_one_juggle_call_moves_a_bounded_number_of_items() -> None:
