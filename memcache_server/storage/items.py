@@ -33,8 +33,10 @@ from memcache_server.storage.proclock import ProcessLock
 from memcache_server.storage.segment import ALIGN, Segment, Word
 from memcache_server.storage.slabclass import (
     CHUNKED,
+    COLD,
     DATA_CHUNK,
     HEADER_BYTES,
+    HOT,
     IN_USE,
     KILL_NONE,
     NIL,
@@ -524,19 +526,26 @@ class Items(LruOps):
     def do_write_item(
         self, key: bytes, flags: int, exp_abs: int, body: bytes | bytearray | memoryview, now: int,
         ntotal: int = 0, layout: list[tuple[int, int]] | None = None, linked: bool = True,
+        cid: int = 0,
     ) -> tuple[Outcome, int]:
         """Allocate and fill an item (not yet linked). Returns (outcome, handle).
 
         ``layout``: (class, bytes) of each data chunk of a chunked item, where memcached chains
         them otherwise than for a set (``SlabTable.joined_chunks``). ``linked=False``: an item
         that will never be linked (memcached's item for an append's incoming value): it takes
-        no CAS number and is not marked IN_USE, so a repair pass frees it."""
+        no CAS number and is not marked IN_USE, so a repair pass frees it. ``ntotal`` and
+        ``cid``: the item's size and class, when the caller has them already (a set does).
+
+        The plain set path is written out here (the free chunk taken, the CAS number counted)
+        rather than through ``do_alloc`` and ``do_next_cas``: each call saved was about 0.1 us
+        of a set's few."""
         table = self.table
         nbytes = len(body)
         nkey = len(key)
         if not ntotal:
             ntotal = table.item_size(nkey, flags, nbytes)
-        cid = table.class_for(ntotal)
+        if not cid:
+            cid = table.class_for(ntotal)
         if cid == 0:
             return Outcome.TOO_LARGE, NIL
         header = self.header_fn(key, flags, nbytes)[self.lead_len :]
@@ -548,10 +557,12 @@ class Items(LruOps):
                 # readers make the rest of the line (``do_value_line``).
                 header = key
                 plen = nkey
-            slot = self.do_alloc(cid, now)
-            if slot == NIL:
-                return Outcome.NO_MEMORY, NIL
             c = self.classes[cid]
+            slot = c.pop_free() if self.segmented else NIL  # do_alloc's first step
+            if slot == NIL:
+                slot = self.do_alloc_pull(cid, now)
+                if slot == NIL:
+                    return Outcome.NO_MEMORY, NIL
             page = c.page_area
             base = 8 * slot + 48  # c.at(slot)
             page[base : base + plen] = header
@@ -612,8 +623,15 @@ class Items(LruOps):
         u1 = c.u1
         i1 = 8 * slot
         u1[i1 + 40] = nkey
-        u1[i1 + 42] = self.do_sub_for(exp_abs, now)
-        c.q[slot] = self.do_next_cas() if linked else 0
+        u1[i1 + 42] = self.do_sub_for(exp_abs, now) if self.lru_settings.temp_lru else (
+            HOT if self.segmented else COLD
+        )
+        if linked and self.limits.use_cas:  # do_next_cas
+            w = self.words
+            w[W_NEXT_CAS] += 1
+            c.q[slot] = w[W_NEXT_CAS]
+        else:
+            c.q[slot] = 0
         u1[i1 + 41] = bits if linked else bits & ~IN_USE  # last: complete from here on
         return Outcome.STORED, (slot << 6) | c.cid
 

@@ -245,7 +245,7 @@ class Store(StoreStats):
                     return Outcome.EXISTS
                 lru.cas_hits += 1
             outcome, h = self.do_write_item(
-                key, flags, exptime_to_abs(exptime, clock), body, now, ntotal
+                key, flags, exptime_to_abs(exptime, clock), body, now, ntotal, cid=cid
             )
             if outcome != Outcome.STORED:
                 if mode == Mode.SET:
