@@ -456,7 +456,6 @@ class Items(LruOps):
         """A get hit, counted in the item's LRU class and on the list it sits on (memcached's
         lru_hits, shown as hits_to_hot..hits_to_temp; get_hits is their sum)."""
         lru = self.classes[self.table.largest] if c.u1[8 * s + 41] & CHUNKED else c
-        lru.get_hits += 1
         lru.words[W_HITS + c.u1[8 * s + 42]] += 1
 
     def do_find(self, key: bytes, now: int) -> int:

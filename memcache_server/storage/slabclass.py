@@ -29,7 +29,6 @@ __all__ = [
     "TOKEN_SENT",
     "KEY_BINARY",
     "W_COUNTERS",
-    "W_GET_HITS",
     "W_CMD_SET",
     "W_TOUCH_HITS",
     "W_DELETE_HITS",
@@ -136,7 +135,6 @@ CLASS_COUNTERS: tuple[str, ...] = SLAB_COUNTERS + (
     "crawler_items_checked",
 )
 # The counters the request path bumps, indexed directly there (a Word attribute costs a call).
-W_GET_HITS = W_COUNTERS + CLASS_COUNTERS.index("get_hits")
 W_CMD_SET = W_COUNTERS + CLASS_COUNTERS.index("cmd_set")
 W_TOUCH_HITS = W_COUNTERS + CLASS_COUNTERS.index("touch_hits")
 W_DELETE_HITS = W_COUNTERS + CLASS_COUNTERS.index("delete_hits")
@@ -189,7 +187,7 @@ class SlabClass:
     # slots from there on are not handed out again.
     kill_lo = Word(W_KILL_LO)
     # Counters, one shared copy written under the store's lock (``stats slabs``/``items``).
-    get_hits = Word(W_COUNTERS + 0)
+    # get_hits: the word stays in the layout unused; counters() sums the per-list hits
     cmd_set = Word(W_COUNTERS + 1)
     delete_hits = Word(W_COUNTERS + 2)
     incr_hits = Word(W_COUNTERS + 3)
@@ -238,9 +236,15 @@ class SlabClass:
         self.reset_counters()
 
     def counters(self) -> dict[str, int]:
-        """The class's counters by name (a snapshot, read under the store's lock)."""
-        return dict(zip(CLASS_COUNTERS, self.words[W_COUNTERS : W_COUNTERS + len(CLASS_COUNTERS)]
-                        .tolist(), strict=True))
+        """The class's counters by name (a snapshot, read under the store's lock).
+
+        ``get_hits`` is the sum of the hits on each list (hits_to_hot .. hits_to_temp), as
+        memcached sums its lru_hits into the class's get_hits: a hit writes one counter."""
+        w = self.words
+        out = dict(zip(CLASS_COUNTERS, w[W_COUNTERS : W_COUNTERS + len(CLASS_COUNTERS)].tolist(),
+                       strict=True))
+        out["get_hits"] = sum(w[W_HITS : W_HITS + SUB_LRUS].tolist())
+        return out
 
     def reset_counters(self) -> None:
         """``stats reset``: zero every counter (not the gauges: pages, items, lists)."""

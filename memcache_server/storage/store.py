@@ -43,7 +43,6 @@ from memcache_server.storage.slabclass import (
     SLAB_COUNTERS,
     W_CMD_SET,
     W_DELETE_HITS,
-    W_GET_HITS,
     W_HITS,
     W_TOUCH_HITS,
 )
@@ -145,8 +144,7 @@ class Store(StoreStats):
         else:  # only the key is stored: make the line (see do_write_item)
             out += self.do_value_line(c, s, view[base : base + plen])
             out += view[base + plen : base + plen + c.u4[2 * s + 8]]
-        c.words[W_GET_HITS] += 1
-        c.words[W_HITS + c.u1[8 * s + 42]] += 1
+        c.words[W_HITS + c.u1[8 * s + 42]] += 1  # get_hits is their sum (counters())
         # A hot item is ACTIVE already: the bump is one test (memcached's do_item_bump).
         if not bits & ACTIVE or not self.segmented:
             self.do_item_bump(c, s, h, now)
