@@ -62,7 +62,9 @@ class Maintainer(threading.Thread):
             if nxt > 0:
                 to_sleep = min(to_sleep, nxt)
                 continue
-            did = self.juggle(cid)
+            # A class with no items has nothing to juggle: it backs off without the lock (the
+            # lists' counts are read racily; a class filling now is juggled next pass).
+            did = self.juggle(cid) if st.classes[cid].items else 0
             backoff = int(w[W_JUGGLE_BACKOFF])
             if did == 0:
                 backoff = backoff + backoff // 8 if backoff else MIN_SLEEP_US
