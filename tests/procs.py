@@ -110,15 +110,31 @@ def _running(pid: int, started: str) -> bool:
 
 
 def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
+    """Return once a connection to ``host:port`` succeeds, and once the server has closed it.
+
+    Why wait for the server's close: a server that lists its connections (``stats conns``)
+    or counts them still held the probe until it read the probe's end, so a test asking
+    right away could see it there. Our half-close, then reading to the server's end of the
+    stream, makes the server's close of the probe part of the wait (a server that does not
+    answer the half-close within 2 s is left to it)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            socket.create_connection((host, port), timeout=0.5).close()
-            return
+            probe = socket.create_connection((host, port), timeout=0.5)
         except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+            continue
+        with probe:
+            probe.settimeout(2.0)
+            try:
+                probe.shutdown(socket.SHUT_WR)
+                while probe.recv(4096):
+                    pass
+            except OSError:
+                pass
+        return
 
 
 # Under the GIL a node runs one event loop whatever -t says (see app.py); this environment makes
