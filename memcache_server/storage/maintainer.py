@@ -8,9 +8,11 @@ waits 1/8 longer each time, up to a second, and one where something moved halves
 The thread sleeps for the shortest wait left.
 
 Rules: it only touches the store through its lock, a bounded number of tail pulls per hold
-(``HOLD_ITERATIONS``), so requests never wait long behind it. Its pacing state (each class's
-next juggle and back-off) and its wake-up counter live in the segment, like everything else the
-LRU keeps, so when the node runs several processes this thread can run in the supervisor alone.
+(``HOLD_ITERATIONS``), so requests never wait long behind it; and it waits for the lock
+without spinning (a plain blocking acquire), so a request that wants it takes it first. Its
+pacing state (each class's next juggle and back-off) and its wake-up counter live in the
+segment, like everything else the LRU keeps, so when the node runs several processes this
+thread can run in the supervisor alone.
 Unlike memcached it always sleeps at least MIN_SLEEP_US between passes: under a GIL a spinning
 maintainer would take the interpreter away from the request loops.
 """
@@ -85,8 +87,11 @@ class Maintainer(threading.Thread):
         left = JUGGLE_ITERATIONS
         while left > 0 and not self._stopped.is_set():
             n = min(HOLD_ITERATIONS, left)
-            with st.lock:
+            st.lock.acquire()  # no spin: a request waiting for the lock goes first
+            try:
                 done = st.do_juggle(cid, st.clock.now, n)
+            finally:
+                st.lock.release()
             did += done
             left -= n
             if done < n:
