@@ -105,8 +105,12 @@ LIMITS = """\
   the server share the CPUs, so extra workers help only while a core is left; {threads_line}
 - The store lock: with four workers on two cores a lock that slept on every contended acquire
   made 1.3 futex calls per request; a waiter now tries again for about 100 us first.
-- The LRU maintainer runs in Python in the supervisor: under get90 it moves about one item
-  per request (memcached's counters show the same churn) and takes ~0.12 of a core.
+- The segmented LRU's churn, in Python: with reads spread over the whole cache, a read of an
+  item in COLD moves it to WARM (in the worker, under the lock), and the maintainer moves
+  about as many back to COLD and rescues those read again in WARM. memcached's counters show
+  the same churn (about one move per get90 request, and per key of a 10-key multi-get);
+  each move is ~25 reads and writes of shared words here. Without the maintainer
+  (`-o no_lru_maintainer`, a flat LRU) the 10-key multi-get runs ~1.3x faster.
 - Pipelining amortises the system calls over many requests, and answering a whole read batch
   with one send is where we beat memcached 1.6.18, which sends each get reply on its own.
 - What would move it further: fewer Python calls per request (the lock's Python-level enter
