@@ -167,14 +167,12 @@ class LruOps:
         elif not bits & ACTIVE:
             if not bits & FETCHED:
                 c.u1[8 * s + 41] = bits | FETCHED
-            elif c.u1[8 * s + 42] != COLD:
+            else:
                 c.u1[8 * s + 41] = bits | ACTIVE
-                c.u4[2 * s + 7] = now
-            else:  # do_item_update's COLD case, inline: ACTIVE for the move, spent by it
-                c.u4[2 * s + 7] = now
-                lru = self.classes[self.table.largest] if bits & CHUNKED else c
-                self.do_move(lru, c, s, h, WARM)
-                lru.words[W_MOVES_TO_WARM] += 1
+                if c.u1[8 * s + 42] != COLD:
+                    c.u4[2 * s + 7] = now
+                else:
+                    self.do_item_update(c, s, h, now)
 
     def do_item_update(self, c: SlabClass, s: int, h: int, now: int) -> None:
         """memcached's do_item_update: an ACTIVE item in COLD moves to WARM, any other has its
@@ -346,19 +344,20 @@ class LruOps:
         most: int,
         flushes: bool | None = None,
     ) -> int:
-        """Many of the juggle's HOT or WARM tail pulls in one step: the run of items at list
-        ``sub``'s tail that ``do_pull_tail`` would move to COLD one by one (live, not ACTIVE,
-        and the list over its share of ``total_bytes`` or the item older than ``max_age``), at
-        most ``most``, cut off the list and put at COLD's head in one splice. Returns how many
-        moved.
+        """Many of the juggle's HOT tail pulls in one step: the run of items at list ``sub``'s
+        tail that ``do_pull_tail`` would move to COLD one by one (live, not ACTIVE, and the
+        list over its share of ``total_bytes`` or the item older than ``max_age``), at most
+        ``most``, cut off the list and put at COLD's head in one splice. Returns how many
+        moved. (The juggle calls it for HOT; WARM, whose tail mixes rescues and moves to COLD,
+        goes through ``do_warm_walk``.)
 
-        Why: every new item leaves HOT this way once, and items read twice cycle through WARM
-        and back to COLD; one tail pull per item (a method call, its list unlink and link, a
-        dozen field reads) was most of the maintainer's cost. The run keeps its order, so COLD
-        ends as it would after the single moves (the newest of the run at the head). The item
-        the run stops at (ACTIVE, expired, flushed, or young while the list is within its
-        share) is left for ``do_pull_tail``, which decides it as memcached does. ``flushes``:
-        whether a flush may have killed items (``do_flushes``), when the caller knows."""
+        Why: every new item leaves HOT this way once; one tail pull per item (a method call,
+        its list unlink and link, a dozen field reads) was most of the maintainer's cost. The
+        run keeps its order, so COLD ends as it would after the single moves (the newest of the
+        run at the head). The item the run stops at (ACTIVE, expired, flushed, or young while
+        the list is within its share) is left for ``do_pull_tail``, which decides it as
+        memcached does. ``flushes``: whether a flush may have killed items (``do_flushes``),
+        when the caller knows."""
         classes = self.classes
         w = classes[cid].words
         cfg = self.lru_settings

@@ -19,7 +19,9 @@ maintainer would take the interpreter away from the request loops.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 from memcache_server.storage.lru import JUGGLE_ITERATIONS
 from memcache_server.storage.slabclass import W_JUGGLE_BACKOFF, W_JUGGLE_NEXT
@@ -54,7 +56,7 @@ class Maintainer(threading.Thread):
         st = self.store
         last_sleep = max(last_sleep, MIN_SLEEP_US)
         to_sleep = MAX_SLEEP_US
-        with st.lock:
+        with self._held():
             st.lru_maintainer_juggles += 1
         for cid in range(1, len(st.classes)):
             w = st.classes[cid].words
@@ -80,6 +82,17 @@ class Maintainer(threading.Thread):
             to_sleep = min(to_sleep, backoff)
         return max(to_sleep, MIN_SLEEP_US)
 
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        """The store's lock, taken by a plain blocking acquire: no spin, so a request waiting
+        for it goes first (a request spins, since its wait is its latency; this is not)."""
+        lock = self.store.lock
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
     def juggle(self, cid: int) -> int:
         """memcached's lru_maintainer_juggle for one class, in lock holds of HOLD_ITERATIONS."""
         st = self.store
@@ -87,11 +100,8 @@ class Maintainer(threading.Thread):
         left = JUGGLE_ITERATIONS
         while left > 0 and not self._stopped.is_set():
             n = min(HOLD_ITERATIONS, left)
-            st.lock.acquire()  # no spin: a request waiting for the lock goes first
-            try:
+            with self._held():
                 done = st.do_juggle(cid, st.clock.now, n)
-            finally:
-                st.lock.release()
             did += done
             left -= n
             if done < n:
