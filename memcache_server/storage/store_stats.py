@@ -67,11 +67,16 @@ class StoreStats(Items):
             return [(b << 5, n) for b, n in sorted(self.sizes.counts.items())]
 
     def class_stats(self) -> list[ClassStats]:
-        """Snapshot of every class (callers filter: stats slabs shows classes with pages)."""
+        """Snapshot of every class (callers filter: stats slabs shows classes with pages).
+
+        One hold of the lock per class, not one for all: a snapshot of all 40 classes took
+        about 340 us, a stall of every worker, once a second for the automover and on every
+        ``stats``. Each class is consistent in itself; across classes the figures are read a
+        few microseconds apart, as memcached's per-LRU locks read them."""
         now = self.clock.now
         out = []
-        with self.lock:
-            for c in self.classes[1:]:
+        for c in self.classes[1:]:
+            with self.lock:
                 out.append(
                     ClassStats(
                         cid=c.cid,
