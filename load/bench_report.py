@@ -104,18 +104,24 @@ LIMITS = """\
   processes over one shared-memory segment and one store lock; on 2 cores the generator and
   the server share the CPUs, so extra workers help only while a core is left; {threads_line}
 - The store lock: with four workers on two cores a lock that slept on every contended acquire
-  made 1.3 futex calls per request; a waiter now tries again for about 100 us first.
+  made 1.3 futex calls per request; a waiter now tries again for about 100 us first, and the
+  background work (the LRU maintainer, the crawler, the automover's snapshot) holds it in
+  pieces of tens of microseconds, not hundreds.
 - The segmented LRU's churn, in Python: with reads spread over the whole cache, a read of an
   item in COLD moves it to WARM (in the worker, under the lock), and the maintainer moves
   about as many back to COLD and rescues those read again in WARM. memcached's counters show
   the same churn (about one move per get90 request, and per key of a 10-key multi-get);
   each move is ~25 reads and writes of shared words here. Without the maintainer
-  (`-o no_lru_maintainer`, a flat LRU) the 10-key multi-get runs ~1.3x faster.
+  (`-o no_lru_maintainer`, a flat LRU) the 10-key multi-get runs ~1.1x faster.
 - Pipelining amortises the system calls over many requests, and answering a whole read batch
   with one send is where we beat memcached 1.6.18, which sends each get reply on its own.
-- What would move it further: fewer Python calls per request (the lock's Python-level enter
-  and exit are two calls per lookup; the framer, the dispatch and the reply are a few more),
-  or the parser and the store lookup in C.
+- A request runs after a context switch, with cold caches: under the one-connection probe a
+  worker spends ~14 us of user CPU per request, against ~6 us for the same path in a warm
+  loop, so every step saved counts about twice there. A read that is one get line skips
+  the framer and the dispatch for that reason.
+- What would move it further: fewer Python steps per request (a set is ~80 reads and writes
+  of shared words; a lock hold is ~230 ns, most of it the semaphore's own), or the parser
+  and the store lookup in C.
 """
 
 
