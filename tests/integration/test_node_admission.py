@@ -17,7 +17,8 @@ import socket
 from metrics_client import Samples, metrics_url, scrape, value
 from procs import start_node
 
-HOT_KEYS = 15_000  # nearly three quarters of what -m 8 holds of these items (~20.7k)
+HOT_KEYS = 18_000  # 87% of what -m 8 holds of these items (~20.7k): HOT and WARM's shares
+# (60% of memory) cannot hold it all, whatever the node's pace
 SCAN_KEYS = 60_000
 BATCH = 200
 VALUE = b"x" * 200
@@ -77,10 +78,11 @@ def test_tinylfu_keeps_a_hot_set_that_a_scan_pushes_out_of_the_segmented_lru() -
     plain, plain_settings, plain_stats, plain_metrics = _hot_set_kept()
     kept, settings, stats, metrics = _hot_set_kept("-o", "lru_admission=tinylfu")
     assert kept >= 0.9, (kept, stats)
-    # memcached's rules alone keep what fits WARM plus what the hot reads rescue from COLD in
-    # time, which moves with how fast the node serves against the age limits (whole seconds):
-    # 0.25-0.61 measured over six runs on two cores
-    assert plain <= 0.75, plain
+    # memcached's rules alone keep what fits HOT and WARM plus what the hot reads rescue from
+    # COLD in time, which moves with how fast the node serves against the age limits (whole
+    # seconds) and how promptly the maintainer juggles: with 15,000 hot keys, 0.25-0.61 once,
+    # then 0.74-0.82 after the maintainer's lock holds were shortened; with 18,000, 0.61
+    assert plain <= 0.8, plain  # and 0.2 below the policy, next
     assert kept - plain >= 0.2, (kept, plain)
     assert int(stats["evictions"]) > 0 and int(plain_stats["evictions"]) > 0
     assert settings["lru_admission"] == "tinylfu"
