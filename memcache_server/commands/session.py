@@ -33,37 +33,8 @@ __all__ = ["Session", "Suspended"]
 # A read that is one get line: one space, then the key (no space, NUL or newline), then CRLF.
 # The framer reads the same line the same way: the key ends at the last CR before the LF.
 _LONE_GET = re.compile(rb"get ([^ \x00\n]+)\r\n").fullmatch
-# The line of a storage command as every client writes it: a key the framer takes whole (at
-# most KEY_MAX_LENGTH), numbers the framer reads with int() (at most 9 digits), and noreply or
-# nothing after them. What follows the line is its data block.
-_LONE_STORE = re.compile(
-    rb"(set|add|replace|append|prepend) ([^ \x00\n]{1,%d}) ([0-9]{1,9}) ([0-9]{1,9}) ([0-9]{1,9})"
-    rb"( noreply)?\r\n" % C.KEY_MAX_LENGTH
-).match
-_STORE_FIRST = frozenset(b"sarp")  # the first bytes of those commands' names
 
 Handler = Callable[["Session", list[bytes]], None]
-
-
-def _lone_store(data: bytes, max_value: int) -> Request | None:
-    """The request the framer would make of ``data`` if it is one storage command (not cas)
-    and its whole data block, ending in CRLF and no longer than the framer takes; else None.
-
-    The tuple is the framer's ``STORE`` request, so ``store_request`` runs it as it runs a
-    framed one (the legacy discovery key, -I, a full cache: all answered there)."""
-    m = _LONE_STORE(data)
-    if m is None:
-        return None
-    verb, key, t_flags, t_exp, t_len, noreply = m.groups()
-    start = m.end()
-    vlen = int(t_len)
-    if len(data) != start + vlen + 2 or vlen > max_value or data[-2:] != b"\r\n":
-        return None
-    if noreply is None:
-        tokens = [verb, key, t_flags, t_exp, t_len]
-    else:
-        tokens = [verb, key, t_flags, t_exp, t_len, b"noreply"]
-    return (STORE, tokens, key, int(t_flags), int(t_exp), 0, data[start:], noreply is not None)
 
 
 class Suspended(Exception):
@@ -149,26 +120,17 @@ class Session:
     def serve(self, data: bytes, limit: int) -> bool:
         """``feed(data)`` then ``process(limit)``: the worker's step for every read.
 
-        Why: a client with one request in flight sends each get as one read of one line, and
-        each set as one read of its line and data block (memcaslap does too). When the read is
-        exactly ``get <key>\\r\\n`` (``_LONE_GET``) or one storage command with its whole
-        block (``_lone_store``), with nothing buffered or suspended before it, no -vv tracing,
-        no stats detail and no watcher, it is answered here: no framer, no dispatch loop, no
-        handler lookup, and one regular expression in place of a dozen tests. The request is
-        then run by what runs the framed one (``get_one``, ``store_request``).
-
-        Measured in-process, a get's path went from 3.57 to 2.85 us, and a set's (100 B)
-        from 8.3 to 7.8 us (three alternated runs each). The one-connection p50 of gets
-        against memcached's, in three alternated runs of 6-8 pairs, went from 1.66, 1.58 and
-        1.66x to 1.61, 1.59 and 1.49x (a request runs after a context switch there, with cold
-        caches, so each step saved counts about twice); memcaslap's throughput did not move
-        measurably for either (its pairs spread 0.87-1.21).
-        Anything else takes the general path."""
+        Why: a client with one request in flight sends each get as one read of one line
+        (memcaslap does too). When the read is exactly ``get <key>\\r\\n`` (``_LONE_GET``),
+        with nothing buffered or suspended before it, no -vv tracing, no stats detail and no
+        watcher, ``get_one`` answers it here: no framer, no dispatch loop, no handler lookup,
+        and one regular expression in place of a dozen tests. In-process a get's path went
+        from 3.57 to 2.85 us; the one-connection p50 against memcached's, in three alternated
+        runs of 6-8 pairs, from 1.66, 1.58 and 1.66x to 1.61, 1.59 and 1.49x (a request runs
+        after a context switch there, with cold caches, so each step saved counts about
+        twice). Anything else takes the general path."""
         line = _LONE_GET(data)
-        req = None
-        if line is None and data and data[0] in _STORE_FIRST:
-            req = _lone_store(data, self.framer.max_value)
-        if line is not None or req is not None:
+        if line is not None:
             framer = self.framer
             if (
                 framer.pos >= len(framer.buf)
@@ -179,10 +141,7 @@ class Session:
             ):
                 self.stats[BYTES_READ] += len(data)
                 framer.started = True  # the first byte was not a binary request's
-                if line is not None:
-                    get_one(self, line[1])
-                elif req is not None:
-                    store_request(self, req)
+                get_one(self, line[1])
                 return False
         self.feed(data)
         return self.process(limit)

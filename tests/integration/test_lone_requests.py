@@ -1,10 +1,14 @@
-"""A read that is one ``get <key>\\r\\n`` line, or one storage command with its whole data
-block: the node answers it without the framer (``Session.serve``). Every conversation here
-sends each chunk as its own write, waits for its reply, and compares the replies and the
-counters with a real memcached's, so the shortcuts and the general path cannot drift apart.
+"""A read that is one ``get <key>\\r\\n`` line: the node answers it without the framer
+(``Session.serve``). Every conversation here sends each chunk as its own write, waits for its
+reply, and compares the replies and the counters with a real memcached's, so the shortcut and
+the general path cannot drift apart.
+
+Storage commands sent the same way, each with its whole data block in one write (as every
+client with one request in flight sends them), are compared too: a shortcut for them was
+measured and not kept (``STORE_CASES``), and these cases are what one must pass.
 
 The differential corpus cannot cover this: it appends a ``version`` sentinel to every write, so
-none of its reads is a lone request. (Under -Y, a lone get or set before authentication is in
+none of its reads is a lone request. (Under -Y, a lone get before authentication is in
 ``test_auth.py``'s differential cases.)
 """
 
@@ -36,8 +40,8 @@ CASES: list[tuple[str, list[bytes]]] = [
     ("gets_is_not_get", [b"set k 0 0 1\r\nv\r\n", b"gets k\r\n", b"get k\r\n"]),
 ]
 
-# Storage commands, each with its data block in one write (the shortcut's case) unless the
-# case is about a block that is split, short, long or followed by more.
+# Storage commands, each with its data block in one write unless the case is about a block
+# that is split, short, long or followed by more.
 STORE_CASES: list[tuple[str, list[bytes]]] = [
     ("set_overwrite", [b"set k 5 0 1\r\na\r\n", b"set k 6 0 2\r\nbb\r\n", b"get k\r\n"]),
     ("set_noreply", [b"set k 0 0 1 noreply\r\nv\r\n", b"get k\r\n"]),
