@@ -33,7 +33,22 @@ from memcache_server.stats import (
     TOUCH_CMDS,
     TOUCH_MISSES,
 )
-from memcache_server.storage.store import Mode, Outcome
+from memcache_server.storage.items import (
+    ADD,
+    APPEND,
+    CAS,
+    DELTA_OK,
+    EXISTS,
+    NO_MEMORY,
+    NON_NUMERIC,
+    NOT_FOUND,
+    NOT_STORED,
+    PREPEND,
+    REPLACE,
+    SET,
+    STORED,
+    TOO_LARGE,
+)
 
 if TYPE_CHECKING:
     from memcache_server.commands.session import Handler, Session
@@ -41,22 +56,21 @@ if TYPE_CHECKING:
 __all__ = ["ITEM_COMMAND_HANDLERS", "STORE_MODES", "store_request", "vlen_of"]
 
 STORE_MODES = {
-    b"set": Mode.SET,
-    b"add": Mode.ADD,
-    b"replace": Mode.REPLACE,
-    b"append": Mode.APPEND,
-    b"prepend": Mode.PREPEND,
-    b"cas": Mode.CAS,
+    b"set": SET,
+    b"add": ADD,
+    b"replace": REPLACE,
+    b"append": APPEND,
+    b"prepend": PREPEND,
+    b"cas": CAS,
 }
 OUTCOME_REPLY = {
-    Outcome.STORED: C.STORED,
-    Outcome.NOT_STORED: C.NOT_STORED,
-    Outcome.EXISTS: C.EXISTS,
-    Outcome.NOT_FOUND: C.NOT_FOUND,
-    Outcome.TOO_LARGE: C.TOO_LARGE,
-    Outcome.NO_MEMORY: C.NO_MEMORY,
+    STORED: C.STORED,
+    NOT_STORED: C.NOT_STORED,
+    EXISTS: C.EXISTS,
+    NOT_FOUND: C.NOT_FOUND,
+    TOO_LARGE: C.TOO_LARGE,
+    NO_MEMORY: C.NO_MEMORY,
 }
-_STORED = Outcome.STORED
 _GET_KEYS_MAX = C.KEY_MAX_LENGTH
 _END = C.END  # module constants on the get path: one lookup, not two
 
@@ -83,7 +97,7 @@ def store_request(s: Session, req: Request) -> None:
         if tokens[0] == b"set":
             s.store.drop(key)
         if observed:
-            observe_store(s, req, Outcome.TOO_LARGE)
+            observe_store(s, req, TOO_LARGE)
         if not noreply:
             s.out += C.TOO_LARGE
         return
@@ -100,12 +114,12 @@ def store_request(s: Session, req: Request) -> None:
         body,
         cas,
     )
-    if outcome != _STORED:
-        if outcome == Outcome.NOT_FOUND:
+    if outcome != STORED:
+        if outcome == NOT_FOUND:
             s.stats[CAS_MISSES] += 1
-        elif outcome == Outcome.TOO_LARGE:
+        elif outcome == TOO_LARGE:
             s.stats[STORE_TOO_LARGE] += 1
-        elif outcome == Outcome.NO_MEMORY:
+        elif outcome == NO_MEMORY:
             s.stats[STORE_NO_MEMORY] += 1
     if observed:
         observe_store(s, req, outcome)
@@ -365,15 +379,15 @@ def _key_number(
 
 def _delta(s: Session, key: bytes, delta: int, incr: bool) -> bytes:
     outcome, value = s.store.incr_decr(key, delta, incr)
-    if outcome == Outcome.DELTA_OK:
+    if outcome == DELTA_OK:
         return b"%d\r\n" % value
-    if outcome == Outcome.NOT_FOUND:
+    if outcome == NOT_FOUND:
         if incr:
             s.stats[INCR_MISSES] += 1
         else:
             s.stats[DECR_MISSES] += 1
         return C.NOT_FOUND
-    if outcome == Outcome.NON_NUMERIC:
+    if outcome == NON_NUMERIC:
         return C.NON_NUMERIC
     return C.DELTA_NO_MEMORY
 

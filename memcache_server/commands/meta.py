@@ -31,6 +31,19 @@ from memcache_server.stats import (
     TOUCH_CMDS,
 )
 from memcache_server.storage.clock import exptime_to_abs
+from memcache_server.storage.items import (
+    ADD,
+    APPEND,
+    CAS,
+    EXISTS,
+    NOT_FOUND,
+    NOT_STORED,
+    PREPEND,
+    REPLACE,
+    SET,
+    STORED,
+    TOO_LARGE,
+)
 from memcache_server.storage.metastore import (
     EV_RECACHE,
     EV_SET_TTL,
@@ -39,7 +52,6 @@ from memcache_server.storage.metastore import (
     MetaHit,
     MetaResult,
 )
-from memcache_server.storage.store import Mode, Outcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,18 +65,18 @@ HD = b"HD"
 U32 = 0xFFFFFFFF
 
 _MS_MODES = {
-    0: Mode.SET,
-    0x53: Mode.SET,  # S
-    0x45: Mode.ADD,  # E
-    0x41: Mode.APPEND,  # A
-    0x50: Mode.PREPEND,  # P
-    0x52: Mode.REPLACE,  # R
+    0: SET,
+    0x53: SET,  # S
+    0x45: ADD,  # E
+    0x41: APPEND,  # A
+    0x50: PREPEND,  # P
+    0x52: REPLACE,  # R
 }
 _MS_STATUS = {
-    Outcome.STORED: HD,
-    Outcome.EXISTS: b"EX",
-    Outcome.NOT_FOUND: b"NF",
-    Outcome.NOT_STORED: b"NS",
+    STORED: HD,
+    EXISTS: b"EX",
+    NOT_FOUND: b"NF",
+    NOT_STORED: b"NS",
 }
 _MA_INCR = {0: True, 0x49: True, 0x2B: True, 0x44: False, 0x2D: False}  # none I + D -
 
@@ -231,8 +243,8 @@ def meta_store(s: Session, req: Request) -> None:
     if mode is None:
         out += M.ERR_MS_MODE
         return
-    if f.has_cas and (mode == Mode.SET or mode == Mode.REPLACE):
-        mode = Mode.CAS
+    if f.has_cas and mode in (SET, REPLACE):
+        mode = CAS
     if M.opaque_error_at(tokens, 3) < len(tokens):
         out += M.ERR_OPAQUE
         return
@@ -257,7 +269,7 @@ def meta_store(s: Session, req: Request) -> None:
         exp,
         body,
         f.req_cas,
-        f.set_stale and mode == Mode.CAS,
+        f.set_stale and mode == CAS,
     )
     if s.ctx.observed[0]:
         t = s.ctx.table
@@ -266,17 +278,17 @@ def meta_store(s: Session, req: Request) -> None:
         watch.log_store(s.ctx.logger, s.cid, b"ms", f.key, ttl, cid, len(body) - 2, outcome)
     status = _MS_STATUS.get(outcome)
     if status is None:
-        if outcome == Outcome.TOO_LARGE:
+        if outcome == TOO_LARGE:
             s.stats[STORE_TOO_LARGE] += 1
             out += C.TOO_LARGE
         else:
             s.stats[STORE_NO_MEMORY] += 1
             out += C.NO_MEMORY
         return
-    if outcome == Outcome.STORED:
+    if outcome == STORED:
         if f.no_reply:
             return
-    elif outcome == Outcome.NOT_FOUND:
+    elif outcome == NOT_FOUND:
         s.stats[CAS_MISSES] += 1
     parts = [status]
     for i in range(3, len(tokens)):

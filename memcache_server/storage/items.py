@@ -95,6 +95,13 @@ class Mode(IntEnum):
     CAS = 5
 
 
+# The members as module constants, for the request paths: a member read through its class goes
+# through EnumType's attribute lookup, 70-85 ns on 3.11 against about 15 for a module global,
+# and a plain set read seven of them.
+STORED, NOT_STORED, EXISTS, NOT_FOUND, TOO_LARGE, NO_MEMORY, NON_NUMERIC, DELTA_OK = Outcome
+SET, ADD, REPLACE, APPEND, PREPEND, CAS = Mode
+
+
 @dataclass(frozen=True, slots=True)
 class StoreLimits:
     memory_limit: int
@@ -546,7 +553,7 @@ class Items(LruOps):
         if not cid:
             cid = table.class_for(ntotal)
         if cid == 0:
-            return Outcome.TOO_LARGE, NIL
+            return TOO_LARGE, NIL
         header = self.header_fn(key, flags, nbytes)[self.lead_len :]
         plen = len(header)
         if ntotal <= table.chunk_max:
@@ -561,7 +568,7 @@ class Items(LruOps):
             if slot == NIL:
                 slot = self.do_alloc_pull(cid, now)
                 if slot == NIL:
-                    return Outcome.NO_MEMORY, NIL
+                    return NO_MEMORY, NIL
             page = c.page_area
             base = 8 * slot + 48  # c.at(slot)
             page[base : base + plen] = header
@@ -570,13 +577,13 @@ class Items(LruOps):
         else:
             hcid = table.class_for(table.chunked_header_size(nkey, flags))
             if hcid == 0 or HEADER_BYTES + plen + FIRST_CHUNK > table.sizes[hcid]:
-                return Outcome.TOO_LARGE, NIL
+                return TOO_LARGE, NIL
             if layout is None:
                 layout = [(d, min(table.sizes[d] - CHUNK_HEADER, nbytes - off))
                           for d, off in _offsets(table, table.data_chunks(nbytes))]
             slot = self.do_alloc(hcid, now)
             if slot == NIL:
-                return Outcome.NO_MEMORY, NIL
+                return NO_MEMORY, NIL
             c = self.classes[hcid]
             hh = (slot << 6) | hcid
             # The chain is built front to back; the header stays not IN_USE until it is whole.
@@ -592,7 +599,7 @@ class Items(LruOps):
                         dc.push_free(dh >> 6)
                         dh = nxt
                     c.push_free(slot)
-                    return Outcome.NO_MEMORY, NIL
+                    return NO_MEMORY, NIL
                 dc = self.classes[dcid]
                 dbase = dc.at(ds)
                 dc.page_area[dbase : dbase + take] = body[off : off + take]
@@ -632,7 +639,7 @@ class Items(LruOps):
         else:
             c.q[slot] = 0
         u1[i1 + 41] = bits if linked else bits & ~IN_USE  # last: complete from here on
-        return Outcome.STORED, (slot << 6) | c.cid
+        return STORED, (slot << 6) | c.cid
 
     def do_count_set(self, nkey: int, flags: int, nbytes: int) -> None:
         """memcached counts a set in the item's class once the item could be sized."""
@@ -650,13 +657,13 @@ class Items(LruOps):
         digits for the caller to store as a new item."""
         nbytes = c.u4[2 * s + 8]
         if nbytes <= 2 or c.u1[8 * s + 41] & CHUNKED:
-            return Outcome.NON_NUMERIC, 0, b""
+            return NON_NUMERIC, 0, b""
         if req_cas and c.q[s] != req_cas:
-            return Outcome.EXISTS, 0, b""
+            return EXISTS, 0, b""
         plen = c.u2[4 * s + 22]
         value = parse_u64(self.do_read(c, s, h, plen, nbytes - 2))
         if value is None:
-            return Outcome.NON_NUMERIC, 0, b""
+            return NON_NUMERIC, 0, b""
         lru = self.classes[self.do_lru_cid(c, s)]
         if incr:
             value = (value + delta) & 0xFFFFFFFFFFFFFFFF
@@ -667,12 +674,12 @@ class Items(LruOps):
         digits = b"%d" % value
         res = len(digits)
         if res + 2 > nbytes:
-            return Outcome.DELTA_OK, value, digits
+            return DELTA_OK, value, digits
         base = c.at(s) + plen
         c.page_area[base : base + nbytes - 2] = digits + b" " * (nbytes - 2 - res)
         c.q[s] = self.do_next_cas()
         self.do_item_update(c, s, h, now)
-        return Outcome.DELTA_OK, value, b""
+        return DELTA_OK, value, b""
 
 
 def _offsets(table: SlabTable, cids: list[int]) -> list[tuple[int, int]]:

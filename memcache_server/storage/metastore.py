@@ -16,7 +16,21 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from memcache_server.storage.items import Mode, Outcome
+from memcache_server.storage.items import (
+    ADD,
+    APPEND,
+    CAS,
+    EXISTS,
+    NON_NUMERIC,
+    NOT_FOUND,
+    NOT_STORED,
+    PREPEND,
+    SET,
+    STORED,
+    TOO_LARGE,
+    Mode,
+    Outcome,
+)
 from memcache_server.storage.slabclass import (
     DATA_CHUNK,
     FETCHED,
@@ -113,7 +127,7 @@ class MetaStore:
         """Write and link a new item; NIL when memory is exhausted."""
         st = self.store
         outcome, h = st.do_write_item(key, flags, exp, body, now)
-        if outcome != Outcome.STORED:
+        if outcome != STORED:
             return NIL
         c = st.classes[h & 63]
         st.do_link(key, h, st.do_lru_cid(c, h >> 6), st.do_ntotal(c, h >> 6), len(body))
@@ -226,7 +240,7 @@ class MetaStore:
                 h = st.index.get(key)
                 if h is not None:
                     st.do_unlink(h)  # memcached drops the old value when the new one cannot fit
-                return Outcome.TOO_LARGE, 0
+                return TOO_LARGE, 0
             st.do_count_set(nkey, flags, len(body))
             old = self._lookup(key, now)
             extra_bits = 0
@@ -244,10 +258,10 @@ class MetaStore:
                 else:
                     cas_res = 3  # bad value
                 lru = st.classes[st.do_lru_cid(oc, os_)]
-                if mode == Mode.ADD:
+                if mode == ADD:
                     st.do_item_update(oc, os_, old, now)
-                    return Outcome.NOT_STORED, 0
-                if mode == Mode.CAS:
+                    return NOT_STORED, 0
+                if mode == CAS:
                     if cas_res == 1:
                         lru.cas_hits += 1
                     elif cas_res == 2:
@@ -256,12 +270,12 @@ class MetaStore:
                         lru.cas_hits += 1
                     else:
                         lru.cas_badval += 1
-                        return Outcome.EXISTS, 0
-                elif mode == Mode.APPEND or mode == Mode.PREPEND:
+                        return EXISTS, 0
+                elif mode in (APPEND, PREPEND):
                     if cas_res > 1:
-                        return Outcome.EXISTS, 0
+                        return EXISTS, 0
                     value = st.do_read(oc, os_, old, oc.u2[4 * os_ + 22], oc.u4[2 * os_ + 8])
-                    if mode == Mode.APPEND:
+                    if mode == APPEND:
                         parts = (len(value) - 2, len(body))
                         body = value[:-2] + body
                     else:
@@ -271,15 +285,15 @@ class MetaStore:
                     exp = oc.u4[2 * os_ + 6]
                     ntotal = table.item_size(nkey, flags, len(body))
                     if table.class_for(ntotal) == 0:
-                        return Outcome.NOT_STORED, 0
+                        return NOT_STORED, 0
                     if ntotal > table.chunk_max:  # chained as memcached chains it
                         layout = table.joined_chunks(*parts)
-            elif mode == Mode.CAS:
-                return Outcome.NOT_FOUND, 0
-            elif mode != Mode.SET and mode != Mode.ADD:
-                return Outcome.NOT_STORED, 0
+            elif mode == CAS:
+                return NOT_FOUND, 0
+            elif mode != SET and mode != ADD:
+                return NOT_STORED, 0
             outcome, h = st.do_write_item(key, flags, exp, body, now, layout=layout)
-            if outcome != Outcome.STORED:
+            if outcome != STORED:
                 hold = st.index.get(key)
                 if hold is not None:
                     st.do_unlink(hold)
@@ -290,7 +304,7 @@ class MetaStore:
             if key_binary:
                 extra_bits |= KEY_BINARY
             c.u1[8 * s + 41] |= extra_bits
-            return Outcome.STORED, c.q[s]
+            return STORED, c.q[s]
 
     # ------------------------------------------------------------------ md
 
@@ -355,9 +369,9 @@ class MetaStore:
                 c = st.classes[h & 63]
                 s = h >> 6
                 outcome, value, longer = st.do_add_delta(c, s, h, delta, incr, now, req_cas)
-                if outcome == Outcome.NON_NUMERIC:
+                if outcome == NON_NUMERIC:
                     return MetaResult.NON_NUMERIC, None
-                if outcome == Outcome.EXISTS:
+                if outcome == EXISTS:
                     return MetaResult.EXISTS, None
                 digits = longer or b"%d" % value
                 if longer:

@@ -25,6 +25,17 @@ from __future__ import annotations
 
 from memcache_server.storage.clock import exptime_to_abs
 from memcache_server.storage.items import (
+    ADD,
+    APPEND,
+    CAS,
+    DELTA_OK,
+    EXISTS,
+    NOT_FOUND,
+    NOT_STORED,
+    PREPEND,
+    REPLACE,
+    SET,
+    STORED,
     W_OLDEST_CAS,
     W_OLDEST_LIVE,
     Mode,
@@ -205,48 +216,48 @@ class Store(StoreStats):
             cid = table.class_for(ntotal)
             if cid:  # memcached counts every set whose item could be sized
                 self.classes[cid].words[W_CMD_SET] += 1
-            if mode == Mode.APPEND or mode == Mode.PREPEND:
+            if mode in (APPEND, PREPEND):
                 # memcached reads the value into an item of its own before it looks the key up,
                 # and frees it once the joined item is linked: the memory that takes (pages a
                 # class grows by, items evicted) is taken here too.
                 outcome, incoming = self.do_write_item(
                     key, flags, exptime_to_abs(exptime, clock), body, now, ntotal, linked=False
                 )
-                if outcome != Outcome.STORED:
+                if outcome != STORED:
                     return outcome
                 try:
-                    return self._do_join(mode == Mode.APPEND, key, bytes(body), now)
+                    return self._do_join(mode == APPEND, key, bytes(body), now)
                 finally:
                     self._do_free_unlinked(incoming)
             # A plain set needs no lookup first: the new item is allocated while the old one is
             # still linked (as memcached allocates before do_store_item), and _link replaces it.
-            old = NIL if mode == Mode.SET else self.do_find(key, now)
-            if mode == Mode.SET:
+            old = NIL if mode == SET else self.do_find(key, now)
+            if mode == SET:
                 pass
-            elif mode == Mode.ADD:
+            elif mode == ADD:
                 if old != NIL:
                     oc = self.classes[old & 63]
                     self.do_item_update(oc, old >> 6, old, now)
-                    return Outcome.NOT_STORED
-            elif mode == Mode.REPLACE:
+                    return NOT_STORED
+            elif mode == REPLACE:
                 if old == NIL:
-                    return Outcome.NOT_STORED
-            elif mode == Mode.CAS:
+                    return NOT_STORED
+            elif mode == CAS:
                 if old == NIL:
-                    return Outcome.NOT_FOUND
+                    return NOT_FOUND
                 oc = self.classes[old & 63]
                 os_ = old >> 6
                 lru = self.classes[self.do_lru_cid(oc, os_)]
                 # With -C every item's CAS is 0, which memcached never treats as a match.
                 if oc.q[os_] != cas_unique or not self.limits.use_cas:
                     lru.cas_badval += 1
-                    return Outcome.EXISTS
+                    return EXISTS
                 lru.cas_hits += 1
             outcome, h = self.do_write_item(
                 key, flags, exptime_to_abs(exptime, clock), body, now, ntotal, cid=cid
             )
-            if outcome != Outcome.STORED:
-                if mode == Mode.SET:
+            if outcome != STORED:
+                if mode == SET:
                     # memcached drops the old value when a set of the same key cannot be stored
                     stale = self.index.get(key)
                     if stale is not None:
@@ -255,14 +266,14 @@ class Store(StoreStats):
             # the item's own class, or the largest for a chunked one (do_lru_cid, inlined)
             lru_cid = h & 63 if ntotal <= table.chunk_max else table.largest
             self.do_link(key, h, lru_cid, ntotal, len(body))
-            return Outcome.STORED
+            return STORED
 
     def _do_join(self, append: bool, key: bytes, add: bytes, now: int) -> Outcome:
         """append/prepend ``add`` (with its CRLF) to the item of ``key``, keeping its flags and
         expiry; a chunked result is chained as memcached chains it (``joined_chunks``)."""
         old = self.do_find(key, now)
         if old == NIL:
-            return Outcome.NOT_STORED
+            return NOT_STORED
         oc = self.classes[old & 63]
         os_ = old >> 6
         value = self.do_read(oc, os_, old, oc.u2[4 * os_ + 22], oc.u4[2 * os_ + 8])
@@ -276,14 +287,14 @@ class Store(StoreStats):
         table = self.table
         ntotal = table.item_size(len(key), flags, len(body))
         if table.class_for(ntotal) == 0:
-            return Outcome.NOT_STORED  # memcached: an append past -I is not stored
+            return NOT_STORED  # memcached: an append past -I is not stored
         layout = table.joined_chunks(first, second) if ntotal > table.chunk_max else None
         outcome, h = self.do_write_item(key, flags, oc.u4[2 * os_ + 6], body, now, layout=layout)
-        if outcome != Outcome.STORED:
+        if outcome != STORED:
             return outcome
         c = self.classes[h & 63]
         self.do_link(key, h, self.do_lru_cid(c, h >> 6), ntotal, len(body))
-        return Outcome.STORED
+        return STORED
 
     def _do_free_unlinked(self, h: int) -> None:
         """Give back the chunks of an item written with ``linked=False``."""
@@ -327,16 +338,16 @@ class Store(StoreStats):
         with self.lock:
             h = self.do_find(key, now)
             if h == NIL:
-                return Outcome.NOT_FOUND, 0
+                return NOT_FOUND, 0
             c = self.classes[h & 63]
             s = h >> 6
             outcome, value, digits = self.do_add_delta(c, s, h, delta, incr, now)
-            if outcome != Outcome.DELTA_OK or not digits:
+            if outcome != DELTA_OK or not digits:
                 return outcome, value
             flags = c.u4[2 * s + 9]
             body = digits + b"\r\n"
             outcome, nh = self.do_write_item(key, flags, c.u4[2 * s + 6], body, now)
-            if outcome != Outcome.STORED:
+            if outcome != STORED:
                 return outcome, 0
             nc = self.classes[nh & 63]
             self.do_link(
@@ -346,7 +357,7 @@ class Store(StoreStats):
                 self.table.item_size(len(key), flags, len(body)),
                 len(body),
             )
-            return Outcome.DELTA_OK, value
+            return DELTA_OK, value
 
     def flush_all(self, exptime: int) -> None:
         """memcached's flush: items last stored/used at or before a moment become invalid."""
